@@ -1,0 +1,180 @@
+//! Datagram requests: Python's `DatagramRequestHandler` with a bounded reply.
+
+use embedded_io::{BufRead, ErrorType, Read, Write};
+
+use crate::handler::{DatagramHandler, HandlerFactory, Hooks};
+use crate::transport::Address;
+use crate::Error;
+
+/// One datagram as a handler sees it.
+pub struct DatagramRequest<'a, A> {
+    /// Reader over the received packet.
+    pub rfile: PacketReader<'a>,
+    /// The reply, sent to the client after `finish` if not empty.
+    pub wfile: PacketWriter<'a>,
+    /// Who sent the packet; the reply goes there.
+    pub client_address: A,
+    /// The datagram was longer than the server's packet buffer
+    /// (`max_packet_size`) and `rfile` holds only its head.
+    pub truncated: bool,
+}
+
+impl<'a, A: Address> DatagramRequest<'a, A> {
+    /// A request for `packet` from `client_address`, replying through `reply_buf`.
+    pub fn new(packet: &'a [u8], truncated: bool, client_address: A, reply_buf: &'a mut [u8]) -> Self {
+        DatagramRequest {
+            rfile: PacketReader::new(packet),
+            wfile: PacketWriter::new(reply_buf),
+            client_address,
+            truncated,
+        }
+    }
+}
+
+/// Python's datagram `rfile`: reads the packet.
+#[derive(Clone, Debug)]
+pub struct PacketReader<'a> {
+    packet: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> PacketReader<'a> {
+    /// A reader at the start of `packet`.
+    pub fn new(packet: &'a [u8]) -> Self {
+        PacketReader { packet, pos: 0 }
+    }
+
+    /// The whole packet, whatever has been read of it.
+    pub fn packet(&self) -> &'a [u8] {
+        self.packet
+    }
+
+    /// Reads up to and including the next `\n`, or the rest of the packet;
+    /// empty once everything was read.
+    pub fn read_line(&mut self) -> &'a [u8] {
+        let rest = &self.packet[self.pos..];
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        self.pos += len;
+        &rest[..len]
+    }
+}
+
+impl ErrorType for PacketReader<'_> {
+    type Error = Error;
+}
+
+impl Read for PacketReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        let rest = &self.packet[self.pos..];
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl BufRead for PacketReader<'_> {
+    fn fill_buf(&mut self) -> Result<&[u8], Error> {
+        Ok(&self.packet[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.packet.len());
+    }
+}
+
+/// Python's datagram `wfile`: collects the reply in a fixed buffer.
+///
+/// A write that does not fit entirely fails with [`Error::ReplyTooLong`]
+/// and stores nothing, so a reply is never cut silently.
+#[derive(Debug)]
+pub struct PacketWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> PacketWriter<'a> {
+    /// An empty reply in `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        PacketWriter { buf, len: 0 }
+    }
+
+    /// The reply so far.
+    pub fn written(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The largest reply this writer holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops what was written so far.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl ErrorType for PacketWriter<'_> {
+    type Error = Error;
+}
+
+impl Write for PacketWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        let end = self.len + data.len();
+        if end > self.buf.len() {
+            return Err(Error::ReplyTooLong {
+                capacity: self.buf.len(),
+            });
+        }
+        self.buf[self.len..end].copy_from_slice(data);
+        self.len = end;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Serves one received datagram to the end: builds a handler, runs
+/// `setup`, `handle`, `finish`, hands a non-empty reply to `send`, and
+/// reports the first error to `handle_error`.
+///
+/// As in Python, the reply is sent even when `handle` failed (it is part of
+/// `finish`), but not when `setup` did. `reply_buf` bounds the reply.
+pub fn serve_datagram<A, F, H, S>(
+    packet: &[u8],
+    truncated: bool,
+    client_address: A,
+    factory: &F,
+    hooks: &H,
+    reply_buf: &mut [u8],
+    send: S,
+) where
+    A: Address,
+    F: HandlerFactory + ?Sized,
+    F::Handler: DatagramHandler,
+    H: Hooks<[u8], A> + ?Sized,
+    S: FnOnce(&[u8], &A) -> Result<(), Error>,
+{
+    let mut handler = factory.build();
+    let mut request = DatagramRequest::new(packet, truncated, client_address, reply_buf);
+    let result = handler.setup(&mut request).and_then(|()| {
+        let handled = handler.handle(&mut request);
+        let finished = handler.finish(&mut request);
+        let reply = request.wfile.written();
+        let sent = if reply.is_empty() {
+            Ok(())
+        } else {
+            send(reply, &request.client_address)
+        };
+        handled.and(finished).and(sent)
+    });
+    if let Err(error) = result {
+        hooks.handle_error(&request.client_address, &error);
+    }
+}

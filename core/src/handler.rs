@@ -1,0 +1,199 @@
+//! Request handlers (Python's `BaseRequestHandler` family), the factory that
+//! builds one per request, and the server hooks.
+
+use core::time::Duration;
+
+use crate::datagram::DatagramRequest;
+use crate::stream::StreamRequest;
+use crate::transport::{Address, Connection};
+use crate::Error;
+
+/// Per-request settings of a stream handler: Python's `StreamRequestHandler`
+/// class attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct StreamOptions {
+    /// Bound on each read and write of the connection (`timeout`); a request
+    /// that exceeds it fails with `ErrorKind::TimedOut`. Default: none.
+    pub timeout: Option<Duration>,
+    /// Sets `TCP_NODELAY` (`disable_nagle_algorithm`). Default: off.
+    pub disable_nagle_algorithm: bool,
+    /// Buffers `wfile` in the server's write buffer and flushes it after
+    /// [`StreamHandler::finish`] (`wbufsize != 0`). Default: unbuffered, every
+    /// write goes out whole before it returns.
+    pub buffered_wfile: bool,
+}
+
+impl StreamOptions {
+    /// The defaults: no timeout, Nagle on, unbuffered `wfile`.
+    pub const fn new() -> Self {
+        StreamOptions {
+            timeout: None,
+            disable_nagle_algorithm: false,
+            buffered_wfile: false,
+        }
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub const fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`disable_nagle_algorithm`](Self::disable_nagle_algorithm).
+    pub const fn disable_nagle_algorithm(mut self, on: bool) -> Self {
+        self.disable_nagle_algorithm = on;
+        self
+    }
+
+    /// Sets [`buffered_wfile`](Self::buffered_wfile).
+    pub const fn buffered_wfile(mut self, on: bool) -> Self {
+        self.buffered_wfile = on;
+        self
+    }
+}
+
+/// Handles one stream request (Python's `StreamRequestHandler`).
+///
+/// A new handler is built for every request by a [`HandlerFactory`]. Its
+/// methods are generic over the [`Connection`], so one handler serves every
+/// backend. The lifecycle follows Python: [`setup`](Self::setup), then
+/// [`handle`](Self::handle), then [`finish`](Self::finish), which runs even
+/// when `handle` failed but not when `setup` did. The first error is passed
+/// to the server's [`Hooks::handle_error`].
+pub trait StreamHandler {
+    /// The settings applied to the connection before `setup`.
+    fn options(&self) -> StreamOptions {
+        StreamOptions::new()
+    }
+
+    /// Prepares the request. An error here skips `handle` and `finish`.
+    fn setup<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Serves the request.
+    fn handle<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error>;
+
+    /// Cleans up after `handle`, whether it succeeded or not. A buffered
+    /// `wfile` is flushed after this returns.
+    fn finish<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+}
+
+/// Handles one datagram (Python's `DatagramRequestHandler`).
+///
+/// `rfile` reads the packet, `wfile` collects the reply, which is sent to the
+/// client after [`finish`](Self::finish) if anything was written. Same
+/// lifecycle rules as [`StreamHandler`].
+pub trait DatagramHandler {
+    /// Prepares the request. An error here skips `handle` and `finish`.
+    fn setup<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Serves the request.
+    fn handle<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error>;
+
+    /// Cleans up after `handle`, whether it succeeded or not.
+    fn finish<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+        let _ = request;
+        Ok(())
+    }
+}
+
+/// Builds a new handler for each request (Python's `RequestHandlerClass`).
+///
+/// Any `Fn() -> H` is a factory; state shared by all requests (Python's
+/// `self.server` attributes) is whatever the closure captures, for example an
+/// `Arc` on std or a `&'static` on firmware.
+pub trait HandlerFactory {
+    /// The handler built.
+    type Handler;
+
+    /// Builds the handler for one request (Python's `finish_request`).
+    fn build(&self) -> Self::Handler;
+}
+
+impl<H, F: Fn() -> H> HandlerFactory for F {
+    type Handler = H;
+
+    fn build(&self) -> H {
+        self()
+    }
+}
+
+/// The overridable methods of Python's `BaseServer`.
+///
+/// `R` is what a request is before it is handled: the [`Connection`] for
+/// stream servers, the packet (`[u8]`) for datagram servers; `A` is the
+/// client address. Hooks take `&self` because threaded dispatch calls them
+/// from several threads; keep counters in atomics or cells.
+pub trait Hooks<R: ?Sized, A> {
+    /// Decides whether to serve a request. On `false` the request is shut
+    /// down and closed and no handler is built. Default: `true`.
+    fn verify_request(&self, request: &R, client_address: &A) -> bool {
+        let _ = (request, client_address);
+        true
+    }
+
+    /// Reports a request that ended in `error`. The server keeps serving.
+    /// Default: logs the client address and the error (through the `log` or
+    /// `defmt` feature; nothing without them).
+    fn handle_error(&self, client_address: &A, error: &Error)
+    where
+        A: Address,
+    {
+        report_error(client_address, error);
+    }
+
+    /// Called when [`handle_request`](crate::Server::handle_request) waited
+    /// its whole timeout for nothing.
+    fn handle_timeout(&self) {}
+
+    /// Called once per pass of the [`serve_forever`](crate::Server::serve_forever) loop.
+    fn service_actions(&self) {}
+}
+
+/// Python's default hooks: accept everyone, log errors, do nothing else.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultHooks;
+
+impl<R: ?Sized, A> Hooks<R, A> for DefaultHooks {}
+
+impl<R: ?Sized, A, H: Hooks<R, A> + ?Sized> Hooks<R, A> for &H {
+    fn verify_request(&self, request: &R, client_address: &A) -> bool {
+        (**self).verify_request(request, client_address)
+    }
+    fn handle_error(&self, client_address: &A, error: &Error)
+    where
+        A: Address,
+    {
+        (**self).handle_error(client_address, error)
+    }
+    fn handle_timeout(&self) {
+        (**self).handle_timeout()
+    }
+    fn service_actions(&self) {
+        (**self).service_actions()
+    }
+}
+
+/// The default `handle_error` report, for hooks that extend rather than
+/// replace it.
+pub fn report_error<A: Address>(client_address: &A, error: &Error) {
+    #[cfg(feature = "log")]
+    log::error!("exception happened during processing of request from {client_address:?}: {error}");
+    #[cfg(feature = "defmt")]
+    defmt::error!(
+        "exception happened during processing of request from {}: {}",
+        defmt::Debug2Format(client_address),
+        error
+    );
+    let _ = (client_address, error);
+}

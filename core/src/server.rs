@@ -1,0 +1,346 @@
+//! The server lifecycle (Python's `BaseServer`) and the synchronous dispatch.
+
+use core::time::Duration;
+
+use crate::datagram::serve_datagram;
+use crate::handler::{DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler};
+use crate::stream::{serve_connection, shutdown_request};
+use crate::time::Clock;
+use crate::transport::{kind, DatagramSocket, Listener, Readiness, Received, Transport};
+use crate::Error;
+
+/// How a ready request is taken and processed (Python's `process_request`
+/// and the mix-ins that override it).
+///
+/// `K` is the transport's [`kind`], so one strategy type can serve both
+/// stream and datagram transports. A dispatch owns the handler factory and
+/// the [`Hooks`], and forwards `handle_timeout` and `service_actions` to
+/// them after its own work (a forking dispatch reaps children there).
+pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
+    /// Python's `_handle_request_noblock`: `get_request`, `verify_request`,
+    /// then `process_request`, for a transport that reported readiness.
+    /// Errors are reported through the hooks, never returned.
+    fn handle_request_noblock(&mut self, transport: &mut T);
+
+    /// [`Server::handle_request`] waited its whole timeout for nothing.
+    fn handle_timeout(&mut self);
+
+    /// One pass of [`Server::serve_forever`] is done.
+    fn service_actions(&mut self);
+
+    /// The server is closing, after its transport was closed
+    /// (`server_close`; a threaded dispatch joins its threads here).
+    fn server_close(&mut self);
+}
+
+/// Python's `get_request` and `verify_request` for stream transports.
+///
+/// Returns the connection to process, or `None` when there was none after
+/// all, accepting failed (logged), or `verify_request` refused it (then the
+/// connection has been shut down and closed, as in Python).
+pub fn get_stream_request<L, H>(listener: &mut L, hooks: &H) -> Option<(L::Connection, L::Addr)>
+where
+    L: Listener,
+    H: Hooks<L::Connection, L::Addr> + ?Sized,
+{
+    let (conn, addr) = match listener.accept() {
+        Ok(Some(request)) => request,
+        Ok(None) => return None,
+        Err(err) => {
+            crate::diag::accept_failed(embedded_io::Error::kind(&err));
+            return None;
+        }
+    };
+    if hooks.verify_request(&conn, &addr) {
+        Some((conn, addr))
+    } else {
+        shutdown_request(conn);
+        None
+    }
+}
+
+/// Python's `get_request` and `verify_request` for datagram transports:
+/// receives into `buf` and returns what arrived, or `None` (nothing after
+/// all, a receive error, or a datagram `verify_request` refused).
+pub fn get_datagram_request<S, H>(socket: &mut S, hooks: &H, buf: &mut [u8]) -> Option<Received<S::Addr>>
+where
+    S: DatagramSocket,
+    H: Hooks<[u8], S::Addr> + ?Sized,
+{
+    let received = match socket.recv_from(buf) {
+        Ok(Some(received)) => received,
+        Ok(None) => return None,
+        Err(err) => {
+            crate::diag::accept_failed(embedded_io::Error::kind(&err));
+            return None;
+        }
+    };
+    hooks
+        .verify_request(&buf[..received.len], &received.addr)
+        .then_some(received)
+}
+
+/// Handles each request to the end before taking the next (Python's
+/// default `process_request`). Needs no threads, no heap and no OS.
+///
+/// `RBUF` is the `rfile` capacity (the longest line) for streams and the
+/// packet buffer (`max_packet_size`) for datagrams; `WBUF` is the buffered
+/// `wfile` for streams and the largest reply for datagrams. Both live inside
+/// this value, so on small targets choose them to fit the stack or place the
+/// server in a `static`.
+pub struct SyncDispatch<F, H = DefaultHooks, const RBUF: usize = 8192, const WBUF: usize = 8192> {
+    factory: F,
+    hooks: H,
+    rbuf: [u8; RBUF],
+    wbuf: [u8; WBUF],
+}
+
+impl<F: HandlerFactory, const RBUF: usize, const WBUF: usize> SyncDispatch<F, DefaultHooks, RBUF, WBUF> {
+    /// Serves with handlers from `factory` and the default hooks.
+    pub fn new(factory: F) -> Self {
+        Self::with_hooks(factory, DefaultHooks)
+    }
+}
+
+impl<F: HandlerFactory, H, const RBUF: usize, const WBUF: usize> SyncDispatch<F, H, RBUF, WBUF> {
+    /// Serves with handlers from `factory`, calling `hooks`.
+    pub fn with_hooks(factory: F, hooks: H) -> Self {
+        SyncDispatch {
+            factory,
+            hooks,
+            rbuf: [0; RBUF],
+            wbuf: [0; WBUF],
+        }
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The handler factory.
+    pub fn factory(&self) -> &F {
+        &self.factory
+    }
+}
+
+impl<L, F, H, const RBUF: usize, const WBUF: usize> Dispatch<L, kind::Stream> for SyncDispatch<F, H, RBUF, WBUF>
+where
+    L: Listener,
+    F: HandlerFactory,
+    F::Handler: StreamHandler,
+    H: Hooks<L::Connection, L::Addr>,
+{
+    fn handle_request_noblock(&mut self, listener: &mut L) {
+        if let Some((conn, addr)) = get_stream_request(listener, &self.hooks) {
+            serve_connection(conn, addr, &self.factory, &self.hooks, &mut self.rbuf, &mut self.wbuf);
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        self.hooks.handle_timeout();
+    }
+
+    fn service_actions(&mut self) {
+        self.hooks.service_actions();
+    }
+
+    fn server_close(&mut self) {}
+}
+
+impl<S, F, H, const RBUF: usize, const WBUF: usize> Dispatch<S, kind::Datagram> for SyncDispatch<F, H, RBUF, WBUF>
+where
+    S: DatagramSocket,
+    F: HandlerFactory,
+    F::Handler: DatagramHandler,
+    H: Hooks<[u8], S::Addr>,
+{
+    fn handle_request_noblock(&mut self, socket: &mut S) {
+        if let Some(rx) = get_datagram_request(socket, &self.hooks, &mut self.rbuf) {
+            serve_datagram(
+                &self.rbuf[..rx.len],
+                rx.truncated,
+                rx.addr,
+                &self.factory,
+                &self.hooks,
+                &mut self.wbuf,
+                |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+            );
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        self.hooks.handle_timeout();
+    }
+
+    fn service_actions(&mut self) {
+        self.hooks.service_actions();
+    }
+
+    fn server_close(&mut self) {}
+}
+
+/// Python's `BaseServer`: a transport, a dispatch strategy and a clock.
+///
+/// Closing ([`server_close`](Self::server_close)) is idempotent and also
+/// happens on drop.
+pub struct Server<T, D, K>
+where
+    T: Transport,
+    D: Dispatch<T, T::Kind>,
+    K: Clock,
+{
+    transport: T,
+    dispatch: D,
+    clock: K,
+    timeout: Option<Duration>,
+    closed: bool,
+}
+
+impl<T, D, K> Server<T, D, K>
+where
+    T: Transport,
+    D: Dispatch<T, T::Kind>,
+    K: Clock,
+{
+    /// A server taking requests from `transport`, processing them with
+    /// `dispatch`, and measuring [`timeout`](Self::timeout) with `clock`.
+    /// The transport is expected to be bound and, for streams, listening.
+    pub fn new(transport: T, dispatch: D, clock: K) -> Self {
+        Server {
+            transport,
+            dispatch,
+            clock,
+            timeout: None,
+            closed: false,
+        }
+    }
+
+    /// How long [`handle_request`](Self::handle_request) waits; `None`
+    /// (Python's default) waits for ever.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// The dispatch strategy (and through it the hooks).
+    pub fn dispatch(&self) -> &D {
+        &self.dispatch
+    }
+
+    /// The dispatch strategy, mutably.
+    pub fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &K {
+        &self.clock
+    }
+
+    /// Whether [`server_close`](Self::server_close) has run.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Handles one request, waiting at most [`timeout`](Self::timeout) for
+    /// it; when none arrives in time, calls `handle_timeout` instead.
+    ///
+    /// Early wake-ups wait again for the remaining time. A shutdown request
+    /// ends the wait without handling anything and is left set for
+    /// [`serve_forever`](Self::serve_forever).
+    ///
+    /// # Errors
+    /// Only the transport's wait fails this call (for example after close);
+    /// a failed request is reported to `handle_error` instead.
+    pub fn handle_request(&mut self) -> Result<(), T::Error> {
+        let deadline = self.timeout.map(|t| self.clock.now() + t);
+        loop {
+            let remaining = deadline.map(|d| d - self.clock.now());
+            match self.transport.wait(remaining)? {
+                Readiness::Ready => {
+                    self.dispatch.handle_request_noblock(&mut self.transport);
+                    return Ok(());
+                }
+                Readiness::TimedOut if deadline.is_some() => break,
+                Readiness::Shutdown => return Ok(()),
+                Readiness::TimedOut | Readiness::Interrupted => {
+                    if deadline.is_some_and(|d| self.clock.now() >= d) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.dispatch.handle_timeout();
+        Ok(())
+    }
+
+    /// Handles requests until shutdown is requested (Python's
+    /// `serve_forever`), calling `service_actions` after every pass.
+    ///
+    /// Each pass waits at most `poll_interval`, but a shutdown request ends
+    /// the wait at once, and one made before this call makes it return at
+    /// once. A request that became ready while shutdown was being requested
+    /// is left unserved. The shutdown request is cleared on return, so the
+    /// server can be served again.
+    ///
+    /// # Errors
+    /// The transport's wait failed (for example after close).
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
+        let result = loop {
+            if self.transport.shutdown_requested() {
+                break Ok(());
+            }
+            match self.transport.wait(Some(poll_interval)) {
+                Err(err) => break Err(err),
+                Ok(Readiness::Shutdown) => break Ok(()),
+                Ok(Readiness::Ready) => {
+                    // bpo-35017: shutdown requested during the wait wins.
+                    if self.transport.shutdown_requested() {
+                        break Ok(());
+                    }
+                    self.dispatch.handle_request_noblock(&mut self.transport);
+                }
+                Ok(Readiness::TimedOut | Readiness::Interrupted) => {}
+            }
+            self.dispatch.service_actions();
+        };
+        self.transport.clear_shutdown();
+        result
+    }
+
+    /// Closes the transport, then lets the dispatch finish (Python's
+    /// `server_close`). Idempotent.
+    pub fn server_close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.transport.close();
+            self.dispatch.server_close();
+        }
+    }
+}
+
+impl<T, D, K> Drop for Server<T, D, K>
+where
+    T: Transport,
+    D: Dispatch<T, T::Kind>,
+    K: Clock,
+{
+    fn drop(&mut self) {
+        self.server_close();
+    }
+}

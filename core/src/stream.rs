@@ -1,0 +1,288 @@
+//! Stream requests: Python's `StreamRequestHandler` with a bounded `rfile`.
+
+use core::cell::{RefCell, RefMut};
+use embedded_io::{BufRead, ErrorType, Read, Write};
+
+use crate::handler::{HandlerFactory, Hooks, StreamHandler};
+use crate::transport::Connection;
+use crate::Error;
+
+/// One stream request as a handler sees it.
+///
+/// `rfile` and `wfile` are separate fields so a handler can read a line and
+/// write a reply while the line is still borrowed.
+pub struct StreamRequest<'a, C: Connection> {
+    /// Buffered reader over the connection; lines are bounded by its capacity.
+    pub rfile: RFile<'a, C>,
+    /// Writer to the connection, unbuffered unless the handler asked for
+    /// [`buffered_wfile`](crate::StreamOptions::buffered_wfile).
+    pub wfile: WFile<'a, C>,
+    /// The peer's address.
+    pub client_address: C::Addr,
+    conn: &'a RefCell<C>,
+}
+
+impl<'a, C: Connection> StreamRequest<'a, C> {
+    /// A request over `conn`, reading through `rbuf` and, when `wbuf` is not
+    /// empty, buffering writes in it.
+    pub fn new(
+        conn: &'a RefCell<C>,
+        client_address: C::Addr,
+        rbuf: &'a mut [u8],
+        wbuf: &'a mut [u8],
+    ) -> Self {
+        StreamRequest {
+            rfile: RFile::new(conn, rbuf),
+            wfile: WFile::new(conn, wbuf),
+            client_address,
+            conn,
+        }
+    }
+
+    /// The raw connection (Python's `self.request`), for what the files do
+    /// not offer. Bytes already buffered in `rfile` are not seen by reads
+    /// made here.
+    ///
+    /// # Panics
+    /// If the connection is already borrowed, which only happens when this
+    /// is called while a previous result of it is still alive.
+    pub fn connection(&self) -> RefMut<'a, C> {
+        self.conn.borrow_mut()
+    }
+}
+
+/// Python's `rfile`: a buffered reader whose capacity bounds a line.
+///
+/// Implements embedded-io [`Read`] and [`BufRead`].
+pub struct RFile<'a, C> {
+    conn: &'a RefCell<C>,
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'a, C: Connection> RFile<'a, C> {
+    /// A reader over `conn` buffering in `buf`.
+    pub fn new(conn: &'a RefCell<C>, buf: &'a mut [u8]) -> Self {
+        RFile {
+            conn,
+            buf,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The buffer's capacity: the longest line [`read_line`](Self::read_line) returns.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reads up to and including the next `\n` (Python's `readline`).
+    ///
+    /// Returns the line with its terminator, the unterminated rest at end of
+    /// stream, or an empty slice once the stream is exhausted. The slice is
+    /// mutable so a reply can be built in place.
+    ///
+    /// # Errors
+    /// [`Error::LineTooLong`] when no `\n` arrives within
+    /// [`capacity`](Self::capacity) bytes: the buffered part is dropped and
+    /// memory never grows. I/O errors as [`Error::Io`].
+    pub fn read_line(&mut self) -> Result<&mut [u8], Error> {
+        let mut scanned = self.start;
+        loop {
+            if let Some(i) = self.buf[scanned..self.end].iter().position(|&b| b == b'\n') {
+                let (start, stop) = (self.start, scanned + i + 1);
+                self.start = stop;
+                return Ok(&mut self.buf[start..stop]);
+            }
+            if self.end == self.buf.len() {
+                if self.start == 0 {
+                    self.end = 0;
+                    return Err(Error::LineTooLong {
+                        capacity: self.buf.len(),
+                    });
+                }
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            scanned = self.end;
+            let n = self.fill_more()?;
+            if n == 0 {
+                let (start, stop) = (self.start, self.end);
+                self.start = stop;
+                return Ok(&mut self.buf[start..stop]);
+            }
+        }
+    }
+
+    fn fill_more(&mut self) -> Result<usize, Error> {
+        let n = self
+            .conn
+            .borrow_mut()
+            .read(&mut self.buf[self.end..])
+            .map_err(Error::from_io)?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+impl<C: Connection> ErrorType for RFile<'_, C> {
+    type Error = Error;
+}
+
+impl<C: Connection> Read for RFile<'_, C> {
+    fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        if self.start == self.end && out.len() >= self.buf.len() {
+            // Nothing buffered and the caller's buffer is the bigger one.
+            return self.conn.borrow_mut().read(out).map_err(Error::from_io);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<C: Connection> BufRead for RFile<'_, C> {
+    fn fill_buf(&mut self) -> Result<&[u8], Error> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            self.fill_more()?;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.start = (self.start + amt).min(self.end);
+    }
+}
+
+/// Python's `wfile`: every write goes out whole or fails.
+///
+/// Unbuffered (an empty buffer), each `write` sends all its bytes before
+/// returning. Buffered, bytes collect until the buffer is full, a
+/// [`flush`](Write::flush), or the end of the request.
+pub struct WFile<'a, C> {
+    conn: &'a RefCell<C>,
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a, C: Connection> WFile<'a, C> {
+    /// A writer over `conn`, buffering in `buf` unless it is empty.
+    pub fn new(conn: &'a RefCell<C>, buf: &'a mut [u8]) -> Self {
+        WFile { conn, buf, len: 0 }
+    }
+
+    /// Bytes written but not yet sent.
+    pub fn pending(&self) -> usize {
+        self.len
+    }
+
+    fn send(&self, data: &[u8]) -> Result<(), Error> {
+        self.conn
+            .borrow_mut()
+            .write_all(data)
+            .map_err(Error::from_io)
+    }
+
+    fn flush_buffer(&mut self) -> Result<(), Error> {
+        if self.len > 0 {
+            let len = core::mem::take(&mut self.len);
+            self.send(&self.buf[..len])?;
+        }
+        Ok(())
+    }
+}
+
+impl<C: Connection> ErrorType for WFile<'_, C> {
+    type Error = Error;
+}
+
+impl<C: Connection> Write for WFile<'_, C> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if self.len + data.len() > self.buf.len() {
+            self.flush_buffer()?;
+        }
+        if data.len() >= self.buf.len() {
+            self.send(data)?;
+        } else {
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.flush_buffer()?;
+        self.conn.borrow_mut().flush().map_err(Error::from_io)
+    }
+}
+
+/// Runs a handler over one connection (Python's `finish_request` with the
+/// `StreamRequestHandler` setup): applies the handler's options, then
+/// `setup`, `handle`, `finish` and the final `wfile` flush.
+///
+/// Returns the first error; `finish` runs after a failed `handle` but not
+/// after a failed `setup`.
+pub fn finish_request<C: Connection, H: StreamHandler>(
+    handler: &mut H,
+    conn: &RefCell<C>,
+    client_address: C::Addr,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) -> Result<(), Error> {
+    let options = handler.options();
+    {
+        let mut c = conn.borrow_mut();
+        if options.timeout.is_some() {
+            c.set_timeout(options.timeout).map_err(Error::from_io)?;
+        }
+        if options.disable_nagle_algorithm {
+            c.set_nodelay(true).map_err(Error::from_io)?;
+        }
+    }
+    let wbuf = if options.buffered_wfile { wbuf } else { &mut [] };
+    let mut request = StreamRequest::new(conn, client_address, rbuf, wbuf);
+    handler.setup(&mut request)?;
+    let handled = handler.handle(&mut request);
+    let finished = handler.finish(&mut request);
+    let flushed = request.wfile.flush();
+    handled.and(finished).and(flushed)
+}
+
+/// Python's `shutdown_request` for streams: `SHUT_WR` (its error ignored,
+/// as some platforms report `ENOTCONN`), then `close_request`.
+pub fn shutdown_request<C: Connection>(mut conn: C) {
+    let _ = conn.shutdown_write();
+    conn.close();
+}
+
+/// Serves one accepted connection to the end: builds a handler, runs it,
+/// reports an error to `handle_error`, then shuts the connection down.
+///
+/// This is what every dispatch strategy runs, inline or on another thread.
+pub fn serve_connection<C, F, H>(
+    conn: C,
+    client_address: C::Addr,
+    factory: &F,
+    hooks: &H,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) where
+    C: Connection,
+    F: HandlerFactory + ?Sized,
+    F::Handler: StreamHandler,
+    H: Hooks<C, C::Addr> + ?Sized,
+{
+    let mut handler = factory.build();
+    let conn = RefCell::new(conn);
+    if let Err(error) = finish_request(&mut handler, &conn, client_address.clone(), rbuf, wbuf) {
+        hooks.handle_error(&client_address, &error);
+    }
+    drop(handler);
+    shutdown_request(conn.into_inner());
+}

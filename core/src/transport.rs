@@ -1,0 +1,182 @@
+//! What a server is served from: the abstract transports a backend implements.
+//!
+//! A backend provides a [`Listener`] (Python's `TCPServer`/`UnixStreamServer`
+//! socket) whose connections are [`Connection`]s, or a [`DatagramSocket`]
+//! (`UDPServer`/`UnixDatagramServer`). Both share [`Transport`]: waiting for
+//! the next request with a timeout that a shutdown request interrupts, and
+//! closing.
+
+use core::fmt::Debug;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+use embedded_io::{Read, Write};
+
+/// Marker types naming the two kinds of transport.
+pub mod kind {
+    mod sealed {
+        pub trait Sealed {}
+    }
+
+    /// The kind of a transport: [`Stream`] or [`Datagram`]. Sealed.
+    pub trait Kind: sealed::Sealed {}
+
+    /// Connection-oriented transports ([`Listener`](super::Listener)).
+    #[derive(Debug)]
+    pub enum Stream {}
+
+    /// Message-oriented transports ([`DatagramSocket`](super::DatagramSocket)).
+    #[derive(Debug)]
+    pub enum Datagram {}
+
+    impl sealed::Sealed for Stream {}
+    impl sealed::Sealed for Datagram {}
+    impl Kind for Stream {}
+    impl Kind for Datagram {}
+}
+
+/// An address a client is known by: an IP endpoint, a Unix socket path, ...
+pub trait Address: Clone + Debug {}
+
+impl<T: Clone + Debug> Address for T {}
+
+/// What waiting for a request found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Readiness {
+    /// A request can be taken without blocking (though it may turn out to be
+    /// gone, see [`Listener::accept`]).
+    Ready,
+    /// The timeout passed with nothing to take.
+    TimedOut,
+    /// The wait ended early for no request: a signal, a spurious wake-up.
+    /// The caller waits again for what remains of its timeout.
+    Interrupted,
+    /// Shutdown was requested (see [`Transport::shutdown_requested`]).
+    Shutdown,
+}
+
+/// What [`Listener`] and [`DatagramSocket`] have in common.
+pub trait Transport {
+    /// [`kind::Stream`] or [`kind::Datagram`].
+    type Kind: kind::Kind;
+    /// How clients are addressed.
+    type Addr: Address;
+    /// The error of waiting, accepting, receiving and sending.
+    type Error: embedded_io::Error;
+
+    /// Blocks until a request is ready, `timeout` passes (`None`: no limit),
+    /// or shutdown is requested.
+    ///
+    /// A shutdown request made while this waits must end the wait promptly
+    /// with [`Readiness::Shutdown`]; that is how `shutdown()` avoids Python's
+    /// poll-interval latency. After [`close`](Self::close) it returns an error.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Self::Error>;
+
+    /// Whether shutdown has been requested through this transport's handle.
+    fn shutdown_requested(&self) -> bool;
+
+    /// Forgets a shutdown request, so the transport can be served again.
+    fn clear_shutdown(&mut self);
+
+    /// Releases the socket (Python's `server_close`). Idempotent.
+    fn close(&mut self);
+}
+
+/// A listening stream socket: the source of [`Connection`]s.
+pub trait Listener: Transport<Kind = kind::Stream> {
+    /// An accepted connection.
+    type Connection: Connection<Addr = Self::Addr>;
+
+    /// Python's `get_request`: takes one pending connection.
+    ///
+    /// `Ok(None)` means that the connection announced by
+    /// [`wait`](Transport::wait) went away before it was taken (for example
+    /// it was reset); the server then goes back to waiting.
+    #[allow(clippy::type_complexity)]
+    fn accept(&mut self) -> Result<Option<(Self::Connection, Self::Addr)>, Self::Error>;
+}
+
+/// One accepted stream connection.
+///
+/// Reads and writes block (each bounded by the timeout last set with
+/// [`set_timeout`](Self::set_timeout)); a read returning `Ok(0)` means the
+/// peer has closed its side.
+pub trait Connection: Read + Write {
+    /// How the peer is addressed.
+    type Addr: Address;
+
+    /// Bounds every later read and write; `None` removes the bound.
+    /// An operation that exceeds it fails with `ErrorKind::TimedOut`.
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Self::Error>;
+
+    /// Turns Nagle's algorithm off (`true`) or on. Transports without one
+    /// accept the call and do nothing.
+    fn set_nodelay(&mut self, nodelay: bool) -> Result<(), Self::Error>;
+
+    /// Shuts the sending side (`SHUT_WR`), so the peer reads EOF after
+    /// everything written so far.
+    fn shutdown_write(&mut self) -> Result<(), Self::Error>;
+
+    /// Python's `close_request`: releases this end of the connection without
+    /// shutting it down first. Dropping the connection does the same.
+    fn close(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+/// What [`DatagramSocket::recv_from`] received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Received<A> {
+    /// Bytes stored in the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer and its tail was lost.
+    pub truncated: bool,
+    /// Who sent it.
+    pub addr: A,
+}
+
+/// A bound datagram socket.
+pub trait DatagramSocket: Transport<Kind = kind::Datagram> {
+    /// Python's `get_request`: receives one datagram into `buf`.
+    ///
+    /// A datagram longer than `buf` fills it and is reported with
+    /// `truncated: true`, never silently cut. `Ok(None)` means the datagram
+    /// announced by [`wait`](Transport::wait) was gone.
+    fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<Self::Addr>>, Self::Error>;
+
+    /// Sends one datagram to `addr`, whole or not at all.
+    fn send_to(&mut self, data: &[u8], addr: &Self::Addr) -> Result<(), Self::Error>;
+}
+
+/// A shutdown request that any thread or interrupt handler may raise.
+///
+/// Backends without a wake-up mechanism of their own (smoltcp, firmware,
+/// test fakes) check it from their [`Transport::wait`]. It uses only atomic
+/// loads and stores, so it works on cores without compare-and-swap.
+#[derive(Debug, Default)]
+pub struct ShutdownFlag(AtomicBool);
+
+impl ShutdownFlag {
+    /// A flag with no shutdown requested.
+    pub const fn new() -> Self {
+        ShutdownFlag(AtomicBool::new(false))
+    }
+
+    /// Requests shutdown. Safe to call from an interrupt handler.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has been requested and not yet cleared.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Forgets the request.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}

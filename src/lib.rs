@@ -1,0 +1,5 @@
+//! socketserver facade (documented in the README).
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+pub use socketserver_core::*;

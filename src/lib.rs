@@ -3,3 +3,9 @@
 #![warn(missing_docs)]
 
 pub use socketserver_core::*;
+
+// --- std backend re-exports ---
+// --- end std backend ---
+
+// --- smoltcp backend re-exports ---
+// --- end smoltcp backend ---

@@ -21,7 +21,12 @@ pub struct DatagramRequest<'a, A> {
 
 impl<'a, A: Address> DatagramRequest<'a, A> {
     /// A request for `packet` from `client_address`, replying through `reply_buf`.
-    pub fn new(packet: &'a [u8], truncated: bool, client_address: A, reply_buf: &'a mut [u8]) -> Self {
+    pub fn new(
+        packet: &'a [u8],
+        truncated: bool,
+        client_address: A,
+        reply_buf: &'a mut [u8],
+    ) -> Self {
         DatagramRequest {
             rfile: PacketReader::new(packet),
             wfile: PacketWriter::new(reply_buf),

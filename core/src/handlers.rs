@@ -92,7 +92,13 @@ impl DatagramHandler for UpperDatagram {
 /// Python's `bytes.strip()` in place: the slice without leading and
 /// trailing ASCII whitespace.
 pub fn strip(bytes: &mut [u8]) -> &mut [u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &mut bytes[start..end]
 }

@@ -24,7 +24,8 @@ mod tests;
 pub use datagram::{serve_datagram, DatagramRequest, PacketReader, PacketWriter};
 pub use error::Error;
 pub use handler::{
-    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler, StreamOptions,
+    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler,
+    StreamOptions,
 };
 pub use server::{get_datagram_request, get_stream_request, Dispatch, Server, SyncDispatch};
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};

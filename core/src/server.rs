@@ -62,7 +62,11 @@ where
 /// Python's `get_request` and `verify_request` for datagram transports:
 /// receives into `buf` and returns what arrived, or `None` (nothing after
 /// all, a receive error, or a datagram `verify_request` refused).
-pub fn get_datagram_request<S, H>(socket: &mut S, hooks: &H, buf: &mut [u8]) -> Option<Received<S::Addr>>
+pub fn get_datagram_request<S, H>(
+    socket: &mut S,
+    hooks: &H,
+    buf: &mut [u8],
+) -> Option<Received<S::Addr>>
 where
     S: DatagramSocket,
     H: Hooks<[u8], S::Addr> + ?Sized,
@@ -95,7 +99,9 @@ pub struct SyncDispatch<F, H = DefaultHooks, const RBUF: usize = 8192, const WBU
     wbuf: [u8; WBUF],
 }
 
-impl<F: HandlerFactory, const RBUF: usize, const WBUF: usize> SyncDispatch<F, DefaultHooks, RBUF, WBUF> {
+impl<F: HandlerFactory, const RBUF: usize, const WBUF: usize>
+    SyncDispatch<F, DefaultHooks, RBUF, WBUF>
+{
     /// Serves with handlers from `factory` and the default hooks.
     pub fn new(factory: F) -> Self {
         Self::with_hooks(factory, DefaultHooks)
@@ -124,7 +130,8 @@ impl<F: HandlerFactory, H, const RBUF: usize, const WBUF: usize> SyncDispatch<F,
     }
 }
 
-impl<L, F, H, const RBUF: usize, const WBUF: usize> Dispatch<L, kind::Stream> for SyncDispatch<F, H, RBUF, WBUF>
+impl<L, F, H, const RBUF: usize, const WBUF: usize> Dispatch<L, kind::Stream>
+    for SyncDispatch<F, H, RBUF, WBUF>
 where
     L: Listener,
     F: HandlerFactory,
@@ -133,7 +140,14 @@ where
 {
     fn handle_request_noblock(&mut self, listener: &mut L) {
         if let Some((conn, addr)) = get_stream_request(listener, &self.hooks) {
-            serve_connection(conn, addr, &self.factory, &self.hooks, &mut self.rbuf, &mut self.wbuf);
+            serve_connection(
+                conn,
+                addr,
+                &self.factory,
+                &self.hooks,
+                &mut self.rbuf,
+                &mut self.wbuf,
+            );
         }
     }
 
@@ -148,7 +162,8 @@ where
     fn server_close(&mut self) {}
 }
 
-impl<S, F, H, const RBUF: usize, const WBUF: usize> Dispatch<S, kind::Datagram> for SyncDispatch<F, H, RBUF, WBUF>
+impl<S, F, H, const RBUF: usize, const WBUF: usize> Dispatch<S, kind::Datagram>
+    for SyncDispatch<F, H, RBUF, WBUF>
 where
     S: DatagramSocket,
     F: HandlerFactory,

@@ -245,7 +245,11 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
             c.set_nodelay(true).map_err(Error::from_io)?;
         }
     }
-    let wbuf = if options.buffered_wfile { wbuf } else { &mut [] };
+    let wbuf = if options.buffered_wfile {
+        wbuf
+    } else {
+        &mut []
+    };
     let mut request = StreamRequest::new(conn, client_address, rbuf, wbuf);
     handler.setup(&mut request)?;
     let handled = handler.handle(&mut request);

@@ -1,0 +1,798 @@
+//! Call-order tests of the lifecycle against a recording fake transport.
+//!
+//! Every hook, handler method and transport operation appends its Python
+//! name to one log, so each test states the exact sequence Python's
+//! `socketserver` would produce.
+
+use core::cell::RefCell;
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
+
+use crate::memory::ManualClock;
+use crate::transport::kind;
+use crate::*;
+
+type Log = Rc<RefCell<Vec<&'static str>>>;
+
+fn new_log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+fn take(log: &Log) -> Vec<&'static str> {
+    core::mem::take(&mut *log.borrow_mut())
+}
+
+struct FakeConn {
+    input: Vec<u8>,
+    pos: usize,
+    output: Rc<RefCell<Vec<u8>>>,
+    log: Log,
+}
+
+impl ErrorType for FakeConn {
+    type Error = ErrorKind;
+}
+
+impl Read for FakeConn {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        let n = (self.input.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for FakeConn {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        self.log.borrow_mut().push("send");
+        self.output.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+impl Connection for FakeConn {
+    type Addr = u32;
+    fn set_timeout(&mut self, _: Option<Duration>) -> Result<(), ErrorKind> {
+        self.log.borrow_mut().push("settimeout");
+        Ok(())
+    }
+    fn set_nodelay(&mut self, _: bool) -> Result<(), ErrorKind> {
+        self.log.borrow_mut().push("TCP_NODELAY");
+        Ok(())
+    }
+    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+        self.log.borrow_mut().push("shutdown_request");
+        Ok(())
+    }
+    fn close(self) {
+        self.log.borrow_mut().push("close_request");
+    }
+}
+
+/// What the fake's `wait` does next; when the script is empty it times
+/// out (or fails when asked to wait for ever).
+enum Step {
+    Ready,
+    Interrupted {
+        clock_advance: Duration,
+    },
+    TimedOut,
+    /// Shutdown is requested while waiting and a request arrives too.
+    ShutdownWhileReady,
+    AcceptFails,
+}
+
+struct Fake {
+    log: Log,
+    script: VecDeque<Step>,
+    pending: VecDeque<(Vec<u8>, u32)>,
+    output: Rc<RefCell<Vec<u8>>>,
+    shutdown: Rc<ShutdownFlag>,
+    clock: Rc<ManualClock>,
+    fail_accept: bool,
+    sent: Vec<(Vec<u8>, u32)>,
+}
+
+impl Fake {
+    fn new(log: &Log) -> Self {
+        Fake {
+            log: log.clone(),
+            script: VecDeque::new(),
+            pending: VecDeque::new(),
+            output: Rc::new(RefCell::new(Vec::new())),
+            shutdown: Rc::new(ShutdownFlag::new()),
+            clock: Rc::new(ManualClock::new()),
+            fail_accept: false,
+            sent: Vec::new(),
+        }
+    }
+
+    fn with_request(mut self, input: &[u8]) -> Self {
+        self.pending.push_back((input.to_vec(), 7));
+        self.script.push_back(Step::Ready);
+        self
+    }
+}
+
+impl Transport for Fake {
+    type Kind = kind::Stream;
+    type Addr = u32;
+    type Error = ErrorKind;
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, ErrorKind> {
+        self.log.borrow_mut().push("select");
+        if self.shutdown.is_requested() {
+            return Ok(Readiness::Shutdown);
+        }
+        match self.script.pop_front() {
+            Some(Step::Ready) => Ok(Readiness::Ready),
+            Some(Step::AcceptFails) => {
+                self.fail_accept = true;
+                Ok(Readiness::Ready)
+            }
+            Some(Step::ShutdownWhileReady) => {
+                self.shutdown.request();
+                Ok(Readiness::Ready)
+            }
+            Some(Step::Interrupted { clock_advance }) => {
+                self.clock.advance(clock_advance);
+                Ok(Readiness::Interrupted)
+            }
+            Some(Step::TimedOut) => Ok(Readiness::TimedOut),
+            None if timeout.is_some() => Ok(Readiness::TimedOut),
+            None => Err(ErrorKind::TimedOut),
+        }
+    }
+    fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+    fn clear_shutdown(&mut self) {
+        self.shutdown.clear();
+    }
+    fn close(&mut self) {
+        self.log.borrow_mut().push("server_close");
+    }
+}
+
+impl Listener for Fake {
+    type Connection = FakeConn;
+    fn accept(&mut self) -> Result<Option<(FakeConn, u32)>, ErrorKind> {
+        self.log.borrow_mut().push("get_request");
+        if core::mem::take(&mut self.fail_accept) {
+            return Err(ErrorKind::ConnectionAborted);
+        }
+        Ok(self.pending.pop_front().map(|(input, addr)| {
+            let conn = FakeConn {
+                input,
+                pos: 0,
+                output: self.output.clone(),
+                log: self.log.clone(),
+            };
+            (conn, addr)
+        }))
+    }
+}
+
+/// The same fake seen as a datagram socket.
+struct FakeDgram(Fake);
+
+impl Transport for FakeDgram {
+    type Kind = kind::Datagram;
+    type Addr = u32;
+    type Error = ErrorKind;
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, ErrorKind> {
+        self.0.wait(timeout)
+    }
+    fn shutdown_requested(&self) -> bool {
+        self.0.shutdown_requested()
+    }
+    fn clear_shutdown(&mut self) {
+        self.0.clear_shutdown()
+    }
+    fn close(&mut self) {
+        self.0.close()
+    }
+}
+
+impl DatagramSocket for FakeDgram {
+    fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<u32>>, ErrorKind> {
+        self.0.log.borrow_mut().push("get_request");
+        Ok(self.0.pending.pop_front().map(|(packet, addr)| {
+            let len = packet.len().min(buf.len());
+            buf[..len].copy_from_slice(&packet[..len]);
+            Received {
+                len,
+                truncated: packet.len() > buf.len(),
+                addr,
+            }
+        }))
+    }
+    fn send_to(&mut self, data: &[u8], addr: &u32) -> Result<(), ErrorKind> {
+        self.0.log.borrow_mut().push("sendto");
+        self.0.sent.push((data.to_vec(), *addr));
+        Ok(())
+    }
+}
+
+struct RecHooks {
+    log: Log,
+    accept: bool,
+    errors: RefCell<Vec<Error>>,
+}
+
+impl<R: ?Sized> Hooks<R, u32> for RecHooks {
+    fn verify_request(&self, _: &R, addr: &u32) -> bool {
+        assert_eq!(*addr, 7);
+        self.log.borrow_mut().push("verify_request");
+        self.accept
+    }
+    fn handle_error(&self, _: &u32, error: &Error) {
+        self.log.borrow_mut().push("handle_error");
+        self.errors.borrow_mut().push(*error);
+    }
+    fn handle_timeout(&self) {
+        self.log.borrow_mut().push("handle_timeout");
+    }
+    fn service_actions(&self) {
+        self.log.borrow_mut().push("service_actions");
+    }
+}
+
+#[derive(Clone, Default)]
+struct Behaviour {
+    fail_setup: bool,
+    fail_handle: bool,
+    options: StreamOptions,
+}
+
+struct RecHandler {
+    log: Log,
+    how: Behaviour,
+    truncated: Rc<RefCell<Option<bool>>>,
+}
+
+impl StreamHandler for RecHandler {
+    fn options(&self) -> StreamOptions {
+        self.how.options
+    }
+    fn setup<C: Connection>(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.log.borrow_mut().push("setup");
+        if self.how.fail_setup {
+            return Err(Error::Handler("setup failed"));
+        }
+        Ok(())
+    }
+    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.log.borrow_mut().push("handle");
+        if self.how.fail_handle {
+            return Err(Error::Handler("handle failed"));
+        }
+        let line = req.rfile.read_line()?;
+        line.make_ascii_uppercase();
+        req.wfile.write_all(line)
+    }
+    fn finish<C: Connection>(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.log.borrow_mut().push("finish");
+        Ok(())
+    }
+}
+
+impl DatagramHandler for RecHandler {
+    fn setup<A: Address>(&mut self, _: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+        self.log.borrow_mut().push("setup");
+        Ok(())
+    }
+    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+        self.log.borrow_mut().push("handle");
+        *self.truncated.borrow_mut() = Some(req.truncated);
+        let packet = req.rfile.packet();
+        req.wfile.write_all(packet)?;
+        req.wfile.write_all(b"!")
+    }
+    fn finish<A: Address>(&mut self, _: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+        self.log.borrow_mut().push("finish");
+        Ok(())
+    }
+}
+
+type Factory = std::boxed::Box<dyn Fn() -> RecHandler>;
+
+fn factory(log: &Log, how: Behaviour, truncated: &Rc<RefCell<Option<bool>>>) -> Factory {
+    let (log, truncated) = (log.clone(), truncated.clone());
+    std::boxed::Box::new(move || {
+        log.borrow_mut().push("finish_request");
+        RecHandler {
+            log: log.clone(),
+            how: how.clone(),
+            truncated: truncated.clone(),
+        }
+    })
+}
+
+fn hooks(log: &Log, accept: bool) -> RecHooks {
+    RecHooks {
+        log: log.clone(),
+        accept,
+        errors: RefCell::new(Vec::new()),
+    }
+}
+
+type StreamServer<const R: usize, const W: usize> =
+    Server<Fake, SyncDispatch<Factory, RecHooks, R, W>, Rc<ManualClock>>;
+
+fn stream_server<const R: usize, const W: usize>(
+    fake: Fake,
+    how: Behaviour,
+    accept: bool,
+) -> StreamServer<R, W> {
+    let log = fake.log.clone();
+    let clock = fake.clock.clone();
+    let dispatch =
+        SyncDispatch::with_hooks(factory(&log, how, &Rc::default()), hooks(&log, accept));
+    Server::new(fake, dispatch, clock)
+}
+
+impl Clock for Rc<ManualClock> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+}
+
+fn errors<const R: usize, const W: usize>(server: &StreamServer<R, W>) -> Vec<Error> {
+    server.dispatch().hooks().errors.borrow().clone()
+}
+
+const SERVED: &[&str] = &[
+    "select",
+    "get_request",
+    "verify_request",
+    "finish_request",
+    "setup",
+    "handle",
+    "send",
+    "finish",
+    "shutdown_request",
+    "close_request",
+];
+
+#[test]
+fn success_path_runs_every_step_in_python_order() {
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(
+        Fake::new(&log).with_request(b"hi there\nrest"),
+        Behaviour::default(),
+        true,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), SERVED);
+    assert_eq!(*server.transport().output.borrow(), b"HI THERE\n");
+    assert!(errors(&server).is_empty());
+}
+
+#[test]
+fn refused_request_is_shut_down_and_never_handled() {
+    // bpo-26309: shutdown_request still runs when verify_request says no.
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(
+        Fake::new(&log).with_request(b"x\n"),
+        Behaviour::default(),
+        false,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+}
+
+#[test]
+fn handler_error_is_reported_then_request_shut_down() {
+    let log = new_log();
+    let how = Behaviour {
+        fail_handle: true,
+        ..Behaviour::default()
+    };
+    let mut server = stream_server::<64, 0>(Fake::new(&log).with_request(b"x\n"), how, true);
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "finish_request",
+            "setup",
+            "handle",
+            "finish",
+            "handle_error",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+    assert_eq!(errors(&server), [Error::Handler("handle failed")]);
+}
+
+#[test]
+fn setup_error_skips_handle_and_finish() {
+    let log = new_log();
+    let how = Behaviour {
+        fail_setup: true,
+        ..Behaviour::default()
+    };
+    let mut server = stream_server::<64, 0>(Fake::new(&log).with_request(b"x\n"), how, true);
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "finish_request",
+            "setup",
+            "handle_error",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+}
+
+#[test]
+fn options_reach_the_connection_before_setup() {
+    let log = new_log();
+    let how = Behaviour {
+        options: StreamOptions::new()
+            .timeout(Some(Duration::from_secs(3)))
+            .disable_nagle_algorithm(true),
+        ..Behaviour::default()
+    };
+    let mut server = stream_server::<64, 0>(Fake::new(&log).with_request(b"x\n"), how, true);
+    server.handle_request().unwrap();
+    let got = take(&log);
+    assert_eq!(
+        got[3..7],
+        ["finish_request", "settimeout", "TCP_NODELAY", "setup"]
+    );
+}
+
+#[test]
+fn handle_request_timeout_calls_handle_timeout() {
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(Fake::new(&log), Behaviour::default(), true);
+    server.set_timeout(Some(Duration::from_millis(50)));
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), ["select", "handle_timeout"]);
+}
+
+#[test]
+fn early_wakeups_wait_again_for_the_remaining_time() {
+    let log = new_log();
+    let mut fake = Fake::new(&log);
+    let short = Duration::from_millis(10);
+    fake.script.extend([
+        Step::Interrupted {
+            clock_advance: short,
+        },
+        Step::Interrupted {
+            clock_advance: short,
+        },
+        Step::Ready,
+    ]);
+    fake.pending.push_back((b"a\n".to_vec(), 7));
+    let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
+    server.set_timeout(Some(Duration::from_millis(50)));
+    server.handle_request().unwrap();
+    let got = take(&log);
+    assert_eq!(got[..4], ["select", "select", "select", "get_request"]);
+
+    // Once the clock passes the deadline an interruption is a timeout.
+    server.transport_mut().script.push_back(Step::Interrupted {
+        clock_advance: Duration::from_millis(60),
+    });
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), ["select", "handle_timeout"]);
+}
+
+#[test]
+fn shutdown_before_serve_forever_returns_at_once() {
+    // bpo-2302: no deadlock, no wait at all.
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(
+        Fake::new(&log).with_request(b"x\n"),
+        Behaviour::default(),
+        true,
+    );
+    server.transport().shutdown.request();
+    server.serve_forever(Duration::from_secs(10)).unwrap();
+    assert!(take(&log).is_empty());
+    assert!(
+        !server.transport().shutdown_requested(),
+        "request cleared on return"
+    );
+    assert_eq!(server.transport().pending.len(), 1);
+}
+
+#[test]
+fn request_ready_during_shutdown_is_not_served() {
+    // bpo-35017
+    let log = new_log();
+    let mut fake = Fake::new(&log);
+    fake.pending.push_back((b"x\n".to_vec(), 7));
+    fake.script.push_back(Step::ShutdownWhileReady);
+    let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
+    server.serve_forever(Duration::from_secs(10)).unwrap();
+    assert_eq!(take(&log), ["select"]);
+    assert_eq!(server.transport().pending.len(), 1);
+}
+
+#[test]
+fn serve_forever_runs_service_actions_every_pass() {
+    let log = new_log();
+    let mut fake = Fake::new(&log).with_request(b"x\n");
+    fake.script.push_back(Step::TimedOut);
+    fake.script.push_back(Step::ShutdownWhileReady);
+    let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
+    server.serve_forever(Duration::from_millis(500)).unwrap();
+    let mut expected = SERVED.to_vec();
+    expected.extend(["service_actions", "select", "service_actions", "select"]);
+    assert_eq!(take(&log), expected);
+}
+
+#[test]
+fn failed_accept_is_dropped_and_serving_goes_on() {
+    let log = new_log();
+    let mut fake = Fake::new(&log);
+    fake.script.push_back(Step::AcceptFails);
+    let mut server = stream_server::<64, 0>(fake.with_request(b"x\n"), Behaviour::default(), true);
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), ["select", "get_request"]);
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), SERVED);
+}
+
+#[test]
+fn overlong_line_is_an_error_not_growth() {
+    let log = new_log();
+    let mut server = stream_server::<8, 0>(
+        Fake::new(&log).with_request(b"0123456789abcdef\n"),
+        Behaviour::default(),
+        true,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(errors(&server), [Error::LineTooLong { capacity: 8 }]);
+    assert!(server.transport().output.borrow().is_empty());
+}
+
+fn conn(input: &[u8]) -> RefCell<FakeConn> {
+    RefCell::new(FakeConn {
+        input: input.to_vec(),
+        pos: 0,
+        output: Rc::default(),
+        log: new_log(),
+    })
+}
+
+#[test]
+fn read_line_compacts_and_returns_tail_then_empty() {
+    let c = conn(b"ab\ncdef\ngh");
+    let mut buf = [0u8; 5];
+    let mut rfile = RFile::new(&c, &mut buf);
+    assert_eq!(rfile.read_line().unwrap(), b"ab\n");
+    assert_eq!(rfile.read_line().unwrap(), b"cdef\n");
+    assert_eq!(rfile.read_line().unwrap(), b"gh");
+    assert_eq!(rfile.read_line().unwrap(), b"");
+    // A line of exactly the capacity fits.
+    let c = conn(b"abcd\n");
+    let mut buf = [0u8; 5];
+    assert_eq!(RFile::new(&c, &mut buf).read_line().unwrap(), b"abcd\n");
+}
+
+#[test]
+fn rfile_read_mixes_buffered_and_direct_reads() {
+    let c = conn(b"line\n0123456789");
+    let mut buf = [0u8; 8];
+    let mut rfile = RFile::new(&c, &mut buf);
+    assert_eq!(rfile.read_line().unwrap(), b"line\n");
+    let mut out = [0u8; 16];
+    let n = rfile.read(&mut out).unwrap();
+    assert_eq!(&out[..n], b"012"); // what was already buffered
+    let n = rfile.read(&mut out).unwrap();
+    assert_eq!(&out[..n], b"3456789"); // straight from the connection
+    assert_eq!(rfile.read(&mut out).unwrap(), 0);
+}
+
+#[test]
+fn buffered_wfile_is_sent_after_finish() {
+    let log = new_log();
+    let how = Behaviour {
+        options: StreamOptions::new().buffered_wfile(true),
+        ..Behaviour::default()
+    };
+    let mut server = stream_server::<64, 64>(Fake::new(&log).with_request(b"abc\n"), how, true);
+    server.handle_request().unwrap();
+    let got = take(&log);
+    assert_eq!(
+        got[5..],
+        [
+            "handle",
+            "finish",
+            "send",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+    assert_eq!(*server.transport().output.borrow(), b"ABC\n");
+}
+
+#[test]
+fn buffered_wfile_sends_large_writes_whole() {
+    let c = conn(b"");
+    let mut buf = [0u8; 4];
+    let mut wfile = WFile::new(&c, &mut buf);
+    wfile.write_all(b"ab").unwrap();
+    assert_eq!(wfile.pending(), 2);
+    wfile.write_all(b"0123456789").unwrap();
+    assert_eq!(wfile.pending(), 0);
+    wfile.write_all(b"z").unwrap();
+    wfile.flush().unwrap();
+    assert_eq!(*c.borrow().output.borrow(), b"ab0123456789z");
+}
+
+#[test]
+fn server_close_is_idempotent_and_runs_on_drop() {
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(Fake::new(&log), Behaviour::default(), true);
+    server.server_close();
+    server.server_close();
+    assert!(server.is_closed());
+    drop(server);
+    assert_eq!(take(&log), ["server_close"]);
+    let server = stream_server::<64, 0>(Fake::new(&log), Behaviour::default(), true);
+    drop(server);
+    assert_eq!(take(&log), ["server_close"]);
+}
+
+type DgramServer<const R: usize, const W: usize> =
+    Server<FakeDgram, SyncDispatch<Factory, RecHooks, R, W>, Rc<ManualClock>>;
+
+fn dgram_server<const R: usize, const W: usize>(
+    fake: Fake,
+    accept: bool,
+    truncated: &Rc<RefCell<Option<bool>>>,
+) -> DgramServer<R, W> {
+    let log = fake.log.clone();
+    let clock = fake.clock.clone();
+    let dispatch = SyncDispatch::with_hooks(
+        factory(&log, Behaviour::default(), truncated),
+        hooks(&log, accept),
+    );
+    Server::new(FakeDgram(fake), dispatch, clock)
+}
+
+#[test]
+fn datagram_reply_is_sent_after_finish() {
+    let log = new_log();
+    let truncated = Rc::default();
+    let mut server =
+        dgram_server::<16, 16>(Fake::new(&log).with_request(b"ping"), true, &truncated);
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "finish_request",
+            "setup",
+            "handle",
+            "finish",
+            "sendto"
+        ]
+    );
+    assert_eq!(server.transport().0.sent, vec![(b"ping!".to_vec(), 7)]);
+    assert_eq!(*truncated.borrow(), Some(false));
+}
+
+#[test]
+fn oversized_datagram_is_flagged_truncated() {
+    let log = new_log();
+    let truncated = Rc::default();
+    let mut server = dgram_server::<8, 16>(
+        Fake::new(&log).with_request(b"0123456789abc"),
+        true,
+        &truncated,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(*truncated.borrow(), Some(true));
+    assert_eq!(server.transport().0.sent, vec![(b"01234567!".to_vec(), 7)]);
+}
+
+#[test]
+fn datagram_reply_too_long_is_an_error_and_nothing_is_cut() {
+    let log = new_log();
+    let truncated = Rc::default();
+    // The packet fits the reply buffer exactly, the "!" does not.
+    let mut server = dgram_server::<8, 4>(Fake::new(&log).with_request(b"abcd"), true, &truncated);
+    server.handle_request().unwrap();
+    let got = take(&log);
+    assert_eq!(got[got.len() - 2..], ["sendto", "handle_error"]);
+    assert_eq!(server.transport().0.sent, vec![(b"abcd".to_vec(), 7)]);
+    assert_eq!(
+        *server.dispatch().hooks().errors.borrow(),
+        [Error::ReplyTooLong { capacity: 4 }]
+    );
+}
+
+#[test]
+fn refused_datagram_is_never_handled() {
+    let log = new_log();
+    let truncated = Rc::default();
+    let mut server = dgram_server::<8, 8>(Fake::new(&log).with_request(b"x"), false, &truncated);
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), ["select", "get_request", "verify_request"]);
+    assert!(server.transport().0.sent.is_empty());
+}
+
+#[test]
+fn packet_reader_reads_lines_and_bytes() {
+    let mut r = PacketReader::new(b"one\ntwo");
+    assert_eq!(r.read_line(), b"one\n");
+    let mut out = [0u8; 2];
+    assert_eq!(r.read(&mut out).unwrap(), 2);
+    assert_eq!(r.read_line(), b"o");
+    assert_eq!(r.read_line(), b"");
+    assert_eq!(r.packet(), b"one\ntwo");
+}
+
+#[test]
+fn ready_made_handlers_serve_the_docs_examples() {
+    use crate::handlers::{Echo, UpperLine, UpperOnce};
+    use crate::memory::{MemoryListener, Transcript};
+    let transcript = Transcript::<64>::new();
+    let shutdown = ShutdownFlag::new();
+    let mut listener = MemoryListener::<4, 64>::new(&transcript, &shutdown);
+    listener.push(b"  hello world with TCP \n", 1).unwrap();
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_, _, 64, 0>::new(|| UpperOnce),
+        ManualClock::new(),
+    );
+    server.handle_request().unwrap();
+    transcript.with(|out| assert_eq!(out, b"HELLO WORLD WITH TCP"));
+
+    transcript.clear();
+    let mut listener = MemoryListener::<4, 64>::new(&transcript, &shutdown);
+    listener.push(b" line one \nline two\n", 1).unwrap();
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_, _, 64, 0>::new(|| UpperLine),
+        ManualClock::new(),
+    );
+    server.handle_request().unwrap();
+    transcript.with(|out| assert_eq!(out, b"LINE ONE"));
+
+    transcript.clear();
+    let mut listener = MemoryListener::<4, 64>::new(&transcript, &shutdown);
+    listener.push(b"raw bytes\nand more", 1).unwrap();
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_, _, 4, 0>::new(|| Echo),
+        ManualClock::new(),
+    );
+    server.handle_request().unwrap();
+    transcript.with(|out| assert_eq!(out, b"raw bytes\nand more"));
+    assert_eq!(transcript.shutdowns(), 3);
+}

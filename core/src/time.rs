@@ -52,7 +52,8 @@ impl Add<Duration> for Instant {
 
     /// Saturates at the far end of the time line instead of overflowing.
     fn add(self, d: Duration) -> Instant {
-        self.checked_add(d).unwrap_or(Instant::from_micros(u64::MAX))
+        self.checked_add(d)
+            .unwrap_or(Instant::from_micros(u64::MAX))
     }
 }
 
@@ -67,7 +68,12 @@ impl Sub for Instant {
 
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }
 

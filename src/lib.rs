@@ -1,4 +1,40 @@
-//! socketserver facade (documented in the README).
+//! Python's `socketserver` model in Rust: one request handler, written once,
+//! served from OS sockets (feature `std`, default), from the smoltcp TCP/IP
+//! stack over any `phy::Device` (feature `smoltcp`), or from firmware
+//! (`default-features = false, features = ["smoltcp"]`).
+//!
+//! ```
+//! use socketserver::embedded_io::Write;
+//! use socketserver::memory::{ManualClock, MemoryListener, Transcript};
+//! use socketserver::{Connection, Error, Server, ShutdownFlag, StreamHandler, StreamRequest, SyncDispatch};
+//!
+//! /// Python's docs example with `rfile`: read a line, reply upper-cased.
+//! struct Upper;
+//!
+//! impl StreamHandler for Upper {
+//!     fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+//!         let line = req.rfile.read_line()?; // bounded by the server's line buffer
+//!         line.make_ascii_uppercase();
+//!         req.wfile.write_all(line)
+//!     }
+//! }
+//!
+//! // The same handler serves on every backend; here, the in-memory one.
+//! let transcript = Transcript::<64>::new();
+//! let shutdown = ShutdownFlag::new();
+//! let mut listener = MemoryListener::<1, 64>::new(&transcript, &shutdown);
+//! listener.push(b"hello\n", 1).unwrap();
+//! let mut server = Server::new(listener, SyncDispatch::<_, _, 64, 0>::new(|| Upper), ManualClock::new());
+//! server.handle_request()?;
+//! transcript.with(|reply| assert_eq!(reply, b"HELLO\n"));
+//! # Ok::<(), socketserver::embedded_io::ErrorKind>(())
+//! ```
+//!
+//! The pieces are those of `socketserver-core`, re-exported here: [`Server`]
+//! (Python's `BaseServer`), [`Dispatch`] (`process_request`), [`Hooks`]
+//! (`verify_request`, `handle_error`, ...), [`StreamHandler`] and
+//! [`DatagramHandler`] (the request handler classes). The backends add
+//! transports and, on std, threading, forking and pooled dispatch.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 

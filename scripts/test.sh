@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every check and every test of the workspace, on a fresh machine or not.
+# Installs what it needs first (targets, wasmtime, iproute2), then runs:
+# fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, and
+# the core's tests on wasm32-wasip1 under wasmtime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing prerequisites"
+missing=()
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+rustup component add rustfmt clippy >/dev/null
+rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi riscv32imac-unknown-none-elf wasm32-wasip1 >/dev/null
+if ! python3 -c 'import wasmtime' 2>/dev/null; then
+    python3 -m pip install --quiet wasmtime 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages wasmtime
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, warnings denied)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "rustdoc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+
+step "no_std builds of the core"
+for target in thumbv7em-none-eabihf riscv32imac-unknown-none-elf wasm32-wasip1; do
+    cargo build -p socketserver-core --target "$target"
+done
+if cargo tree -p socketserver-core --target thumbv7em-none-eabihf -e normal --prefix none |
+    grep -Eq '^(std|alloc) '; then
+    echo "std or alloc in the core's dependency tree" >&2
+    exit 1
+fi
+
+step "no_std build of the smoltcp backend and of the facade as firmware uses it"
+cargo build -p socketserver-smoltcp --target thumbv7em-none-eabihf
+cargo build -p socketserver --no-default-features --features smoltcp --target thumbv7em-none-eabihf
+
+step "workspace tests (all features)"
+cargo test --workspace --all-features
+
+step "core tests on wasm32-wasip1 under wasmtime"
+cargo test -p socketserver-core --target wasm32-wasip1

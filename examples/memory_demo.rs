@@ -9,8 +9,14 @@ fn exchange<H: StreamHandler>(name: &str, make: fn() -> H, request: &[u8]) {
     let transcript = Transcript::<256>::new();
     let shutdown = ShutdownFlag::new();
     let mut listener = MemoryListener::<1, 256>::new(&transcript, &shutdown);
-    listener.push(request, 1).expect("request fits the listener");
-    let mut server = Server::new(listener, SyncDispatch::<_, _, 256, 0>::new(make), ManualClock::new());
+    listener
+        .push(request, 1)
+        .expect("request fits the listener");
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_, _, 256, 0>::new(make),
+        ManualClock::new(),
+    );
     server.handle_request().expect("in-memory wait cannot fail");
     transcript.with(|reply| {
         println!(
@@ -23,5 +29,9 @@ fn exchange<H: StreamHandler>(name: &str, make: fn() -> H, request: &[u8]) {
 
 fn main() {
     exchange("UpperOnce", || UpperOnce, b"hello world with TCP");
-    exchange("UpperLine", || UpperLine, b"hello world via rfile\nignored\n");
+    exchange(
+        "UpperLine",
+        || UpperLine,
+        b"hello world via rfile\nignored\n",
+    );
 }

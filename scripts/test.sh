@@ -46,8 +46,9 @@ step "no_std build of the smoltcp backend and of the facade as firmware uses it"
 cargo build -p socketserver-smoltcp --target thumbv7em-none-eabihf
 cargo build -p socketserver --no-default-features --features smoltcp --target thumbv7em-none-eabihf
 
-step "workspace tests (all features)"
-cargo test --workspace --all-features
+# Not --all-features: the core's `defmt` feature needs a firmware logger to link.
+step "workspace tests (features std and smoltcp)"
+cargo test --workspace --features std,smoltcp
 
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1

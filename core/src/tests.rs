@@ -796,3 +796,37 @@ fn ready_made_handlers_serve_the_docs_examples() {
     transcript.with(|out| assert_eq!(out, b"raw bytes\nand more"));
     assert_eq!(transcript.shutdowns(), 3);
 }
+
+#[test]
+fn handlers_share_server_state_through_the_factory() {
+    use crate::memory::{MemoryListener, Transcript};
+    use core::cell::Cell;
+
+    /// Python's `self.server.count`: state every handler reaches.
+    struct Counting<'s>(&'s Cell<u32>);
+    impl StreamHandler for Counting<'_> {
+        fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+            self.0.set(self.0.get() + 1);
+            write!(
+                req.wfile,
+                "request {} from {:?};",
+                self.0.get(),
+                req.client_address
+            )?;
+            Ok(())
+        }
+    }
+
+    let served = Cell::new(0);
+    let transcript = Transcript::<64>::new();
+    let shutdown = ShutdownFlag::new();
+    let mut listener = MemoryListener::<4, 64>::new(&transcript, &shutdown);
+    listener.push(b"", 10).unwrap();
+    listener.push(b"", 11).unwrap();
+    let dispatch = SyncDispatch::<_, _, 8, 0>::new(|| Counting(&served));
+    let mut server = Server::new(listener, dispatch, ManualClock::new());
+    server.handle_request().unwrap();
+    server.handle_request().unwrap();
+    assert_eq!(served.get(), 2);
+    transcript.with(|out| assert_eq!(out, b"request 1 from 10;request 2 from 11;"));
+}

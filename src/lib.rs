@@ -41,7 +41,20 @@
 pub use socketserver_core::*;
 
 // --- std backend re-exports ---
+/// The OS-socket backend (`socketserver-std`): transports, connections and
+/// the rest of what the servers below are made of.
+#[cfg(feature = "std")]
+pub use socketserver_std as os;
+#[cfg(feature = "std")]
+pub use socketserver_std::{
+    BufferSizes, InlineDispatch, ServerBuilder, ShutdownError, ShutdownHandle, SocketServer,
+    TcpServer, UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
+};
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---
+/// The smoltcp backend (`socketserver-smoltcp`): TCP and UDP servers over any
+/// smoltcp `phy::Device`; the smoltcp crate itself is `smoltcp::smoltcp`.
+#[cfg(feature = "smoltcp")]
+pub use socketserver_smoltcp as smoltcp;
 // --- end smoltcp backend ---

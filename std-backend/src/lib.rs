@@ -1,4 +1,65 @@
-//! OS-socket backend of `socketserver` (filled in by the std backend work).
+//! OS-socket backend of `socketserver`: Python's `TCPServer`, `UDPServer`,
+//! `UnixStreamServer` and `UnixDatagramServer`, serving the core's
+//! handlers over [`socket2`] sockets.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//! use std::time::Duration;
+//!
+//! use socketserver_core::handlers::UpperOnce;
+//! use socketserver_std::TcpServer;
+//!
+//! let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce)?;
+//! let address = *server.server_address();
+//! let stop = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
+//!
+//! let mut client = TcpStream::connect(address)?;
+//! client.write_all(b"hello world with TCP\n")?;
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "HELLO WORLD WITH TCP");
+//!
+//! stop.shutdown().expect("called from another thread");
+//! serving.join().unwrap()?;
+//! # std::io::Result::Ok(())
+//! ```
+//!
+//! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
+//! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
+//! current request is done, whatever the poll interval. A panicking handler
+//! is reported to `handle_error` and the server goes on; writing to a
+//! closed peer is an error, never `SIGPIPE`.
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
 
+mod connection;
+mod dispatch;
+mod endpoint;
+mod family;
+mod server;
+mod shutdown;
+#[allow(unsafe_code)]
+mod sys;
+mod transport;
+
+pub use connection::{SocketConnection, TcpConnection};
+pub use dispatch::{BufferSizes, CatchUnwind, Caught, InlineDispatch};
+pub use family::{Family, Inet, Unix, UnixAddr};
+pub use server::{
+    Options, ServerBuilder, SocketServer, StdClock, TcpServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer, DEFAULT_POLL_INTERVAL,
+};
+pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
+pub use transport::{
+    DatagramTransport, SocketTransport, StreamTransport, TcpTransport, UdpTransport,
+    UnixDatagramTransport, UnixStreamTransport,
+};
+
+/// An accepted Unix stream connection.
+pub type UnixConnection = SocketConnection<Unix>;
+
+pub use socket2;
 pub use socketserver_core as core;

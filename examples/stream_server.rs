@@ -1,0 +1,23 @@
+//! The Python docs' `StreamRequestHandler` variant of the TCP example: reads one line
+//! through `rfile`, strips it, writes it back upper-cased through `wfile`.
+//!
+//! Usage: `cargo run --example stream_server -- HOST:PORT` (port 0 picks a free port).
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+
+use std::io::{self, Write};
+
+use socketserver::handlers::UpperLine;
+use socketserver::{TcpServer, DEFAULT_POLL_INTERVAL};
+
+fn main() -> io::Result<()> {
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "localhost:9999".into());
+    let mut server = TcpServer::new(address.as_str(), || UpperLine)?;
+    let _signals = server.shutdown_handle().stop_on_signals()?;
+    println!("listening on {}", server.server_address());
+    io::stdout().flush()?;
+    server.serve_forever(DEFAULT_POLL_INTERVAL)?;
+    server.server_close();
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! The Python docs' `socketserver.TCPServer` example: `MyTCPHandler` reads once (at most
+//! 1024 bytes), strips, and sends the data back upper-cased.
+//!
+//! Usage: `cargo run --example tcp_server -- HOST:PORT` (port 0 picks a free port).
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+
+use std::io::{self, Write};
+
+use socketserver::handlers::UpperOnce;
+use socketserver::{TcpServer, DEFAULT_POLL_INTERVAL};
+
+fn main() -> io::Result<()> {
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "localhost:9999".into());
+    let mut server = TcpServer::new(address.as_str(), || UpperOnce)?;
+    let _signals = server.shutdown_handle().stop_on_signals()?;
+    println!("listening on {}", server.server_address());
+    io::stdout().flush()?;
+    server.serve_forever(DEFAULT_POLL_INTERVAL)?;
+    server.server_close();
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! The docs' TCP example on a Unix stream socket: one read, stripped, sent back
+//! upper-cased. The socket file is removed when the server exits.
+//!
+//! Usage: `cargo run --example unix_stream_server -- PATH` (port 0 picks a free port).
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+
+use std::io::{self, Write};
+
+use socketserver::handlers::UpperOnce;
+use socketserver::{UnixStreamServer, DEFAULT_POLL_INTERVAL};
+
+fn main() -> io::Result<()> {
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/tmp/socketserver-example.sock".into());
+    let mut server = UnixStreamServer::new(address, || UpperOnce)?;
+    let _signals = server.shutdown_handle().stop_on_signals()?;
+    println!("listening on {}", server.server_address());
+    io::stdout().flush()?;
+    server.serve_forever(DEFAULT_POLL_INTERVAL)?;
+    server.server_close();
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! An accepted stream connection (TCP or Unix stream).
+
+use std::io;
+use std::marker::PhantomData;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use socket2::Socket;
+use socketserver_core::embedded_io;
+use socketserver_core::Connection;
+
+use crate::family::{Family, Inet};
+use crate::sys;
+
+/// One accepted stream connection: [`TcpConnection`] or
+/// [`UnixConnection`](crate::UnixConnection).
+///
+/// Reads and writes block, bounded by the timeout set with
+/// [`Connection::set_timeout`]; exceeding it fails with
+/// [`io::ErrorKind::TimedOut`]. Writing to a peer that has gone fails with
+/// [`io::ErrorKind::BrokenPipe`] and never raises `SIGPIPE`. Implements both
+/// embedded-io and `std::io` [`Read`](io::Read)/[`Write`](io::Write).
+#[derive(Debug)]
+pub struct SocketConnection<F: Family> {
+    socket: Socket,
+    timeout: Option<Duration>,
+    family: PhantomData<fn() -> F>,
+}
+
+/// An accepted TCP connection.
+pub type TcpConnection = SocketConnection<Inet>;
+
+impl<F: Family> SocketConnection<F> {
+    pub(crate) fn new(socket: Socket) -> io::Result<Self> {
+        sys::prepare_stream(&socket)?;
+        Ok(SocketConnection {
+            socket,
+            timeout: None,
+            family: PhantomData,
+        })
+    }
+
+    /// The underlying socket, for options this type does not cover.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// When the connection is no longer connected.
+    pub fn peer_addr(&self) -> io::Result<F::Addr> {
+        self.socket.peer_addr().map(|a| F::from_sock_addr(&a))
+    }
+
+    fn timed_out(&self, err: io::Error) -> io::Error {
+        if self.timeout.is_some() && err.kind() == io::ErrorKind::WouldBlock {
+            io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+        } else {
+            err
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match io::Read::read(&mut &self.socket, buf) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                other => return other.map_err(|err| self.timed_out(err)),
+            }
+        }
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.socket.send_with_flags(buf, sys::SEND_FLAGS) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                other => return other.map_err(|err| self.timed_out(err)),
+            }
+        }
+    }
+}
+
+impl<F: Family> embedded_io::ErrorType for SocketConnection<F> {
+    type Error = io::Error;
+}
+
+impl<F: Family> embedded_io::Read for SocketConnection<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+}
+
+impl<F: Family> embedded_io::Write for SocketConnection<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: Family> io::Read for SocketConnection<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+}
+
+impl<F: Family> io::Write for SocketConnection<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: Family> Connection for SocketConnection<F> {
+    type Addr = F::Addr;
+
+    /// A zero timeout is taken as one microsecond, since sockets read zero
+    /// as "no timeout".
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.map(|t| t.max(Duration::from_micros(1)));
+        self.socket.set_read_timeout(timeout)?;
+        self.socket.set_write_timeout(timeout)?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Sets `TCP_NODELAY`; Unix sockets have no Nagle algorithm and ignore it.
+    fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        if self.socket.local_addr()?.is_unix() {
+            return Ok(());
+        }
+        self.socket.set_tcp_nodelay(nodelay)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.socket.shutdown(Shutdown::Write)
+    }
+}
+
+impl<F: Family> AsFd for SocketConnection<F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl<F: Family> AsRawFd for SocketConnection<F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}

@@ -1,0 +1,457 @@
+//! Servers over OS sockets: the core [`Server`] with a std clock, a
+//! shutdown that waits for the loop, and Python's knobs.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use socket2::Socket;
+use socketserver_core::{Clock, DefaultHooks, Dispatch, HandlerFactory, Instant, Server};
+
+use crate::dispatch::{BufferSizes, InlineDispatch};
+use crate::family::UnixAddr;
+use crate::shutdown::ShutdownHandle;
+use crate::transport::{
+    SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
+};
+
+/// Python's default `poll_interval` for `serve_forever` (0.5 s). With this
+/// crate it only paces `service_actions`; shutdown does not wait for it.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The core [`Clock`] read from [`std::time::Instant`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdClock;
+
+impl Clock for StdClock {
+    fn now(&self) -> Instant {
+        static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        let micros = epoch.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+}
+
+/// Python's socket servers (`TCPServer`, `UDPServer`, `UnixStreamServer`,
+/// `UnixDatagramServer`): a [`SocketTransport`] served by a dispatch `D`.
+///
+/// Build one with [`ServerBuilder`], or `new` on the aliases
+/// ([`TcpServer::new`] ...). Closing is idempotent and happens on drop; for
+/// a Unix server it removes the socket file (unless asked to keep it).
+pub struct SocketServer<T, D>
+where
+    T: SocketTransport,
+    D: Dispatch<T, T::Kind>,
+{
+    inner: Server<T, D, StdClock>,
+}
+
+/// Python's `TCPServer`, with the inline (synchronous) dispatch.
+pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispatch<F, H>>;
+/// Python's `UDPServer`.
+pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
+/// Python's `UnixStreamServer`.
+pub type UnixStreamServer<F, H = DefaultHooks> =
+    SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
+/// Python's `UnixDatagramServer`.
+pub type UnixDatagramServer<F, H = DefaultHooks> =
+    SocketServer<UnixDatagramTransport, InlineDispatch<F, H>>;
+
+impl<T, D> SocketServer<T, D>
+where
+    T: SocketTransport,
+    D: Dispatch<T, T::Kind>,
+{
+    /// A server from its parts. The transport is served as it is: bind and
+    /// activate it first, or call [`server_bind`](Self::server_bind) and
+    /// [`server_activate`](Self::server_activate) afterwards.
+    pub fn from_parts(transport: T, dispatch: D) -> Self {
+        SocketServer {
+            inner: Server::new(transport, dispatch, StdClock),
+        }
+    }
+
+    /// Python's `server_bind` (with `bind_and_activate = false`).
+    ///
+    /// # Errors
+    /// See [`SocketTransport::server_bind`].
+    pub fn server_bind(&mut self) -> io::Result<()> {
+        self.inner.transport_mut().server_bind()
+    }
+
+    /// Python's `server_activate` (with `bind_and_activate = false`).
+    ///
+    /// # Errors
+    /// See [`SocketTransport::server_activate`].
+    pub fn server_activate(&mut self) -> io::Result<()> {
+        self.inner.transport_mut().server_activate()
+    }
+
+    /// The bound address (port 0 resolved), or before binding the address
+    /// asked for.
+    pub fn server_address(&self) -> &T::Addr {
+        self.inner.transport().server_address()
+    }
+
+    /// The server socket (Python's `self.socket`); `None` once closed.
+    pub fn socket(&self) -> Option<&Socket> {
+        self.inner.transport().socket()
+    }
+
+    /// A cloneable, `Send` handle whose [`shutdown`](ShutdownHandle::shutdown)
+    /// stops [`serve_forever`](Self::serve_forever) from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.inner.transport().shutdown_handle()
+    }
+
+    /// How long [`handle_request`](Self::handle_request) waits (Python's
+    /// `timeout`); `None`, the default, waits for ever.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout()
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.inner.set_timeout(timeout);
+    }
+
+    /// Handles one request, waiting at most [`timeout`](Self::timeout);
+    /// when none arrives, calls `handle_timeout`.
+    ///
+    /// # Errors
+    /// Waiting failed, for example because the server is closed.
+    pub fn handle_request(&mut self) -> io::Result<()> {
+        self.inner.handle_request()
+    }
+
+    /// Handles requests until [`ShutdownHandle::shutdown`] (Python's
+    /// `serve_forever`). Blocks.
+    ///
+    /// Each pass waits at most `poll_interval` and then calls
+    /// `service_actions`; a shutdown request wakes the wait at once.
+    ///
+    /// # Errors
+    /// Waiting failed, for example because the server is closed.
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> io::Result<()> {
+        let _serving = self.shutdown_handle().0.enter_serving();
+        self.inner.serve_forever(poll_interval)
+    }
+
+    /// Python's `server_close`: closes the socket (and removes a Unix
+    /// socket file), then lets the dispatch finish. Idempotent.
+    pub fn server_close(&mut self) {
+        self.inner.server_close();
+    }
+
+    /// Whether [`server_close`](Self::server_close) has run.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        self.inner.transport()
+    }
+
+    /// The dispatch (and through it the hooks and the handler factory).
+    pub fn dispatch(&self) -> &D {
+        self.inner.dispatch()
+    }
+
+    /// The dispatch, mutably.
+    pub fn dispatch_mut(&mut self) -> &mut D {
+        self.inner.dispatch_mut()
+    }
+}
+
+impl<T, D> AsRawFd for SocketServer<T, D>
+where
+    T: SocketTransport,
+    D: Dispatch<T, T::Kind>,
+{
+    /// Python's `fileno()`: the server socket, for your own poll loop;
+    /// -1 once closed.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.transport().as_raw_fd()
+    }
+}
+
+impl<T, D> AsFd for SocketServer<T, D>
+where
+    T: SocketTransport + AsFd,
+    D: Dispatch<T, T::Kind>,
+{
+    /// # Panics
+    /// If the server was closed.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.transport().as_fd()
+    }
+}
+
+/// Python's class attributes and constructor flags for socket servers.
+///
+/// Defaults are current CPython's.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) allow_reuse_address: bool,
+    pub(crate) allow_reuse_port: bool,
+    pub(crate) request_queue_size: i32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) buffers: BufferSizes,
+    pub(crate) bind_and_activate: bool,
+    pub(crate) dual_stack: Option<bool>,
+    pub(crate) socket_mode: Option<u32>,
+    pub(crate) keep_socket_file: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_reuse_address: false,
+            allow_reuse_port: false,
+            request_queue_size: 5,
+            timeout: None,
+            buffers: BufferSizes::default(),
+            bind_and_activate: true,
+            dual_stack: None,
+            socket_mode: None,
+            keep_socket_file: false,
+        }
+    }
+}
+
+/// Configures and builds a [`SocketServer`].
+///
+/// ```
+/// use socketserver_core::handlers::UpperOnce;
+/// use socketserver_std::ServerBuilder;
+///
+/// let server = ServerBuilder::tcp("127.0.0.1:0")
+///     .allow_reuse_address(true)
+///     .request_queue_size(64)
+///     .build(|| UpperOnce)?;
+/// assert_ne!(server.server_address().port(), 0);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct ServerBuilder<T: SocketTransport> {
+    address: io::Result<T::Addr>,
+    options: Options,
+}
+
+impl ServerBuilder<TcpTransport> {
+    /// A TCP server on `address` (the first it resolves to; IPv4 or IPv6).
+    pub fn tcp(address: impl ToSocketAddrs) -> Self {
+        Self::with_address(resolve(address))
+    }
+}
+
+impl ServerBuilder<UdpTransport> {
+    /// A UDP server on `address` (the first it resolves to; IPv4 or IPv6).
+    pub fn udp(address: impl ToSocketAddrs) -> Self {
+        Self::with_address(resolve(address))
+    }
+}
+
+impl ServerBuilder<UnixStreamTransport> {
+    /// A Unix stream server on the socket file `path`.
+    pub fn unix_stream(path: impl Into<PathBuf>) -> Self {
+        Self::with_address(Ok(UnixAddr::Pathname(path.into())))
+    }
+}
+
+impl ServerBuilder<UnixDatagramTransport> {
+    /// A Unix datagram server on the socket file `path`.
+    pub fn unix_datagram(path: impl Into<PathBuf>) -> Self {
+        Self::with_address(Ok(UnixAddr::Pathname(path.into())))
+    }
+}
+
+fn resolve(address: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    address.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    })
+}
+
+impl<T: SocketTransport> ServerBuilder<T> {
+    /// A server on `address` with CPython's defaults.
+    pub fn new(address: T::Addr) -> Self {
+        Self::with_address(Ok(address))
+    }
+
+    fn with_address(address: io::Result<T::Addr>) -> Self {
+        ServerBuilder {
+            address,
+            options: Options::default(),
+        }
+    }
+
+    /// `SO_REUSEADDR` before binding (`allow_reuse_address`). Default: off.
+    pub fn allow_reuse_address(mut self, on: bool) -> Self {
+        self.options.allow_reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` before binding (`allow_reuse_port`); IPv4 and IPv6
+    /// only, ignored for Unix sockets. Default: off.
+    pub fn allow_reuse_port(mut self, on: bool) -> Self {
+        self.options.allow_reuse_port = on;
+        self
+    }
+
+    /// The `listen` backlog of stream servers (`request_queue_size`).
+    /// Default: 5.
+    pub fn request_queue_size(mut self, backlog: i32) -> Self {
+        self.options.request_queue_size = backlog;
+        self
+    }
+
+    /// How long `handle_request` waits (`timeout`). Default: for ever.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The datagram receive buffer (`max_packet_size`); a longer datagram
+    /// reaches the handler truncated and flagged so. Default: 8192.
+    pub fn max_packet_size(mut self, size: usize) -> Self {
+        self.options.buffers.read = size;
+        self
+    }
+
+    /// The buffers the dispatch allocates: for streams the `rfile` buffer
+    /// (the longest line) and the optional `wfile` buffer; for datagrams
+    /// the packet and reply buffers. Default: 8192 bytes each.
+    pub fn buffer_sizes(mut self, sizes: BufferSizes) -> Self {
+        self.options.buffers = sizes;
+        self
+    }
+
+    /// With `false`, `build` only creates the socket: set socket options
+    /// through [`SocketServer::socket`], then call `server_bind` and
+    /// `server_activate` (`bind_and_activate`). Default: `true`.
+    pub fn bind_and_activate(mut self, on: bool) -> Self {
+        self.options.bind_and_activate = on;
+        self
+    }
+
+    /// For an IPv6 address, accept IPv4 clients too (`true`, so `[::]`
+    /// serves both) or IPv6 only (`false`). Default: the system's setting.
+    pub fn dual_stack(mut self, on: bool) -> Self {
+        self.options.dual_stack = Some(on);
+        self
+    }
+
+    /// The permission bits of a Unix socket file, set right after binding.
+    /// Default: as the umask leaves them.
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.options.socket_mode = Some(mode);
+        self
+    }
+
+    /// Leaves the Unix socket file in place when the server closes.
+    /// Default: the file is removed.
+    pub fn keep_socket_file(mut self, keep: bool) -> Self {
+        self.options.keep_socket_file = keep;
+        self
+    }
+
+    /// The options so far.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Builds a server whose dispatch `make_dispatch` creates from the
+    /// buffer sizes (for dispatch strategies other than the inline one).
+    ///
+    /// # Errors
+    /// The address did not resolve, or creating, binding or listening on
+    /// the socket failed; the socket is then closed (bpo-22435).
+    pub fn build_with<D>(
+        self,
+        make_dispatch: impl FnOnce(BufferSizes) -> D,
+    ) -> io::Result<SocketServer<T, D>>
+    where
+        D: Dispatch<T, T::Kind>,
+    {
+        let mut transport = T::open(self.address?, &self.options)?;
+        if self.options.bind_and_activate {
+            // On error `transport` is dropped here, closing the socket.
+            transport.server_bind()?;
+            transport.server_activate()?;
+        }
+        let mut server = SocketServer::from_parts(transport, make_dispatch(self.options.buffers));
+        server.set_timeout(self.options.timeout);
+        Ok(server)
+    }
+
+    /// Builds a server handling each request with a handler from `factory`
+    /// on the serving thread.
+    ///
+    /// # Errors
+    /// See [`build_with`](Self::build_with).
+    pub fn build<F>(self, factory: F) -> io::Result<SocketServer<T, InlineDispatch<F>>>
+    where
+        F: HandlerFactory,
+        InlineDispatch<F>: Dispatch<T, T::Kind>,
+    {
+        self.build_with(|sizes| InlineDispatch::new(factory, sizes))
+    }
+
+    /// Like [`build`](Self::build), calling `hooks` (Python's overridable
+    /// server methods).
+    ///
+    /// # Errors
+    /// See [`build_with`](Self::build_with).
+    pub fn build_with_hooks<F, H>(
+        self,
+        factory: F,
+        hooks: H,
+    ) -> io::Result<SocketServer<T, InlineDispatch<F, H>>>
+    where
+        F: HandlerFactory,
+        InlineDispatch<F, H>: Dispatch<T, T::Kind>,
+    {
+        self.build_with(|sizes| InlineDispatch::with_hooks(factory, hooks, sizes))
+    }
+}
+
+macro_rules! new_with_defaults {
+    ($transport:ty, $ctor:ident, $arg:ty, $python:literal) => {
+        impl<F> SocketServer<$transport, InlineDispatch<F>>
+        where
+            F: HandlerFactory,
+            InlineDispatch<F>: Dispatch<$transport, <$transport as socketserver_core::Transport>::Kind>,
+        {
+            #[doc = concat!("Python's `", $python, "(address, Handler)`: bound and activated, with CPython's defaults.")]
+            ///
+            /// # Errors
+            /// When creating, binding or listening on the socket fails.
+            pub fn new(address: $arg, factory: F) -> io::Result<Self> {
+                ServerBuilder::$ctor(address).build(factory)
+            }
+        }
+    };
+}
+
+new_with_defaults!(TcpTransport, tcp, impl ToSocketAddrs, "TCPServer");
+new_with_defaults!(UdpTransport, udp, impl ToSocketAddrs, "UDPServer");
+new_with_defaults!(
+    UnixStreamTransport,
+    unix_stream,
+    impl Into<PathBuf>,
+    "UnixStreamServer"
+);
+new_with_defaults!(
+    UnixDatagramTransport,
+    unix_datagram,
+    impl Into<PathBuf>,
+    "UnixDatagramServer"
+);

@@ -1,0 +1,178 @@
+//! Stopping `serve_forever` from another thread: a flag, a poller wake-up,
+//! and a record of which thread is serving.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
+
+use polling::Poller;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// State shared by a transport and its [`ShutdownHandle`]s.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) poller: Poller,
+    requested: AtomicBool,
+    serving: Mutex<Option<ThreadId>>,
+    stopped: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new() -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Shared {
+            poller: Poller::new()?,
+            requested: AtomicBool::new(false),
+            serving: Mutex::new(None),
+            stopped: Condvar::new(),
+        }))
+    }
+
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.requested.store(false, Ordering::Release);
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        // A failed notify leaves the flag, which the loop still sees at its
+        // next pass.
+        let _ = self.poller.notify();
+    }
+
+    fn serving(&self) -> MutexGuard<'_, Option<ThreadId>> {
+        self.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the calling thread as serving until the guard is dropped.
+    pub(crate) fn enter_serving(self: &Arc<Self>) -> ServingGuard {
+        *self.serving() = Some(thread::current().id());
+        ServingGuard(Arc::clone(self))
+    }
+}
+
+/// Ends the serving mark, also when `serve_forever` unwinds.
+pub(crate) struct ServingGuard(Arc<Shared>);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        *self.0.serving() = None;
+        self.0.stopped.notify_all();
+    }
+}
+
+/// Stops a server's `serve_forever` from any thread (Python's `shutdown()`).
+///
+/// Cheap to clone; `Send` and `Sync`. Obtained from
+/// [`SocketServer::shutdown_handle`](crate::SocketServer::shutdown_handle).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(pub(crate) Arc<Shared>);
+
+impl ShutdownHandle {
+    /// Asks `serve_forever` to stop and blocks until it has returned.
+    ///
+    /// The loop is woken at once, whatever its poll interval; the request
+    /// being handled, if any, is finished first. When no thread is serving,
+    /// this returns at once and the next `serve_forever` returns as soon as
+    /// it starts (as in Python, bpo-2302).
+    ///
+    /// # Errors
+    /// [`ShutdownError::FromServingThread`] when called from the thread
+    /// running `serve_forever` (for example from a handler), which would
+    /// otherwise wait for itself for ever; use
+    /// [`request_shutdown`](Self::request_shutdown) there.
+    pub fn shutdown(&self) -> Result<(), ShutdownError> {
+        let mut serving = self.0.serving();
+        if *serving == Some(thread::current().id()) {
+            return Err(ShutdownError::FromServingThread);
+        }
+        self.0.request();
+        while serving.is_some() {
+            serving = self
+                .0
+                .stopped
+                .wait(serving)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
+    /// Asks `serve_forever` to stop, without waiting. Safe to call from a
+    /// handler running inside the loop.
+    pub fn request_shutdown(&self) {
+        self.0.request();
+    }
+
+    /// Requests shutdown whenever the process receives `SIGINT` or
+    /// `SIGTERM`, until the returned guard is dropped (Python's
+    /// `serve_forever` ended by `KeyboardInterrupt`). Call it before
+    /// announcing the server, so no signal can kill the process meanwhile.
+    ///
+    /// While the guard lives those signals no longer terminate the process;
+    /// after it is dropped they are still caught, and ignored.
+    ///
+    /// # Errors
+    /// The signal handlers could not be installed.
+    pub fn stop_on_signals(&self) -> io::Result<SignalGuard> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let stop = self.clone();
+        let watcher = thread::spawn(move || {
+            for _ in signals.forever() {
+                stop.request_shutdown();
+            }
+        });
+        Ok(SignalGuard {
+            handle,
+            watcher: Some(watcher),
+        })
+    }
+
+    /// Whether a shutdown was requested and `serve_forever` has not yet
+    /// consumed it.
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.0.is_requested()
+    }
+}
+
+/// Turns `SIGINT` and `SIGTERM` into shutdown requests while it lives; see
+/// [`ShutdownHandle::stop_on_signals`].
+#[derive(Debug)]
+pub struct SignalGuard {
+    handle: signal_hook::iterator::Handle,
+    watcher: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
+/// Why [`ShutdownHandle::shutdown`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Called from the thread running `serve_forever`.
+    FromServingThread,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownError::FromServingThread => {
+                f.write_str("shutdown() called from the thread running serve_forever()")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {}

@@ -1,0 +1,251 @@
+//! The core's transports over OS sockets.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use socket2::{Socket, Type};
+use socketserver_core::transport::kind;
+use socketserver_core::{DatagramSocket, Listener, Readiness, Received, Transport};
+
+use crate::connection::SocketConnection;
+use crate::endpoint::Endpoint;
+use crate::family::{Family, Inet, Unix};
+use crate::shutdown::ShutdownHandle;
+use crate::{sys, Options};
+
+/// What the OS-socket transports offer beyond the core's [`Transport`]:
+/// Python's `server_bind`, `server_activate`, `server_address`, `socket`
+/// and `fileno`, and the shutdown handle.
+pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
+    /// Creates the socket for `address` (close-on-exec), not yet bound.
+    ///
+    /// # Errors
+    /// When the socket cannot be created.
+    fn open(address: Self::Addr, options: &Options) -> io::Result<Self>;
+
+    /// Python's `server_bind`: applies the reuse options and binds; the
+    /// [`server_address`](Self::server_address) becomes the bound one.
+    ///
+    /// # Errors
+    /// When an option cannot be set or the bind fails (address in use,
+    /// permission denied, ...).
+    fn server_bind(&mut self) -> io::Result<()>;
+
+    /// Python's `server_activate`: listens (streams, with
+    /// `request_queue_size`) and makes the socket ready to be served.
+    ///
+    /// # Errors
+    /// When listening fails.
+    fn server_activate(&mut self) -> io::Result<()>;
+
+    /// The address asked for, or once bound the real one (port 0 resolved).
+    fn server_address(&self) -> &Self::Addr;
+
+    /// The socket, for options this crate does not cover; `None` once closed.
+    fn socket(&self) -> Option<&Socket>;
+
+    /// A handle that stops `serve_forever` from another thread.
+    fn shutdown_handle(&self) -> ShutdownHandle;
+}
+
+/// A listening stream socket: [`TcpTransport`] or [`UnixStreamTransport`].
+#[derive(Debug)]
+pub struct StreamTransport<F: Family> {
+    base: Base<F>,
+}
+
+/// A bound datagram socket: [`UdpTransport`] or [`UnixDatagramTransport`].
+#[derive(Debug)]
+pub struct DatagramTransport<F: Family> {
+    base: Base<F>,
+}
+
+/// The socket of a TCP server.
+pub type TcpTransport = StreamTransport<Inet>;
+/// The socket of a Unix stream server.
+pub type UnixStreamTransport = StreamTransport<Unix>;
+/// The socket of a UDP server.
+pub type UdpTransport = DatagramTransport<Inet>;
+/// The socket of a Unix datagram server.
+pub type UnixDatagramTransport = DatagramTransport<Unix>;
+
+#[derive(Debug)]
+struct Base<F: Family> {
+    endpoint: Endpoint,
+    address: F::Addr,
+    options: Options,
+}
+
+impl<F: Family> Base<F> {
+    fn open(address: F::Addr, options: &Options, ty: Type) -> io::Result<Self> {
+        let mut endpoint = Endpoint::new(F::domain(&address), ty, options)?;
+        if options.keep_socket_file {
+            endpoint.keep_file();
+        }
+        Ok(Base {
+            endpoint,
+            address,
+            options: options.clone(),
+        })
+    }
+
+    fn bind(&mut self) -> io::Result<()> {
+        let addr = F::to_sock_addr(&self.address)?;
+        let bound = self.endpoint.bind(&addr, &self.options)?;
+        if self.options.keep_socket_file {
+            self.endpoint.keep_file();
+        }
+        self.address = F::from_sock_addr(&bound);
+        Ok(())
+    }
+}
+
+macro_rules! common_impls {
+    ($ty:ident, $kind:ty, $socket_type:expr, $activate:expr) => {
+        impl<F: Family> Transport for $ty<F> {
+            type Kind = $kind;
+            type Addr = F::Addr;
+            type Error = io::Error;
+
+            fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
+                self.base.endpoint.wait(timeout)
+            }
+
+            fn shutdown_requested(&self) -> bool {
+                self.base.endpoint.shared().is_requested()
+            }
+
+            fn clear_shutdown(&mut self) {
+                self.base.endpoint.shared().clear();
+            }
+
+            fn close(&mut self) {
+                self.base.endpoint.close();
+            }
+        }
+
+        impl<F: Family> SocketTransport for $ty<F> {
+            fn open(address: F::Addr, options: &Options) -> io::Result<Self> {
+                Base::open(address, options, $socket_type).map(|base| $ty { base })
+            }
+
+            fn server_bind(&mut self) -> io::Result<()> {
+                self.base.bind()
+            }
+
+            fn server_activate(&mut self) -> io::Result<()> {
+                let activate: fn(&mut Base<F>) -> io::Result<()> = $activate;
+                activate(&mut self.base)?;
+                self.base.endpoint.register()
+            }
+
+            fn server_address(&self) -> &F::Addr {
+                &self.base.address
+            }
+
+            fn socket(&self) -> Option<&Socket> {
+                self.base.endpoint.socket_opt()
+            }
+
+            fn shutdown_handle(&self) -> ShutdownHandle {
+                self.base.endpoint.shutdown_handle()
+            }
+        }
+
+        impl<F: Family> AsRawFd for $ty<F> {
+            /// Python's `fileno()`: -1 once closed.
+            fn as_raw_fd(&self) -> RawFd {
+                self.base.endpoint.raw_fd()
+            }
+        }
+
+        impl<F: Family> AsFd for $ty<F> {
+            /// # Panics
+            /// If the socket was closed.
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.base
+                    .endpoint
+                    .socket_opt()
+                    .expect("the server socket is closed")
+                    .as_fd()
+            }
+        }
+    };
+}
+
+common_impls!(StreamTransport, kind::Stream, Type::STREAM, |base| {
+    let backlog = base.options.request_queue_size;
+    base.endpoint.socket()?.listen(backlog)
+});
+common_impls!(DatagramTransport, kind::Datagram, Type::DGRAM, |_| Ok(()));
+
+impl<F: Family> Listener for StreamTransport<F> {
+    type Connection = SocketConnection<F>;
+
+    /// Takes one pending connection. A connection that went away before it
+    /// was taken gives `Ok(None)`. Running out of descriptors (`EMFILE`,
+    /// `ENFILE`) is logged and also gives `Ok(None)`, and the next waits
+    /// ignore the socket for a moment instead of spinning on it.
+    fn accept(&mut self) -> io::Result<Option<(SocketConnection<F>, F::Addr)>> {
+        let accepted = self.base.endpoint.socket()?.accept();
+        match accepted {
+            Ok((socket, addr)) => {
+                let conn = SocketConnection::new(socket)?;
+                Ok(Some((conn, F::from_sock_addr(&addr))))
+            }
+            Err(err) if sys::is_transient_accept_error(&err) => Ok(None),
+            Err(err) if sys::is_resource_exhaustion(&err) => {
+                log::error!(
+                    "accept failed: {err}; not accepting for {:?}",
+                    crate::endpoint::BACKOFF
+                );
+                self.base.endpoint.back_off()?;
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl<F: Family> DatagramSocket for DatagramTransport<F> {
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
+        let socket = self.base.endpoint.socket()?;
+        let mut bufs = [socket2::MaybeUninitSlice::new(sys::as_uninit(buf))];
+        loop {
+            match socket.recv_from_vectored(&mut bufs) {
+                Ok((len, flags, addr)) => {
+                    return Ok(Some(Received {
+                        len,
+                        truncated: flags.is_truncated(),
+                        addr: F::from_sock_addr(&addr),
+                    }))
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Sends the whole datagram. The socket does not block: a peer whose
+    /// receive queue is full (Unix datagram) makes this fail rather than
+    /// stall the server.
+    fn send_to(&mut self, data: &[u8], addr: &F::Addr) -> io::Result<()> {
+        let dest = F::to_sock_addr(addr)?;
+        let socket = self.base.endpoint.socket()?;
+        loop {
+            match socket.send_to(data, &dest) {
+                Ok(n) if n == data.len() => return Ok(()),
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "datagram sent in part",
+                    ))
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The Python docs' own clients, run by python3, against the Rust twins of
+//! the docs' servers (`examples/`). Each example must print
+//! `listening on ADDR` first, and exit 0 on SIGTERM.
+#![cfg(feature = "std")]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use util::{TempDir, PATIENCE};
+
+/// `target/<profile>/examples/<name>`: cargo builds the examples before
+/// running the tests; this test binary lives in `target/<profile>/deps`.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+/// Kills the example if the test fails before it exits.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child`, at most [`PATIENCE`].
+fn wait_bounded(mut child: Child) -> ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit");
+        }
+    }
+}
+
+fn run(example_name: &str, client: &str, address: &str, message: &str) {
+    let mut child = Command::new(example(example_name))
+        .arg(address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut running = Running(Some(child));
+
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("the example prints its address");
+    let bound = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(client);
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(&bound)
+        .args(message.split(' '))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{client}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = format!("Received: {}", message.to_uppercase());
+    assert!(
+        stdout.lines().any(|l| l == expected),
+        "{client} printed:\n{stdout}"
+    );
+
+    let child = running.0.take().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(status.unwrap().success());
+    let status = wait_bounded(child);
+    assert!(status.success(), "{example_name} exited with {status}");
+}
+
+#[test]
+fn tcp_server_with_the_docs_tcp_client() {
+    run(
+        "tcp_server",
+        "tcp_client.py",
+        "127.0.0.1:0",
+        "hello world with TCP",
+    );
+}
+
+#[test]
+fn stream_server_with_the_docs_tcp_client() {
+    run(
+        "stream_server",
+        "tcp_client.py",
+        "127.0.0.1:0",
+        "python is nice",
+    );
+}
+
+#[test]
+fn udp_server_with_the_docs_udp_client() {
+    run(
+        "udp_server",
+        "udp_client.py",
+        "127.0.0.1:0",
+        "hello world with UDP",
+    );
+}
+
+#[test]
+fn unix_stream_server_with_a_unix_client() {
+    let dir = TempDir::new("ex-ustream");
+    let path = dir.path("server.sock");
+    run(
+        "unix_stream_server",
+        "unix_stream_client.py",
+        path.to_str().unwrap(),
+        "hello unix stream",
+    );
+    assert!(!path.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn unix_datagram_server_with_a_unix_client() {
+    let dir = TempDir::new("ex-udgram");
+    let path = dir.path("server.sock");
+    run(
+        "unix_datagram_server",
+        "unix_datagram_client.py",
+        path.to_str().unwrap(),
+        "hello unix datagram",
+    );
+    assert!(!path.exists(), "the socket file is removed on exit");
+}

@@ -1,5 +1,23 @@
-//! smoltcp backend of `socketserver` (filled in by the smoltcp backend work).
-#![no_std]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
+mod error;
+pub mod memory;
+mod stack;
+#[cfg(all(feature = "std", any(target_os = "linux", target_os = "android")))]
+pub mod tap;
+mod tcp;
+mod udp;
+
+pub use error::Error;
+pub use stack::{from_smoltcp, to_smoltcp, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
+pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};
+pub use udp::{UdpSocket, DEFAULT_SEND_TIMEOUT};
+
+/// Re-export of the smoltcp version the transports are built on.
+pub use smoltcp;
+/// Re-export of the core crate.
 pub use socketserver_core as core;

@@ -1,0 +1,130 @@
+//! The `tcp_server` and `udp_server` examples' handlers on the smoltcp
+//! stack, over a Linux TAP device: TCP and UDP on the same port, served
+//! from one thread that sleeps on the device while idle.
+//!
+//! Usage: `cargo run --example smoltcp_tap --features smoltcp -- --tap NAME --ip CIDR [--port N]`
+//! (port 9999 by default). The TAP device must exist (see the
+//! socketserver-smoltcp README for `ip tuntap`); `--ip` is smoltcp's own
+//! address, in the device's subnet. Prints `listening on IP:PORT` once
+//! bound, serves until SIGINT or SIGTERM.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketserver::handlers::{UpperDatagram, UpperOnce};
+use socketserver::smoltcp::smoltcp::iface::SocketStorage;
+use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
+use socketserver::smoltcp::smoltcp::wire::IpCidr;
+use socketserver::smoltcp::tap::{tap_stack, StdClock};
+use socketserver::smoltcp::{TcpListener, UdpSocket};
+use socketserver::{Server, ShutdownFlag, SyncDispatch};
+
+/// Python's `request_queue_size` default.
+const BACKLOG: usize = 5;
+/// The longest the loop sleeps without looking at the signal flag (a signal
+/// also ends the sleep at once).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+struct Args {
+    tap: String,
+    ip: IpCidr,
+    port: u16,
+}
+
+fn usage(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{why}\nusage: smoltcp_tap --tap NAME --ip CIDR [--port N]"),
+    )
+}
+
+fn parse_args() -> io::Result<Args> {
+    let (mut tap, mut ip, mut port) = (None, None, 9999);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| usage(&format!("{flag} needs a value")))?;
+        match flag.as_str() {
+            "--tap" => tap = Some(value),
+            "--ip" => {
+                ip = Some(
+                    value
+                        .parse()
+                        .map_err(|()| usage("--ip wants ADDRESS/PREFIX"))?,
+                )
+            }
+            "--port" => port = value.parse().map_err(|_| usage("--port wants a number"))?,
+            _ => return Err(usage(&format!("unknown option {flag}"))),
+        }
+    }
+    Ok(Args {
+        tap: tap.ok_or_else(|| usage("--tap is required"))?,
+        ip: ip.ok_or_else(|| usage("--ip is required"))?,
+        port,
+    })
+}
+
+fn main() -> io::Result<()> {
+    let args = parse_args()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+
+    // Every buffer is the caller's: here, arrays on main's stack.
+    let mut storage = [SocketStorage::EMPTY; BACKLOG + 1];
+    let mut tcp_buffers = [[0u8; 16 * 1024]; 2 * BACKLOG];
+    let (mut udp_meta, mut udp_payload) = ([udp::PacketMetadata::EMPTY; 16], [0u8; 32 * 1024]);
+
+    let stack = RefCell::new(tap_stack(&args.tap, args.ip, &mut storage)?);
+    let shutdown = ShutdownFlag::new();
+
+    let mut buffers = tcp_buffers.iter_mut();
+    let sockets = core::array::from_fn(|_| {
+        let mut next =
+            || tcp::SocketBuffer::new(&mut buffers.next().expect("2 buffers per socket")[..]);
+        tcp::Socket::new(next(), next())
+    });
+    let listener = TcpListener::<BACKLOG>::bind(&stack, args.port, sockets, &shutdown)
+        .map_err(io::Error::other)?;
+    let mut tcp_server = Server::new(
+        listener,
+        SyncDispatch::<_>::new(|| UpperOnce),
+        StdClock::new(),
+    );
+
+    let (rx_meta, tx_meta) = udp_meta.split_at_mut(8);
+    let (rx, tx) = udp_payload.split_at_mut(16 * 1024);
+    let socket = udp::Socket::new(
+        udp::PacketBuffer::new(rx_meta, rx),
+        udp::PacketBuffer::new(tx_meta, tx),
+    );
+    let socket = UdpSocket::bind(&stack, args.port, socket, &shutdown).map_err(io::Error::other)?;
+    let mut udp_server = Server::new(
+        socket,
+        SyncDispatch::<_>::new(|| UpperDatagram),
+        StdClock::new(),
+    );
+
+    println!("listening on {}:{}", args.ip.address(), args.port);
+    io::stdout().flush()?;
+
+    // Two servers on one stack: serve whichever has a request, and sleep on
+    // the device when neither has.
+    while !stop.load(Ordering::Relaxed) {
+        if tcp_server.transport_mut().pending() > 0 {
+            tcp_server.handle_request().map_err(io::Error::other)?;
+        } else if udp_server.transport().pending() {
+            udp_server.handle_request().map_err(io::Error::other)?;
+        } else {
+            stack.borrow_mut().poll_wait(POLL_INTERVAL, &shutdown);
+        }
+    }
+    tcp_server.server_close();
+    udp_server.server_close();
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The smoltcp backend on an in-memory cable, no root needed: the cases of
+//! the TAP harness against a client on a second smoltcp stack, the same
+//! under smoltcp's FaultInjector, and the lifecycle details.
+#![cfg(all(feature = "smoltcp", feature = "std"))]
+
+#[path = "util/smoltcp.rs"]
+mod util;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use socketserver::embedded_io::Write;
+use socketserver::handlers::UpperOnce;
+use socketserver::smoltcp::memory::Cable;
+use socketserver::smoltcp::smoltcp::phy::FaultInjector;
+use socketserver::smoltcp::smoltcp::wire::IpAddress;
+use socketserver::smoltcp::tap::StdClock;
+use socketserver::smoltcp::{Error, TcpConnection, TcpListener};
+use socketserver::{Server, SyncDispatch};
+use util::*;
+
+const SERVER: IpAddress = IpAddress::v4(10, 0, 0, 1);
+const CLIENT: IpAddress = IpAddress::v4(10, 0, 0, 2);
+
+/// One test per case, each on a fresh cable.
+macro_rules! on_cable {
+    ($($case:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            let mut cable = Cable::<64>::new();
+            let (server_end, client_end) = cable.split();
+            let stack = memory_stack(client_end, 2, CLIENT);
+            let client = SmolClient { stack: &stack, server: SERVER, ip: CLIENT };
+            cases::$case(&client, ServeOn(move || memory_stack(server_end, 1, SERVER), IO_TIMEOUT));
+        }
+    )*};
+}
+
+util::all_cases!(on_cable);
+
+/// 1 MiB echoed intact although the server's device drops 10% of the
+/// frames and corrupts 1%, both ways. Both stacks' clocks run 20 times
+/// faster than real time, so that each lost segment's retransmission
+/// timeout (at least 1 s for smoltcp) costs 50 ms.
+#[test]
+fn bulk_through_faults() {
+    const SPEED: u64 = 20;
+    let mut cable = Cable::<64>::new();
+    let (server_end, client_end) = cable.split();
+    let stack = fast_memory_stack(client_end, 2, CLIENT, SPEED);
+    let client = SmolClient {
+        stack: &stack,
+        server: SERVER,
+        ip: CLIENT,
+    };
+    cases::bulk(
+        &client,
+        ServeOn(
+            move || {
+                let mut faulty = FaultInjector::new(server_end, 0x5eed);
+                faulty.set_drop_chance(10);
+                faulty.set_corrupt_chance(1);
+                fast_memory_stack(faulty, 1, SERVER, SPEED)
+            },
+            IO_TIMEOUT * SPEED as u32,
+        ),
+    );
+}
+
+/// With all `N` sockets of the backlog taken, the next client is refused
+/// at once; the queued ones are still served.
+#[test]
+fn full_backlog_refuses() {
+    let mut cable = Cable::<64>::new();
+    let (server_end, client_end) = cable.split();
+    let stack = memory_stack(client_end, 2, CLIENT);
+    let client = SmolClient {
+        stack: &stack,
+        server: SERVER,
+        ip: CLIENT,
+    };
+    let served = Cell::new(0);
+    run_server(
+        || {
+            let mut first =
+                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
+                    .unwrap();
+            let mut second =
+                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
+                    .unwrap();
+            let third =
+                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT));
+            assert_eq!(third.unwrap_err(), Error::Refused);
+            first.write_all(b"first\n").unwrap();
+            second.write_all(b"second\n").unwrap();
+            assert_eq!(read_to_end(&mut first), b"FIRST");
+            drop(first);
+            assert_eq!(read_to_end(&mut second), b"SECOND");
+            drop(second);
+            // A socket of the backlog is free again.
+            assert_eq!(client.exchange(b"third\n"), b"THIRD");
+            served.set(3);
+        },
+        |stop, bound| {
+            let stack = memory_stack(server_end, 1, SERVER);
+            let listener =
+                TcpListener::bind(&stack, PORT, [tcp_socket(), tcp_socket()], stop).unwrap();
+            bound.send(()).unwrap();
+            let mut server = Server::new(
+                listener,
+                SyncDispatch::<_>::new(|| UpperOnce),
+                StdClock::new(),
+            );
+            server.serve_forever(POLL_INTERVAL).unwrap();
+            Report::default()
+        },
+    );
+    assert_eq!(served.get(), 3);
+}
+
+/// `handle_request` with a timeout and no client: `handle_timeout` runs
+/// once the timeout has passed, not before.
+#[test]
+fn handle_request_times_out() {
+    let mut cable = Cable::<64>::new();
+    let (server_end, _client_end) = cable.split();
+    let stack = memory_stack(server_end, 1, SERVER);
+    let stop = socketserver::ShutdownFlag::new();
+    let listener = TcpListener::bind(&stack, PORT, [tcp_socket()], &stop).unwrap();
+    let hooks = TestHooks::default();
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_, _>::with_hooks(|| UpperOnce, &hooks),
+        StdClock::new(),
+    );
+    server.set_timeout(Some(Duration::from_millis(200)));
+    let start = Instant::now();
+    server.handle_request().unwrap();
+    let waited = start.elapsed();
+    assert_eq!(hooks.timeouts.get(), 1);
+    assert!(
+        waited >= Duration::from_millis(200),
+        "returned after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "returned after {waited:?}");
+}
+
+/// A shutdown requested from another thread ends `serve_forever` at once,
+/// although its poll interval is an hour; a closed server fails to serve.
+#[test]
+fn shutdown_is_prompt() {
+    let mut cable = Cable::<64>::new();
+    let (server_end, _client_end) = cable.split();
+    let start = Instant::now();
+    let report = ServeOn(move || memory_stack(server_end, 1, SERVER), IO_TIMEOUT).stream(
+        UpperOnce,
+        None,
+        || {},
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(report.served, 0);
+
+    let mut cable = Cable::<64>::new();
+    let (server_end, _client_end) = cable.split();
+    let stack = memory_stack(server_end, 1, SERVER);
+    let stop = socketserver::ShutdownFlag::new();
+    let listener = TcpListener::bind(&stack, PORT, [tcp_socket()], &stop).unwrap();
+    let mut server = Server::new(
+        listener,
+        SyncDispatch::<_>::new(|| UpperOnce),
+        StdClock::new(),
+    );
+    server.server_close();
+    server.server_close();
+    assert_eq!(server.serve_forever(POLL_INTERVAL), Err(Error::Closed));
+    // Closing gave the sockets back.
+    TcpListener::bind(&stack, PORT, [tcp_socket(), tcp_socket()], &stop).unwrap();
+}
+
+/// The `smoltcp_loopback` example serves both handlers to its in-memory
+/// client in one thread and prints the exchange.
+#[test]
+fn loopback_example() {
+    let child = std::process::Command::new(example("smoltcp_loopback"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the smoltcp_loopback example");
+    let output = wait_bounded(child, IO_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.starts_with("listening on 10.0.0.1:9999"), "{stdout}");
+    assert!(
+        stdout.contains("(TCP): \"HELLO WORLD\", then EOF"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(UDP): \"HELLO WORLD\""), "{stdout}");
+}

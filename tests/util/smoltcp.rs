@@ -195,6 +195,9 @@ pub fn serve_stream<H: StreamHandler + Copy>(
     let sockets = core::array::from_fn::<_, BACKLOG, _>(|_| tcp_socket());
     let mut listener = TcpListener::bind(net, PORT, sockets, shutdown).unwrap();
     listener.set_timeout(Some(timeout));
+    // Linger is measured on the stack's clock, which runs fast in the fault
+    // test: give the close as long as the requests get.
+    listener.set_linger(timeout);
     bound.send(()).unwrap();
     let (hooks, served) = (TestHooks::rejecting(reject), Cell::new(0));
     let dispatch = SyncDispatch::<_, _>::with_hooks(counting(&served, handler), &hooks);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every check and every test of the workspace, on a fresh machine or not.
-# Installs what it needs first (targets, wasmtime, iproute2), then runs:
+# Installs what it needs first (targets, wasmtime, iproute2; QEMU through
+# examples/firmware/run.sh), then runs:
 # fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, and
-# the core's tests on wasm32-wasip1 under wasmtime.
+# the core's tests on wasm32-wasip1 under wasmtime, and the Cortex-M
+# firmware image under QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,3 +54,10 @@ cargo test --workspace --features std,smoltcp
 
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1
+
+# The firmware is a package of its own (own target, own workspace).
+step "firmware: fmt and clippy (examples/firmware, thumbv7m-none-eabi)"
+(cd examples/firmware && cargo fmt --check && cargo clippy --release -- -D warnings)
+
+step "firmware images under QEMU (lm3s6965evb), sizes and flash ratio"
+bash examples/firmware/run.sh

@@ -47,8 +47,11 @@ pub use socketserver_core::*;
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
 pub use socketserver_std::{
-    BufferSizes, InlineDispatch, ServerBuilder, ShutdownError, ShutdownHandle, SocketServer,
-    TcpServer, UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,
+    ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch,
+    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+    UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
 // --- end std backend ---
 

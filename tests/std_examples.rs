@@ -52,12 +52,31 @@ fn wait_bounded(mut child: Child) -> ExitStatus {
 }
 
 fn run(example_name: &str, client: &str, address: &str, message: &str) {
+    let expected = format!("Received: {}", message.to_uppercase());
+    run_checked(example_name, &[], client, address, message, |line, _| {
+        line == expected
+    });
+}
+
+/// Runs `example_name ADDRESS ARGS...`, then `client` against it; one line
+/// the client prints must satisfy `received`, which also gets the
+/// example's process id.
+fn run_checked(
+    example_name: &str,
+    args: &[&str],
+    client: &str,
+    address: &str,
+    message: &str,
+    received: impl Fn(&str, u32) -> bool,
+) {
     let mut child = Command::new(example(example_name))
         .arg(address)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
     let stdout = child.stdout.take().unwrap();
+    let server_pid = child.id();
     let mut running = Running(Some(child));
 
     let (tx, rx) = mpsc::channel();
@@ -90,9 +109,8 @@ fn run(example_name: &str, client: &str, address: &str, message: &str) {
         "{client}: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let expected = format!("Received: {}", message.to_uppercase());
     assert!(
-        stdout.lines().any(|l| l == expected),
+        stdout.lines().any(|line| received(line, server_pid)),
         "{client} printed:\n{stdout}"
     );
 
@@ -159,4 +177,55 @@ fn unix_datagram_server_with_a_unix_client() {
         "hello unix datagram",
     );
     assert!(!path.exists(), "the socket file is removed on exit");
+}
+
+/// Whether `line` is `Received: {tag}: {message}` with a `tag` that
+/// `tag_ok` accepts.
+fn tagged_reply(line: &str, message: &str, tag_ok: impl Fn(&str) -> bool) -> bool {
+    line.strip_prefix("Received: ")
+        .and_then(|rest| rest.split_once(": "))
+        .is_some_and(|(tag, data)| tag_ok(tag) && data == message)
+}
+
+#[test]
+fn threaded_server_answers_from_a_request_thread() {
+    let message = "hello threads";
+    run_checked(
+        "threaded_server",
+        &[],
+        "tcp_client.py",
+        "127.0.0.1:0",
+        message,
+        |line, _| tagged_reply(line, message, |tag| tag.starts_with("Thread-")),
+    );
+}
+
+#[test]
+fn threaded_server_with_a_pool_answers_from_a_worker() {
+    let message = "hello pool";
+    run_checked(
+        "threaded_server",
+        &["--pool", "2"],
+        "tcp_client.py",
+        "127.0.0.1:0",
+        message,
+        |line, _| tagged_reply(line, message, |tag| tag == "Worker-1" || tag == "Worker-2"),
+    );
+}
+
+#[test]
+fn forking_server_answers_from_a_child_process() {
+    let message = "hello processes";
+    run_checked(
+        "forking_server",
+        &[],
+        "tcp_client.py",
+        "127.0.0.1:0",
+        message,
+        |line, server_pid| {
+            tagged_reply(line, message, |tag| {
+                tag.parse::<u32>().is_ok_and(|pid| pid != server_pid)
+            })
+        },
+    );
 }

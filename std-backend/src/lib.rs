@@ -26,6 +26,13 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! Besides the inline dispatch, every server type comes threaded
+//! ([`ThreadingDispatch`], Python's `ThreadingMixIn`, with an optional
+//! bound on the number of threads), forked ([`ForkingDispatch`],
+//! `ForkingMixIn`) or pooled ([`PoolDispatch`]: workers started once, fed
+//! through a bounded queue); the predefined aliases such as
+//! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
+//!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
 //! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
 //! current request is done, whatever the poll interval. A panicking handler
@@ -35,24 +42,37 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod concurrent;
 mod connection;
 mod dispatch;
 mod endpoint;
 mod family;
+mod forking;
+mod pool;
 mod server;
 mod shutdown;
 #[allow(unsafe_code)]
 mod sys;
+mod threading;
 mod transport;
 
 pub use connection::{SocketConnection, TcpConnection};
 pub use dispatch::{BufferSizes, CatchUnwind, Caught, InlineDispatch};
 pub use family::{Family, Inet, Unix, UnixAddr};
+pub use forking::{
+    ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+};
+pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
 pub use server::{
     Options, ServerBuilder, SocketServer, StdClock, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
+pub use threading::{
+    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer,
+};
 pub use transport::{
     DatagramTransport, SocketTransport, StreamTransport, TcpTransport, UdpTransport,
     UnixDatagramTransport, UnixStreamTransport,

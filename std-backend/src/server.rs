@@ -200,6 +200,7 @@ pub struct Options {
     pub(crate) allow_reuse_port: bool,
     pub(crate) request_queue_size: i32,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout_set: bool,
     pub(crate) buffers: BufferSizes,
     pub(crate) bind_and_activate: bool,
     pub(crate) dual_stack: Option<bool>,
@@ -214,6 +215,7 @@ impl Default for Options {
             allow_reuse_port: false,
             request_queue_size: 5,
             timeout: None,
+            timeout_set: false,
             buffers: BufferSizes::default(),
             bind_and_activate: true,
             dual_stack: None,
@@ -316,6 +318,7 @@ impl<T: SocketTransport> ServerBuilder<T> {
     /// How long `handle_request` waits (`timeout`). Default: for ever.
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.timeout = timeout;
+        self.options.timeout_set = true;
         self
     }
 
@@ -392,6 +395,37 @@ impl<T: SocketTransport> ServerBuilder<T> {
         Ok(server)
     }
 
+    /// [`build_with`](Self::build_with) for a forking dispatch: unless
+    /// [`timeout`](Self::timeout) was set, `handle_request` waits at most
+    /// [`FORKING_TIMEOUT`](crate::FORKING_TIMEOUT) (Python's
+    /// `ForkingMixIn.timeout`), so that `handle_timeout` reaps children
+    /// even when no request comes.
+    ///
+    /// ```no_run
+    /// use socketserver_core::handlers::UpperOnce;
+    /// use socketserver_std::{ForkingDispatch, ServerBuilder, FORKING_TIMEOUT};
+    ///
+    /// let server = ServerBuilder::tcp("127.0.0.1:0")
+    ///     .build_forking_with(|sizes| ForkingDispatch::new(|| UpperOnce, sizes).max_children(8))?;
+    /// assert_eq!(server.timeout(), Some(FORKING_TIMEOUT));
+    /// # std::io::Result::Ok(())
+    /// ```
+    ///
+    /// # Errors
+    /// See [`build_with`](Self::build_with).
+    pub fn build_forking_with<D>(
+        mut self,
+        make_dispatch: impl FnOnce(BufferSizes) -> D,
+    ) -> io::Result<SocketServer<T, D>>
+    where
+        D: Dispatch<T, T::Kind>,
+    {
+        if !self.options.timeout_set {
+            self.options.timeout = Some(crate::FORKING_TIMEOUT);
+        }
+        self.build_with(make_dispatch)
+    }
+
     /// Builds a server handling each request with a handler from `factory`
     /// on the serving thread.
     ///
@@ -423,35 +457,59 @@ impl<T: SocketTransport> ServerBuilder<T> {
     }
 }
 
+/// `new(address, factory)` on the alias of a server type, as Python's
+/// `Server(address, Handler)`: CPython's defaults, bound and activated.
 macro_rules! new_with_defaults {
-    ($transport:ty, $ctor:ident, $arg:ty, $python:literal) => {
-        impl<F> SocketServer<$transport, InlineDispatch<F>>
+    ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal) => {
+        $crate::server::new_with_defaults!($transport, $dispatch, $ctor, $arg, $python, build_with);
+    };
+    ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal, $build:ident) => {
+        impl<F> $crate::SocketServer<$transport, $dispatch<F>>
         where
-            F: HandlerFactory,
-            InlineDispatch<F>: Dispatch<$transport, <$transport as socketserver_core::Transport>::Kind>,
+            F: socketserver_core::HandlerFactory,
+            $dispatch<F>: socketserver_core::Dispatch<
+                $transport,
+                <$transport as socketserver_core::Transport>::Kind,
+            >,
         {
-            #[doc = concat!("Python's `", $python, "(address, Handler)`: bound and activated, with CPython's defaults.")]
+            #[doc = concat!($python, ": bound and activated, with CPython's defaults.")]
             ///
             /// # Errors
             /// When creating, binding or listening on the socket fails.
-            pub fn new(address: $arg, factory: F) -> io::Result<Self> {
-                ServerBuilder::$ctor(address).build(factory)
+            pub fn new(address: $arg, factory: F) -> std::io::Result<Self> {
+                $crate::ServerBuilder::$ctor(address).$build(|sizes| $dispatch::new(factory, sizes))
             }
         }
     };
 }
 
-new_with_defaults!(TcpTransport, tcp, impl ToSocketAddrs, "TCPServer");
-new_with_defaults!(UdpTransport, udp, impl ToSocketAddrs, "UDPServer");
+pub(crate) use new_with_defaults;
+
+new_with_defaults!(
+    TcpTransport,
+    InlineDispatch,
+    tcp,
+    impl ToSocketAddrs,
+    "Python's `TCPServer(address, Handler)`"
+);
+new_with_defaults!(
+    UdpTransport,
+    InlineDispatch,
+    udp,
+    impl ToSocketAddrs,
+    "Python's `UDPServer(address, Handler)`"
+);
 new_with_defaults!(
     UnixStreamTransport,
+    InlineDispatch,
     unix_stream,
     impl Into<PathBuf>,
-    "UnixStreamServer"
+    "Python's `UnixStreamServer(address, Handler)`"
 );
 new_with_defaults!(
     UnixDatagramTransport,
+    InlineDispatch,
     unix_datagram,
     impl Into<PathBuf>,
-    "UnixDatagramServer"
+    "Python's `UnixDatagramServer(address, Handler)`"
 );

@@ -232,20 +232,38 @@ impl<F: Family> DatagramSocket for DatagramTransport<F> {
     /// receive queue is full (Unix datagram) makes this fail rather than
     /// stall the server.
     fn send_to(&mut self, data: &[u8], addr: &F::Addr) -> io::Result<()> {
-        let dest = F::to_sock_addr(addr)?;
-        let socket = self.base.endpoint.socket()?;
-        loop {
-            match socket.send_to(data, &dest) {
-                Ok(n) if n == data.len() => return Ok(()),
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "datagram sent in part",
-                    ))
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
+        send_datagram::<F>(self.base.endpoint.socket()?, data, addr)
+    }
+}
+
+impl<F: Family> DatagramTransport<F> {
+    /// A second descriptor for the server socket (close-on-exec), through
+    /// which request threads send their replies while the serving thread
+    /// keeps receiving on the first.
+    pub(crate) fn reply_socket(&self) -> io::Result<Socket> {
+        self.base.endpoint.socket()?.try_clone()
+    }
+}
+
+/// [`DatagramSocket::send_to`] on any descriptor of a datagram server's
+/// socket: the whole datagram or an error.
+pub(crate) fn send_datagram<F: Family>(
+    socket: &Socket,
+    data: &[u8],
+    addr: &F::Addr,
+) -> io::Result<()> {
+    let dest = F::to_sock_addr(addr)?;
+    loop {
+        match socket.send_to(data, &dest) {
+            Ok(n) if n == data.len() => return Ok(()),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "datagram sent in part",
+                ))
             }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
     }
 }

@@ -208,3 +208,13 @@ pub fn is_cloexec(fd: i32) -> bool {
     let flags = u32::from_str_radix(flags.trim(), 8).expect("octal flags");
     flags & 0o2000000 != 0
 }
+
+impl Recorder {
+    /// Waits until `handle_timeout` ran `n` times.
+    pub fn wait_timeouts(&self, n: usize) {
+        self.wait_for("handle_timeout", |s| (s.timeouts >= n).then_some(()))
+    }
+}
+
+pub mod concurrent;
+pub mod gauge;

@@ -1,0 +1,288 @@
+//! What the threading and pool dispatches share: Python's
+//! `process_request` order around requests packaged as jobs that own
+//! everything they touch, so that any thread can run them.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+
+use socket2::Socket;
+use socketserver_core::{
+    get_datagram_request, get_stream_request, serve_connection, serve_datagram, DatagramHandler,
+    Error, HandlerFactory, Hooks, Listener, StreamHandler,
+};
+
+use crate::dispatch::{BufferSizes, CatchUnwind};
+use crate::family::Family;
+use crate::transport::{send_datagram, DatagramTransport};
+
+/// The buffers one request thread serves with.
+pub(crate) struct Buffers {
+    read: Vec<u8>,
+    write: Vec<u8>,
+}
+
+impl Buffers {
+    pub(crate) fn new(sizes: BufferSizes) -> Self {
+        Buffers {
+            read: vec![0; sizes.read],
+            write: vec![0; sizes.write],
+        }
+    }
+}
+
+/// The names and stack size of the threads a dispatch starts.
+#[derive(Default)]
+pub(crate) struct ThreadOptions {
+    pub(crate) name: Option<String>,
+    pub(crate) stack_size: Option<usize>,
+}
+
+impl ThreadOptions {
+    /// How to start the `n`th thread (named `{prefix}-{n}`).
+    pub(crate) fn builder(&self, n: u64) -> thread::Builder {
+        let mut builder = thread::Builder::new();
+        if let Some(prefix) = &self.name {
+            builder = builder.name(format!("{prefix}-{n}"));
+        }
+        if let Some(bytes) = self.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        builder
+    }
+}
+
+/// One request, ready to run on whichever thread takes it.
+pub(crate) type Job = Box<dyn FnOnce(&mut Buffers) + Send + 'static>;
+
+/// Where jobs run: a thread each, or a pool's workers.
+pub(crate) trait Runner {
+    /// Blocks until one more request may be taken (the thread or queue
+    /// bound), and takes that room.
+    fn admit(&mut self);
+
+    /// Gives back the room of [`admit`](Self::admit) when no request came.
+    fn withdraw(&mut self);
+
+    /// Starts `job`, which owns the room. On error the job was dropped,
+    /// closing its connection.
+    fn run(&mut self, job: Job) -> io::Result<()>;
+
+    /// Forgets requests that are done (bpo-37193).
+    fn reap(&mut self);
+
+    /// The server closed: no more jobs; wait for the running ones or not.
+    fn close(&mut self);
+}
+
+/// The factory and hooks, shared by the serving thread and the requests.
+struct Shared<F, H> {
+    factory: CatchUnwind<F>,
+    hooks: H,
+}
+
+/// A dispatch that hands every request to a [`Runner`].
+pub(crate) struct Concurrent<R, F, H> {
+    shared: Arc<Shared<F, H>>,
+    read_size: usize,
+    /// The serving thread's datagram receive buffer, allocated on first use.
+    packet: Vec<u8>,
+    /// Datagram servers: the descriptor replies are sent through.
+    reply: Option<Arc<Socket>>,
+    pub(crate) runner: R,
+}
+
+impl<R: Runner, F, H> Concurrent<R, F, H> {
+    pub(crate) fn new(factory: F, hooks: H, sizes: BufferSizes, runner: R) -> Self {
+        Concurrent {
+            shared: Arc::new(Shared {
+                factory: CatchUnwind(factory),
+                hooks,
+            }),
+            read_size: sizes.read,
+            packet: Vec::new(),
+            reply: None,
+            runner,
+        }
+    }
+
+    pub(crate) fn hooks(&self) -> &H {
+        &self.shared.hooks
+    }
+
+    pub(crate) fn factory(&self) -> &F {
+        &self.shared.factory.0
+    }
+
+    /// Python's `_handle_request_noblock` with a threading
+    /// `process_request`: the job is `process_request_thread`.
+    pub(crate) fn stream_request<L>(&mut self, listener: &mut L)
+    where
+        L: Listener,
+        L::Connection: Send + 'static,
+        L::Addr: Send + 'static,
+        F: HandlerFactory + Send + Sync + 'static,
+        F::Handler: StreamHandler,
+        H: Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
+    {
+        self.runner.reap();
+        self.runner.admit();
+        let Some((conn, addr)) = get_stream_request(listener, &self.shared.hooks) else {
+            self.runner.withdraw();
+            return;
+        };
+        let client = addr.clone();
+        let shared = Arc::clone(&self.shared);
+        let job = Box::new(move |bufs: &mut Buffers| {
+            let Shared { factory, hooks } = &*shared;
+            serve_connection(conn, addr, factory, hooks, &mut bufs.read, &mut bufs.write);
+        });
+        if let Err(err) = self.runner.run(job) {
+            self.shared
+                .hooks
+                .handle_error(&client, &Error::from_io(err));
+        }
+    }
+
+    /// The datagram twin of [`stream_request`](Self::stream_request): the
+    /// job owns a copy of the packet and replies through a second
+    /// descriptor of the server socket.
+    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>)
+    where
+        Fam: Family,
+        F: HandlerFactory + Send + Sync + 'static,
+        F::Handler: DatagramHandler,
+        H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
+    {
+        self.runner.reap();
+        self.runner.admit();
+        if self.packet.len() != self.read_size {
+            self.packet = vec![0; self.read_size];
+        }
+        let Some(rx) = get_datagram_request(socket, &self.shared.hooks, &mut self.packet) else {
+            self.runner.withdraw();
+            return;
+        };
+        let reply = match &self.reply {
+            Some(reply) => Arc::clone(reply),
+            None => match socket.reply_socket() {
+                Ok(reply) => Arc::clone(self.reply.insert(Arc::new(reply))),
+                Err(err) => {
+                    self.runner.withdraw();
+                    self.shared
+                        .hooks
+                        .handle_error(&rx.addr, &Error::from_io(err));
+                    return;
+                }
+            },
+        };
+        let packet = self.packet[..rx.len].to_vec();
+        let client = rx.addr.clone();
+        let shared = Arc::clone(&self.shared);
+        let job = Box::new(move |bufs: &mut Buffers| {
+            let Shared { factory, hooks } = &*shared;
+            let send = |data: &[u8], addr: &Fam::Addr| {
+                send_datagram::<Fam>(&reply, data, addr).map_err(Error::from_io)
+            };
+            serve_datagram(
+                &packet,
+                rx.truncated,
+                rx.addr,
+                factory,
+                hooks,
+                &mut bufs.write,
+                send,
+            );
+        });
+        if let Err(err) = self.runner.run(job) {
+            self.shared
+                .hooks
+                .handle_error(&client, &Error::from_io(err));
+        }
+    }
+
+    pub(crate) fn handle_timeout<Req: ?Sized, A>(&mut self)
+    where
+        H: Hooks<Req, A>,
+    {
+        self.runner.reap();
+        self.shared.hooks.handle_timeout();
+    }
+
+    pub(crate) fn service_actions<Req: ?Sized, A>(&mut self)
+    where
+        H: Hooks<Req, A>,
+    {
+        self.runner.reap();
+        self.shared.hooks.service_actions();
+    }
+
+    pub(crate) fn server_close(&mut self) {
+        self.runner.close();
+        // Running datagram jobs keep their own reference.
+        self.reply = None;
+    }
+}
+
+/// The core's `Dispatch` for a public wrapper around [`Concurrent`]
+/// (a field `inner`), for stream listeners and the datagram transports.
+macro_rules! concurrent_dispatch {
+    ($ty:ident) => {
+        impl<L, F, H> socketserver_core::Dispatch<L, socketserver_core::transport::kind::Stream>
+            for $ty<F, H>
+        where
+            L: socketserver_core::Listener,
+            L::Connection: Send + 'static,
+            L::Addr: Send + 'static,
+            F: socketserver_core::HandlerFactory + Send + Sync + 'static,
+            F::Handler: socketserver_core::StreamHandler,
+            H: socketserver_core::Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
+        {
+            fn handle_request_noblock(&mut self, listener: &mut L) {
+                self.inner.stream_request(listener);
+            }
+
+            fn handle_timeout(&mut self) {
+                self.inner.handle_timeout::<L::Connection, L::Addr>();
+            }
+
+            fn service_actions(&mut self) {
+                self.inner.service_actions::<L::Connection, L::Addr>();
+            }
+
+            fn server_close(&mut self) {
+                self.inner.server_close();
+            }
+        }
+
+        impl<Fam, F, H>
+            socketserver_core::Dispatch<
+                $crate::DatagramTransport<Fam>,
+                socketserver_core::transport::kind::Datagram,
+            > for $ty<F, H>
+        where
+            Fam: $crate::Family,
+            F: socketserver_core::HandlerFactory + Send + Sync + 'static,
+            F::Handler: socketserver_core::DatagramHandler,
+            H: socketserver_core::Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
+        {
+            fn handle_request_noblock(&mut self, socket: &mut $crate::DatagramTransport<Fam>) {
+                self.inner.datagram_request(socket);
+            }
+
+            fn handle_timeout(&mut self) {
+                self.inner.handle_timeout::<[u8], Fam::Addr>();
+            }
+
+            fn service_actions(&mut self) {
+                self.inner.service_actions::<[u8], Fam::Addr>();
+            }
+
+            fn server_close(&mut self) {
+                self.inner.server_close();
+            }
+        }
+    };
+}
+
+pub(crate) use concurrent_dispatch;

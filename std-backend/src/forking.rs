@@ -1,0 +1,349 @@
+//! A process per request: Python's `ForkingMixIn`, reaping only its own
+//! children.
+
+use std::cell::Cell;
+use std::net::ToSocketAddrs;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use socketserver_core::transport::{kind, Address};
+use socketserver_core::{
+    get_datagram_request, get_stream_request, serve_connection, serve_datagram, shutdown_request,
+    DatagramHandler, DatagramSocket, DefaultHooks, Dispatch, Error, HandlerFactory, Hooks,
+    Listener, StreamHandler,
+};
+
+use crate::dispatch::{BufferSizes, CatchUnwind};
+use crate::server::new_with_defaults;
+use crate::sys::{self, Forked};
+use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
+use crate::SocketServer;
+
+/// Python's `ForkingMixIn.max_children`.
+pub const DEFAULT_MAX_CHILDREN: usize = 40;
+
+/// Python's `ForkingMixIn.timeout`: how long `handle_request` of a forking
+/// server waits by default, so that children are reaped (in
+/// `handle_timeout`) even when no request comes.
+pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Handles each request in a new process (Python's `ForkingMixIn`).
+///
+/// The child builds the handler, serves the request, reports an error or a
+/// panic to `handle_error` (whose log output comes from the child), shuts
+/// the connection down and leaves with `_exit`: status 0, or 1 after an
+/// error. It never returns into the server's loop, and runs none of the
+/// parent's destructors. The parent closes its copy of the connection at
+/// once and goes back to waiting; a datagram's reply is sent by the child
+/// through its copy of the server socket.
+///
+/// Finished children are reaped in `service_actions` and `handle_timeout`
+/// (hence Python's [`FORKING_TIMEOUT`]), and before each request: at
+/// [`max_children`](Self::max_children) the server blocks until one of its
+/// children ends. Only children this dispatch forked are ever waited for,
+/// so other children of the program keep their exit status for it
+/// (bpo-1540386). Closing the server waits for the children
+/// ([`block_on_close`](Self::block_on_close), bpo-31151); without that, a
+/// background thread reaps them as they end, so no zombie is left either.
+///
+/// # Threads
+/// The child is a copy of the serving thread only. If other threads of the
+/// program may hold a lock at the moment of the fork (a logger's, say), a
+/// child that takes that lock blocks for ever; this is the same caveat as
+/// Python's. The crate's own locks are not used in the child.
+#[derive(Debug)]
+pub struct ForkingDispatch<F, H = DefaultHooks> {
+    factory: CatchUnwind<F>,
+    hooks: H,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    max_children: usize,
+    block_on_close: bool,
+    /// Python's `active_children`, oldest first.
+    children: Vec<u32>,
+}
+
+impl<F: HandlerFactory> ForkingDispatch<F> {
+    /// Serves with handlers from `factory` and the default hooks; the
+    /// buffers of `sizes` are allocated once and copied into each child.
+    pub fn new(factory: F, sizes: BufferSizes) -> Self {
+        Self::with_hooks(factory, DefaultHooks, sizes)
+    }
+}
+
+impl<F, H> ForkingDispatch<F, H> {
+    /// Serves with handlers from `factory`, calling `hooks`.
+    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+        ForkingDispatch {
+            factory: CatchUnwind(factory),
+            hooks,
+            rbuf: vec![0; sizes.read],
+            wbuf: vec![0; sizes.write],
+            max_children: DEFAULT_MAX_CHILDREN,
+            block_on_close: true,
+            children: Vec::new(),
+        }
+    }
+
+    /// Python's `max_children`: at most `max` children run at once; taking
+    /// the next request waits for one to end. Default:
+    /// [`DEFAULT_MAX_CHILDREN`].
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_children(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_children must allow at least one child");
+        self.max_children = max;
+        self
+    }
+
+    /// Python's `block_on_close`: closing the server waits until every
+    /// child has ended. Default: `true`.
+    pub fn block_on_close(mut self, on: bool) -> Self {
+        self.set_block_on_close(on);
+        self
+    }
+
+    /// Changes [`block_on_close`](Self::block_on_close) on a built server.
+    pub fn set_block_on_close(&mut self, on: bool) {
+        self.block_on_close = on;
+    }
+
+    /// The process ids of the children not yet reaped (Python's
+    /// `active_children`), oldest first.
+    pub fn active_children(&self) -> &[u32] {
+        &self.children
+    }
+
+    /// Python's `collect_children`: reaps the children that have ended, or
+    /// with `blocking` waits for all of them.
+    pub fn collect_children(&mut self, blocking: bool) {
+        self.children.retain(|&pid| !sys::reap(pid, blocking));
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The handler factory.
+    pub fn factory(&self) -> &F {
+        &self.factory.0
+    }
+
+    /// Reaps, then blocks until fewer than `max_children` children run.
+    fn make_room(&mut self) {
+        self.collect_children(false);
+        while self.children.len() >= self.max_children {
+            // Waiting for any child could reap someone else's (the bug of
+            // bpo-1540386), so first only look at which one has ended.
+            match sys::wait_any_ended() {
+                Some(pid) if self.children.contains(&pid) => {
+                    sys::reap(pid, true);
+                    self.children.retain(|&p| p != pid);
+                }
+                // Another part of the program has an ended child to reap
+                // (or looking is not supported): wait for our oldest.
+                _ => {
+                    let oldest = self.children.remove(0);
+                    sys::reap(oldest, true);
+                }
+            }
+        }
+    }
+}
+
+/// The child's side of a request: serves it, then `_exit`s with 1 after an
+/// error or a panic (a panicking hook must not unwind into the parent's
+/// loop either), else 0.
+fn in_child<H>(hooks: &H, serve: impl FnOnce(&NoteErrors<'_, H>)) -> ! {
+    let noted = NoteErrors {
+        inner: hooks,
+        failed: Cell::new(false),
+    };
+    let served = panic::catch_unwind(AssertUnwindSafe(|| serve(&noted)));
+    sys::exit_child(i32::from(served.is_err() || noted.failed.get()))
+}
+
+/// Forwards to the server's hooks and notes whether `handle_error` was
+/// called, which makes the child's exit status 1.
+struct NoteErrors<'a, H> {
+    inner: &'a H,
+    failed: Cell<bool>,
+}
+
+impl<R: ?Sized, A, H: Hooks<R, A>> Hooks<R, A> for NoteErrors<'_, H> {
+    fn verify_request(&self, request: &R, client_address: &A) -> bool {
+        self.inner.verify_request(request, client_address)
+    }
+
+    fn handle_error(&self, client_address: &A, error: &Error)
+    where
+        A: Address,
+    {
+        self.failed.set(true);
+        self.inner.handle_error(client_address, error);
+    }
+
+    fn handle_timeout(&self) {
+        self.inner.handle_timeout();
+    }
+
+    fn service_actions(&self) {
+        self.inner.service_actions();
+    }
+}
+
+impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
+where
+    L: Listener,
+    F: HandlerFactory,
+    F::Handler: StreamHandler,
+    H: Hooks<L::Connection, L::Addr>,
+{
+    fn handle_request_noblock(&mut self, listener: &mut L) {
+        self.make_room();
+        let Some((conn, addr)) = get_stream_request(listener, &self.hooks) else {
+            return;
+        };
+        match sys::fork() {
+            Ok(Forked::Parent(pid)) => {
+                self.children.push(pid);
+                // The parent's `close_request`: the child has its own copy.
+                drop(conn);
+            }
+            Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
+                let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
+                serve_connection(conn, addr, &self.factory, hooks, rbuf, wbuf);
+            }),
+            Err(err) => {
+                self.hooks.handle_error(&addr, &Error::from_io(err));
+                shutdown_request(conn);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        self.collect_children(false);
+        self.hooks.handle_timeout();
+    }
+
+    fn service_actions(&mut self) {
+        self.collect_children(false);
+        self.hooks.service_actions();
+    }
+
+    fn server_close(&mut self) {
+        close_children(self);
+    }
+}
+
+impl<S, F, H> Dispatch<S, kind::Datagram> for ForkingDispatch<F, H>
+where
+    S: DatagramSocket,
+    F: HandlerFactory,
+    F::Handler: DatagramHandler,
+    H: Hooks<[u8], S::Addr>,
+{
+    fn handle_request_noblock(&mut self, socket: &mut S) {
+        self.make_room();
+        let Some(rx) = get_datagram_request(socket, &self.hooks, &mut self.rbuf) else {
+            return;
+        };
+        match sys::fork() {
+            Ok(Forked::Parent(pid)) => self.children.push(pid),
+            Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
+                serve_datagram(
+                    &self.rbuf[..rx.len],
+                    rx.truncated,
+                    rx.addr,
+                    &self.factory,
+                    hooks,
+                    &mut self.wbuf,
+                    |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+                );
+            }),
+            Err(err) => self.hooks.handle_error(&rx.addr, &Error::from_io(err)),
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        self.collect_children(false);
+        self.hooks.handle_timeout();
+    }
+
+    fn service_actions(&mut self) {
+        self.collect_children(false);
+        self.hooks.service_actions();
+    }
+
+    fn server_close(&mut self) {
+        close_children(self);
+    }
+}
+
+/// Python's `server_close` part of `ForkingMixIn`, leaving no zombie even
+/// when it does not wait.
+fn close_children<F, H>(dispatch: &mut ForkingDispatch<F, H>) {
+    dispatch.collect_children(dispatch.block_on_close);
+    let rest = std::mem::take(&mut dispatch.children);
+    if rest.is_empty() {
+        return;
+    }
+    let reaper = thread::Builder::new()
+        .name("socketserver-reaper".into())
+        .spawn(move || {
+            for pid in rest {
+                sys::reap(pid, true);
+            }
+        });
+    if let Err(err) = reaper {
+        log::error!("cannot start a thread to reap the forked children: {err}");
+    }
+}
+
+/// Python's `ForkingTCPServer`.
+pub type ForkingTcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, ForkingDispatch<F, H>>;
+/// Python's `ForkingUDPServer`.
+pub type ForkingUdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, ForkingDispatch<F, H>>;
+/// Python's `ForkingUnixStreamServer`.
+pub type ForkingUnixStreamServer<F, H = DefaultHooks> =
+    SocketServer<UnixStreamTransport, ForkingDispatch<F, H>>;
+/// Python's `ForkingUnixDatagramServer`.
+pub type ForkingUnixDatagramServer<F, H = DefaultHooks> =
+    SocketServer<UnixDatagramTransport, ForkingDispatch<F, H>>;
+
+new_with_defaults!(
+    TcpTransport,
+    ForkingDispatch,
+    tcp,
+    impl ToSocketAddrs,
+    "Python's `ForkingTCPServer(address, Handler)`",
+    build_forking_with
+);
+new_with_defaults!(
+    UdpTransport,
+    ForkingDispatch,
+    udp,
+    impl ToSocketAddrs,
+    "Python's `ForkingUDPServer(address, Handler)`",
+    build_forking_with
+);
+new_with_defaults!(
+    UnixStreamTransport,
+    ForkingDispatch,
+    unix_stream,
+    impl Into<PathBuf>,
+    "Python's `ForkingUnixStreamServer(address, Handler)`",
+    build_forking_with
+);
+new_with_defaults!(
+    UnixDatagramTransport,
+    ForkingDispatch,
+    unix_datagram,
+    impl Into<PathBuf>,
+    "Python's `ForkingUnixDatagramServer(address, Handler)`",
+    build_forking_with
+);

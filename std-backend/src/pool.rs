@@ -1,0 +1,294 @@
+//! A fixed set of worker threads fed through a bounded queue: a threading
+//! server without the cost of starting a thread per request.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use socketserver_core::{DefaultHooks, HandlerFactory};
+
+use crate::concurrent::{concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions};
+use crate::dispatch::BufferSizes;
+use crate::server::new_with_defaults;
+use crate::transport::{TcpTransport, UnixStreamTransport};
+use crate::SocketServer;
+
+/// Hands each request to one of a fixed number of worker threads (beyond
+/// Python; a `ThreadingMixIn` whose threads are started once).
+///
+/// The workers start with the first request and each allocates its
+/// buffers once. Requests taken while every worker is busy wait in a queue
+/// of [`queue_capacity`](Self::queue_capacity); when it is full, taking the
+/// next request blocks until a worker frees a place, so clients wait in the
+/// listen backlog instead of being refused. At most `workers` handlers run
+/// at once and at most `workers + queue_capacity` requests are held.
+///
+/// Closing the server stops the queue; the workers serve what is already
+/// queued and end. With [`block_on_close`](Self::block_on_close) (the
+/// default) closing waits for that. Errors and panics are reported to
+/// `handle_error` as with [`ThreadingDispatch`](crate::ThreadingDispatch);
+/// a worker survives a panicking hook.
+pub struct PoolDispatch<F, H = DefaultHooks> {
+    inner: Concurrent<Pool, F, H>,
+}
+
+impl<F: HandlerFactory> PoolDispatch<F> {
+    /// Serves with handlers from `factory` and the default hooks, on
+    /// [`default_workers`] workers with buffers of `sizes` each.
+    pub fn new(factory: F, sizes: BufferSizes) -> Self {
+        Self::with_hooks(factory, DefaultHooks, sizes)
+    }
+}
+
+/// The default number of pool workers: the available parallelism plus
+/// four, at most 32 (the default of Python's `ThreadPoolExecutor`), since
+/// handlers mostly wait on their clients.
+pub fn default_workers() -> usize {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus + 4).min(32)
+}
+
+impl<F: HandlerFactory, H> PoolDispatch<F, H> {
+    /// Serves with handlers from `factory`, calling `hooks`.
+    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+        let workers = default_workers();
+        let pool = Pool {
+            workers,
+            capacity: workers,
+            block_on_close: true,
+            threads: ThreadOptions::default(),
+            sizes,
+            queue: Arc::new(Queue::default()),
+            handles: Vec::new(),
+            started: false,
+        };
+        PoolDispatch {
+            inner: Concurrent::new(factory, hooks, sizes, pool),
+        }
+    }
+
+    /// The number of worker threads. Default: [`default_workers`].
+    ///
+    /// # Panics
+    /// If `n` is zero, or the workers have already started.
+    pub fn workers(mut self, n: usize) -> Self {
+        assert!(n > 0, "a pool needs at least one worker");
+        assert!(!self.inner.runner.started, "the workers already started");
+        self.inner.runner.workers = n;
+        self
+    }
+
+    /// How many taken requests may wait for a worker. Default: as many as
+    /// there are workers.
+    ///
+    /// # Panics
+    /// If `n` is zero: a request taken while every worker is busy must have
+    /// a place to wait.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        assert!(n > 0, "the queue must hold at least one request");
+        self.inner.runner.capacity = n;
+        self
+    }
+
+    /// Closing the server waits until the workers have served the queue
+    /// and ended. Default: `true`.
+    pub fn block_on_close(mut self, on: bool) -> Self {
+        self.set_block_on_close(on);
+        self
+    }
+
+    /// Changes [`block_on_close`](Self::block_on_close) on a built server.
+    pub fn set_block_on_close(&mut self, on: bool) {
+        self.inner.runner.block_on_close = on;
+    }
+
+    /// Names the workers `{prefix}-1` ... `{prefix}-N`. Default: unnamed.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.inner.runner.threads.name = Some(prefix.into());
+        self
+    }
+
+    /// The workers' stack size, in bytes. Default: Rust's.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.inner.runner.threads.stack_size = Some(bytes);
+        self
+    }
+
+    /// The number of workers serving (or to serve, before the first
+    /// request).
+    pub fn worker_count(&self) -> usize {
+        let pool = &self.inner.runner;
+        if pool.started {
+            pool.handles.len()
+        } else {
+            pool.workers
+        }
+    }
+
+    /// Requests taken and waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.inner.runner.queue.state().jobs.len()
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &H {
+        self.inner.hooks()
+    }
+
+    /// The handler factory.
+    pub fn factory(&self) -> &F {
+        self.inner.factory()
+    }
+}
+
+concurrent_dispatch!(PoolDispatch);
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Workers wait here for a job (or the close).
+    filled: Condvar,
+    /// The serving thread waits here for a place in a full queue.
+    drained: Condvar,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A worker: runs jobs until the queue is closed and empty.
+    fn work(&self, mut bufs: Buffers) {
+        let mut state = self.state();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                self.drained.notify_one();
+                // Handler panics are caught inside the job; this catches a
+                // panicking hook, so the worker stays.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| job(&mut bufs)));
+                state = self.state();
+            } else if state.closed {
+                return;
+            } else {
+                state = self
+                    .filled
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+}
+
+struct Pool {
+    workers: usize,
+    capacity: usize,
+    block_on_close: bool,
+    threads: ThreadOptions,
+    sizes: BufferSizes,
+    queue: Arc<Queue>,
+    handles: Vec<JoinHandle<()>>,
+    started: bool,
+}
+
+impl Pool {
+    fn start(&mut self) {
+        self.started = true;
+        for n in 1..=self.workers as u64 {
+            let queue = Arc::clone(&self.queue);
+            let sizes = self.sizes;
+            match self
+                .threads
+                .builder(n)
+                .spawn(move || queue.work(Buffers::new(sizes)))
+            {
+                Ok(handle) => self.handles.push(handle),
+                Err(err) => {
+                    log::error!("starting pool worker {n} failed: {err}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// A pool dropped without `server_close` (outside a server) still lets
+    /// its workers end once the queue is served.
+    fn drop(&mut self) {
+        self.queue.state().closed = true;
+        self.queue.filled.notify_all();
+    }
+}
+
+impl Runner for Pool {
+    fn admit(&mut self) {
+        if !self.started {
+            self.start();
+        }
+        let mut state = self.queue.state();
+        while state.jobs.len() >= self.capacity {
+            state = self
+                .queue
+                .drained
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn withdraw(&mut self) {}
+
+    fn run(&mut self, job: Job) -> io::Result<()> {
+        if self.handles.is_empty() {
+            return Err(io::Error::other("no pool worker could be started"));
+        }
+        self.queue.state().jobs.push_back(job);
+        self.queue.filled.notify_one();
+        Ok(())
+    }
+
+    fn reap(&mut self) {}
+
+    fn close(&mut self) {
+        self.queue.state().closed = true;
+        self.queue.filled.notify_all();
+        let handles = std::mem::take(&mut self.handles);
+        if self.block_on_close {
+            for handle in handles {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// A TCP server on a [`PoolDispatch`] (the pool twin of
+/// `ThreadingTCPServer`).
+pub type PoolTcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, PoolDispatch<F, H>>;
+/// A Unix stream server on a [`PoolDispatch`].
+pub type PoolUnixStreamServer<F, H = DefaultHooks> =
+    SocketServer<UnixStreamTransport, PoolDispatch<F, H>>;
+
+new_with_defaults!(
+    TcpTransport,
+    PoolDispatch,
+    tcp,
+    impl ToSocketAddrs,
+    "Like Python's `ThreadingTCPServer(address, Handler)`, on [`default_workers`] workers"
+);
+new_with_defaults!(
+    UnixStreamTransport,
+    PoolDispatch,
+    unix_stream,
+    impl Into<PathBuf>,
+    "Like Python's `ThreadingUnixStreamServer(address, Handler)`, on [`default_workers`] workers"
+);

@@ -1,0 +1,296 @@
+//! A thread per request: Python's `ThreadingMixIn`, with finished threads
+//! reaped as the server goes and an optional bound on how many run.
+
+use std::io;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use socketserver_core::{DefaultHooks, HandlerFactory};
+
+use crate::concurrent::{concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions};
+use crate::dispatch::BufferSizes;
+use crate::server::new_with_defaults;
+use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
+use crate::SocketServer;
+
+/// Handles each request on a new thread (Python's `ThreadingMixIn`).
+///
+/// The serving thread accepts (or receives) and goes back to waiting while
+/// the request thread runs the handler, reports its error or panic to
+/// `handle_error`, and shuts the connection down. Handles of finished
+/// threads are dropped at every new request and every loop pass, so memory
+/// stays flat however many requests pass (bpo-37193).
+///
+/// With [`max_threads`](Self::max_threads), taking a request blocks while
+/// that many request threads run, instead of refusing it: clients wait in
+/// the listen backlog (or the socket's receive queue).
+///
+/// The factory and the hooks are shared by all request threads, hence
+/// `Send + Sync`; the handlers themselves are built on their thread and
+/// need not be `Send`. A datagram request owns a copy of its packet and
+/// replies through a second descriptor of the server socket, which stays
+/// open until the last request thread using it is done.
+pub struct ThreadingDispatch<F, H = DefaultHooks> {
+    inner: Concurrent<Threads, F, H>,
+}
+
+impl<F: HandlerFactory> ThreadingDispatch<F> {
+    /// Serves with handlers from `factory` and the default hooks; each
+    /// request thread allocates buffers of `sizes`.
+    pub fn new(factory: F, sizes: BufferSizes) -> Self {
+        Self::with_hooks(factory, DefaultHooks, sizes)
+    }
+}
+
+impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
+    /// Serves with handlers from `factory`, calling `hooks`.
+    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+        let threads = Threads {
+            daemon: false,
+            block_on_close: true,
+            max_threads: None,
+            threads: ThreadOptions::default(),
+            sizes,
+            live: Arc::new(Live::default()),
+            held: Vec::new(),
+            spawned: 0,
+        };
+        ThreadingDispatch {
+            inner: Concurrent::new(factory, hooks, sizes, threads),
+        }
+    }
+
+    /// Python's `daemon_threads`: with `true`, closing the server does not
+    /// wait for request threads, whatever
+    /// [`block_on_close`](Self::block_on_close) says. (Rust threads never
+    /// keep the process alive, so this is all it changes.) Default: `false`.
+    pub fn daemon_threads(mut self, on: bool) -> Self {
+        self.inner.runner.daemon = on;
+        self
+    }
+
+    /// Python's `block_on_close`: closing the server joins the request
+    /// threads still running (unless they are daemon threads).
+    /// Default: `true`.
+    pub fn block_on_close(mut self, on: bool) -> Self {
+        self.set_block_on_close(on);
+        self
+    }
+
+    /// Changes [`block_on_close`](Self::block_on_close) on a built server.
+    pub fn set_block_on_close(&mut self, on: bool) {
+        self.inner.runner.block_on_close = on;
+    }
+
+    /// At most `max` request threads run at once; taking the next request
+    /// blocks until one ends. `None` (Python's behaviour, the default): no
+    /// bound.
+    ///
+    /// # Panics
+    /// If `max` is `Some(0)`, which would never serve anything.
+    pub fn max_threads(mut self, max: Option<usize>) -> Self {
+        assert_ne!(max, Some(0), "max_threads must allow at least one thread");
+        let runner = &mut self.inner.runner;
+        runner.max_threads = max;
+        // Taking `self` by value, this runs before any request thread.
+        runner.live = Arc::new(Live {
+            bounded: max.is_some(),
+            ..Live::default()
+        });
+        self
+    }
+
+    /// Names request threads `{prefix}-1`, `{prefix}-2`, ... (Python names
+    /// them `Thread-N`). Default: unnamed.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.inner.runner.threads.name = Some(prefix.into());
+        self
+    }
+
+    /// The stack size of request threads, in bytes. Default: Rust's
+    /// (2 MiB unless `RUST_MIN_STACK` says otherwise).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.inner.runner.threads.stack_size = Some(bytes);
+        self
+    }
+
+    /// The request threads running now.
+    pub fn active_threads(&self) -> usize {
+        self.inner.runner.live.count()
+    }
+
+    /// The thread handles held for joining at close (Python's
+    /// `len(server._threads)`): running threads, and finished ones not yet
+    /// reaped by the next request or loop pass.
+    pub fn held_threads(&self) -> usize {
+        self.inner.runner.held.len()
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &H {
+        self.inner.hooks()
+    }
+
+    /// The handler factory.
+    pub fn factory(&self) -> &F {
+        self.inner.factory()
+    }
+}
+
+concurrent_dispatch!(ThreadingDispatch);
+
+/// How many request threads run, and, under `max_threads`, a wake-up
+/// when one ends.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    /// Only taken with a bound: unbounded servers never wait, and ending a
+    /// thread then costs no lock and no wake-up call.
+    bounded: bool,
+    lock: Mutex<()>,
+    ended: Condvar,
+}
+
+impl Live {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Takes a place, first waiting while `max` threads run.
+    fn enter(&self, max: Option<usize>) {
+        if let Some(max) = max {
+            let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            // A thread that ends between this check and the wait takes the
+            // lock to notify, so the wake-up cannot be missed.
+            while self.count() >= max {
+                guard = self
+                    .ended
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if self.bounded {
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.ended.notify_one();
+        }
+    }
+}
+
+/// One running request thread's place in [`Live`], given back when
+/// dropped: when the thread ends, even by a panic in a hook, or when the
+/// thread could not be started.
+struct Slot(Arc<Live>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+struct Threads {
+    daemon: bool,
+    block_on_close: bool,
+    max_threads: Option<usize>,
+    threads: ThreadOptions,
+    sizes: BufferSizes,
+    live: Arc<Live>,
+    held: Vec<JoinHandle<()>>,
+    spawned: u64,
+}
+
+impl Runner for Threads {
+    fn admit(&mut self) {
+        self.live.enter(self.max_threads);
+    }
+
+    fn withdraw(&mut self) {
+        self.live.release();
+    }
+
+    fn run(&mut self, job: Job) -> io::Result<()> {
+        let slot = Slot(Arc::clone(&self.live));
+        self.spawned += 1;
+        let sizes = self.sizes;
+        let handle = self.threads.builder(self.spawned).spawn(move || {
+            let _slot = slot;
+            job(&mut Buffers::new(sizes));
+        })?;
+        if !self.daemon {
+            self.held.push(handle);
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].is_finished() {
+                // Dropping detaches: unlike a join, that never waits for the
+                // OS thread to wind down. A panic in a hook has already
+                // been printed by the panic hook.
+                drop(self.held.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if self.block_on_close && !self.daemon {
+            for handle in held {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Python's `ThreadingTCPServer`.
+pub type ThreadingTcpServer<F, H = DefaultHooks> =
+    SocketServer<TcpTransport, ThreadingDispatch<F, H>>;
+/// Python's `ThreadingUDPServer`.
+pub type ThreadingUdpServer<F, H = DefaultHooks> =
+    SocketServer<UdpTransport, ThreadingDispatch<F, H>>;
+/// Python's `ThreadingUnixStreamServer`.
+pub type ThreadingUnixStreamServer<F, H = DefaultHooks> =
+    SocketServer<UnixStreamTransport, ThreadingDispatch<F, H>>;
+/// Python's `ThreadingUnixDatagramServer`.
+pub type ThreadingUnixDatagramServer<F, H = DefaultHooks> =
+    SocketServer<UnixDatagramTransport, ThreadingDispatch<F, H>>;
+
+new_with_defaults!(
+    TcpTransport,
+    ThreadingDispatch,
+    tcp,
+    impl ToSocketAddrs,
+    "Python's `ThreadingTCPServer(address, Handler)`"
+);
+new_with_defaults!(
+    UdpTransport,
+    ThreadingDispatch,
+    udp,
+    impl ToSocketAddrs,
+    "Python's `ThreadingUDPServer(address, Handler)`"
+);
+new_with_defaults!(
+    UnixStreamTransport,
+    ThreadingDispatch,
+    unix_stream,
+    impl Into<PathBuf>,
+    "Python's `ThreadingUnixStreamServer(address, Handler)`"
+);
+new_with_defaults!(
+    UnixDatagramTransport,
+    ThreadingDispatch,
+    unix_datagram,
+    impl Into<PathBuf>,
+    "Python's `ThreadingUnixDatagramServer(address, Handler)`"
+);

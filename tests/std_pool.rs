@@ -1,0 +1,178 @@
+//! Pool servers: echo on the stream and datagram transports, the worker
+//! and queue bounds, errors and panics, and the close semantics.
+#![cfg(feature = "std")]
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use socketserver::handlers::{EchoLines, UpperDatagram};
+use socketserver::{
+    Connection, Error, PoolDispatch, PoolTcpServer, PoolUnixStreamServer, ServerBuilder,
+    StreamHandler, StreamRequest,
+};
+use util::concurrent::{connect, read_all, tcp_exchange, unix_exchange, Moody};
+use util::gauge::{Gauge, Gauged};
+use util::{Recorder, Serving, TempDir, PATIENCE};
+
+const POLL: Duration = Duration::from_millis(500);
+
+#[test]
+fn pool_tcp_server_echoes() {
+    let server = PoolTcpServer::new("127.0.0.1:0", || EchoLines).unwrap();
+    assert_eq!(
+        server.dispatch().worker_count(),
+        socketserver::os::default_workers()
+    );
+    let addr = *server.server_address();
+    let _serving = Serving::start(server, POLL);
+    for _ in 0..5 {
+        assert_eq!(tcp_exchange(addr, b"one\ntwo\n"), "one\ntwo\n");
+    }
+}
+
+#[test]
+fn pool_unix_stream_server_echoes() {
+    let dir = TempDir::new("pool-ustream");
+    let path = dir.path("s.sock");
+    let server = PoolUnixStreamServer::new(&path, || EchoLines).unwrap();
+    let _serving = Serving::start(server, POLL);
+    for _ in 0..3 {
+        assert_eq!(unix_exchange(&path, b"a\nb\n"), "a\nb\n");
+    }
+}
+
+#[test]
+fn pool_udp_server_replies_through_the_shared_socket() {
+    let server = ServerBuilder::udp("127.0.0.1:0")
+        .build_with(|sizes| PoolDispatch::new(|| UpperDatagram, sizes).workers(2))
+        .unwrap();
+    let addr = *server.server_address();
+    let _serving = Serving::start(server, POLL);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    for word in ["one", "two", "three"] {
+        client.send_to(word.as_bytes(), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).expect("a reply");
+        assert_eq!(from, addr);
+        assert_eq!(&buf[..n], word.to_uppercase().as_bytes());
+    }
+}
+
+#[test]
+fn workers_and_queue_bound_hold_under_four_times_as_many_clients() {
+    const WORKERS: usize = 2;
+    const QUEUE: usize = 2;
+    let gauge = Gauge::new();
+    let path = gauge.path();
+    let factory = move || Gauged {
+        gauge: path.clone(),
+        tag: || thread::current().name().unwrap_or("?").to_owned(),
+    };
+    let server = ServerBuilder::tcp("127.0.0.1:0")
+        .request_queue_size(64)
+        .build_with(|sizes| {
+            PoolDispatch::new(factory, sizes)
+                .workers(WORKERS)
+                .queue_capacity(QUEUE)
+                .thread_name("worker")
+        })
+        .unwrap();
+    let addr = *server.server_address();
+    let hooks_thread = Serving::start(server, POLL);
+
+    let n = 4 * (WORKERS + QUEUE);
+    let mut clients: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
+    gauge.wait_running(WORKERS);
+    for (i, client) in clients.iter_mut().enumerate() {
+        writeln!(client, "client {i}").unwrap();
+    }
+    let mut names = HashSet::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let reply = read_all(client);
+        let (name, rest) = reply.split_once(": ").expect("tagged reply");
+        assert_eq!(rest, format!("client {i}\n"));
+        names.insert(name.to_owned());
+    }
+    assert_eq!(gauge.wait_ended(n), WORKERS, "peak of running requests");
+    let expected: HashSet<String> = (1..=WORKERS).map(|i| format!("worker-{i}")).collect();
+    assert!(names.is_subset(&expected), "served by {names:?}");
+    hooks_thread.stop().unwrap();
+}
+
+#[test]
+fn a_single_worker_survives_errors_and_panics() {
+    let hooks = Recorder::default();
+    let server = ServerBuilder::tcp("127.0.0.1:0")
+        .build_with(|sizes| PoolDispatch::with_hooks(|| Moody, hooks.clone(), sizes).workers(1))
+        .unwrap();
+    let addr = *server.server_address();
+    let _serving = Serving::start(server, POLL);
+
+    assert_eq!(tcp_exchange(addr, b"fail\n"), "");
+    assert_eq!(hooks.wait_errors(1)[0].1, Error::Handler("asked to fail"));
+    assert_eq!(tcp_exchange(addr, b"panic\n"), "");
+    assert_eq!(hooks.wait_errors(2)[1].1, Error::Panicked);
+    assert_eq!(tcp_exchange(addr, b"hi\n"), "ok", "the worker goes on");
+}
+
+/// Waits for the test's word before answering `done`.
+struct Held(mpsc::Receiver<()>);
+
+impl StreamHandler for Held {
+    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.0
+            .recv_timeout(PATIENCE)
+            .map_err(|_| Error::Handler("never released"))?;
+        socketserver::embedded_io::Write::write_all(&mut req.wfile, b"done")
+    }
+}
+
+/// A one-worker pool server whose handlers wait for a message each; the
+/// returned sender releases one handler per message.
+fn held_pool(block_on_close: bool) -> (PoolTcpServer<impl Fn() -> Held>, mpsc::Sender<()>) {
+    let (release, released) = mpsc::channel();
+    let released = std::sync::Mutex::new(Some(released));
+    // One worker: the single receiver goes to the first handler built.
+    let factory = move || Held(released.lock().unwrap().take().expect("one handler"));
+    let server = ServerBuilder::tcp("127.0.0.1:0")
+        .build_with(|sizes| {
+            PoolDispatch::new(factory, sizes)
+                .workers(1)
+                .block_on_close(block_on_close)
+        })
+        .unwrap();
+    (server, release)
+}
+
+#[test]
+fn close_without_block_on_close_returns_at_once() {
+    let (mut server, release) = held_pool(false);
+    let mut client = connect(*server.server_address());
+    server.handle_request().unwrap();
+    // The worker waits for `release`, which is only sent after close.
+    server.server_close();
+    release.send(()).unwrap();
+    assert_eq!(read_all(&mut client), "done", "the request completes");
+}
+
+#[test]
+fn close_waits_for_the_workers_by_default() {
+    let (mut server, release) = held_pool(true);
+    let mut client = connect(*server.server_address());
+    server.handle_request().unwrap();
+    let releaser = thread::spawn(move || release.send(()).unwrap());
+    server.server_close();
+    // Joined: the reply was written before close returned.
+    client.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 8];
+    let n = client.read(&mut buf).expect("the reply is already there");
+    assert_eq!(&buf[..n], b"done");
+    releaser.join().unwrap();
+}

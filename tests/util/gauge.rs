@@ -1,0 +1,150 @@
+//! Counting requests in progress across threads and processes.
+//!
+//! Handlers send `+` when they start and `-` before they return to one Unix
+//! datagram socket owned by the test. Its queue keeps the order in which
+//! the events happened, also between forked children: a request's `-` is
+//! queued before its thread or process ends, hence before the dispatch can
+//! start the next request in its place. So the running count computed here
+//! is exact, and its peak shows whether a bound held.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use socketserver::embedded_io::Write as _;
+use socketserver::{Connection, Error, StreamHandler, StreamRequest};
+
+use super::{TempDir, PATIENCE};
+
+#[derive(Default)]
+struct Counts {
+    running: usize,
+    peak: usize,
+    ended: usize,
+    notes: Vec<String>,
+}
+
+/// The test's end: a thread receives the events as they come, so senders
+/// never block on a full queue.
+pub struct Gauge {
+    path: PathBuf,
+    _dir: TempDir,
+    counts: Arc<(Mutex<Counts>, Condvar)>,
+}
+
+impl Gauge {
+    pub fn new() -> Self {
+        let dir = TempDir::new("gauge");
+        let path = dir.path("gauge.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the gauge");
+        let counts = Arc::new((Mutex::new(Counts::default()), Condvar::new()));
+        let shared = Arc::clone(&counts);
+        // Ends when the test drops the gauge: the directory goes, and a
+        // final empty datagram from `drop` wakes it.
+        thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let (counts, changed) = &*shared;
+                let mut c = counts.lock().unwrap();
+                match &buf[..n] {
+                    b"" => return,
+                    b"+" => {
+                        c.running += 1;
+                        c.peak = c.peak.max(c.running);
+                    }
+                    b"-" => {
+                        c.ended += 1;
+                        c.running -= 1;
+                    }
+                    other => c.notes.push(String::from_utf8_lossy(other).into_owned()),
+                }
+                changed.notify_all();
+            }
+        });
+        Gauge {
+            path,
+            _dir: dir,
+            counts,
+        }
+    }
+
+    /// Where handlers send their events.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn until<R>(&self, what: &str, done: impl Fn(&Counts) -> Option<R>) -> R {
+        let (counts, changed) = &*self.counts;
+        let mut result = None;
+        let (c, timeout) = changed
+            .wait_timeout_while(counts.lock().unwrap(), PATIENCE, |c| {
+                result = done(c);
+                result.is_none()
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "timed out waiting for {what}: {} running, {} ended",
+            c.running,
+            c.ended
+        );
+        result.unwrap()
+    }
+
+    /// Waits until `n` requests run at the same time.
+    pub fn wait_running(&self, n: usize) {
+        self.until("requests to start", |c| (c.running >= n).then_some(()));
+    }
+
+    /// Waits until `n` requests have ended; returns the peak of requests
+    /// running at once.
+    pub fn wait_ended(&self, n: usize) -> usize {
+        self.until("requests to end", |c| (c.ended >= n).then_some(c.peak))
+    }
+
+    /// Waits for a note that satisfies `wanted` and returns it.
+    pub fn wait_note(&self, wanted: impl Fn(&str) -> bool) -> String {
+        self.until("a note", |c| c.notes.iter().find(|n| wanted(n)).cloned())
+    }
+
+    /// Waits for `n` notes and returns them all.
+    pub fn wait_notes(&self, n: usize) -> Vec<String> {
+        self.until("notes", |c| (c.notes.len() >= n).then(|| c.notes.clone()))
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        let _ = report(&self.path, "");
+    }
+}
+
+/// Sends one message to a gauge; usable from any thread or process.
+pub fn report(gauge: &PathBuf, message: &str) -> io::Result<()> {
+    UnixDatagram::unbound()?
+        .send_to(message.as_bytes(), gauge)
+        .map(drop)
+}
+
+/// Reports `+`, reads one line, replies `{tag}: {line}`, reports `-`.
+pub struct Gauged {
+    pub gauge: PathBuf,
+    /// What the reply starts with (a thread name, a pid).
+    pub tag: fn() -> String,
+}
+
+impl StreamHandler for Gauged {
+    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        let gauge_error = |_| Error::Handler("gauge unreachable");
+        report(&self.gauge, "+").map_err(gauge_error)?;
+        let reply = {
+            let line = req.rfile.read_line()?;
+            format!("{}: {}", (self.tag)(), String::from_utf8_lossy(line))
+        };
+        let written = req.wfile.write_all(reply.as_bytes());
+        report(&self.gauge, "-").map_err(gauge_error)?;
+        written
+    }
+}

@@ -27,7 +27,10 @@ pub use handler::{
     report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler,
     StreamOptions,
 };
-pub use server::{get_datagram_request, get_stream_request, Dispatch, Server, SyncDispatch};
+pub use server::{
+    get_datagram_request, get_stream_request, handle_datagram_request, handle_stream_request,
+    Dispatch, Server, SyncDispatch,
+};
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
 pub use time::{Clock, Instant};
 pub use transport::{

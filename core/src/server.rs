@@ -84,6 +84,54 @@ where
         .then_some(received)
 }
 
+/// One synchronous pass of Python's `_handle_request_noblock` for streams:
+/// takes and verifies a connection, then serves it to the end with the
+/// given buffers. What every inline dispatch runs.
+pub fn handle_stream_request<L, F, H>(
+    listener: &mut L,
+    factory: &F,
+    hooks: &H,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) where
+    L: Listener,
+    F: HandlerFactory + ?Sized,
+    F::Handler: StreamHandler,
+    H: Hooks<L::Connection, L::Addr> + ?Sized,
+{
+    if let Some((conn, addr)) = get_stream_request(listener, hooks) {
+        serve_connection(conn, addr, factory, hooks, rbuf, wbuf);
+    }
+}
+
+/// The datagram twin of [`handle_stream_request`]: receives into `rbuf`,
+/// verifies, serves, and sends the reply (bounded by `wbuf`) through the
+/// same socket.
+pub fn handle_datagram_request<S, F, H>(
+    socket: &mut S,
+    factory: &F,
+    hooks: &H,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) where
+    S: DatagramSocket,
+    F: HandlerFactory + ?Sized,
+    F::Handler: DatagramHandler,
+    H: Hooks<[u8], S::Addr> + ?Sized,
+{
+    if let Some(rx) = get_datagram_request(socket, hooks, rbuf) {
+        serve_datagram(
+            &rbuf[..rx.len],
+            rx.truncated,
+            rx.addr,
+            factory,
+            hooks,
+            wbuf,
+            |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+        );
+    }
+}
+
 /// Handles each request to the end before taking the next (Python's
 /// default `process_request`). Needs no threads, no heap and no OS.
 ///
@@ -139,16 +187,13 @@ where
     H: Hooks<L::Connection, L::Addr>,
 {
     fn handle_request_noblock(&mut self, listener: &mut L) {
-        if let Some((conn, addr)) = get_stream_request(listener, &self.hooks) {
-            serve_connection(
-                conn,
-                addr,
-                &self.factory,
-                &self.hooks,
-                &mut self.rbuf,
-                &mut self.wbuf,
-            );
-        }
+        handle_stream_request(
+            listener,
+            &self.factory,
+            &self.hooks,
+            &mut self.rbuf,
+            &mut self.wbuf,
+        );
     }
 
     fn handle_timeout(&mut self) {
@@ -171,17 +216,13 @@ where
     H: Hooks<[u8], S::Addr>,
 {
     fn handle_request_noblock(&mut self, socket: &mut S) {
-        if let Some(rx) = get_datagram_request(socket, &self.hooks, &mut self.rbuf) {
-            serve_datagram(
-                &self.rbuf[..rx.len],
-                rx.truncated,
-                rx.addr,
-                &self.factory,
-                &self.hooks,
-                &mut self.wbuf,
-                |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
-            );
-        }
+        handle_datagram_request(
+            socket,
+            &self.factory,
+            &self.hooks,
+            &mut self.rbuf,
+            &mut self.wbuf,
+        );
     }
 
     fn handle_timeout(&mut self) {

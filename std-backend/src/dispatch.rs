@@ -4,9 +4,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use socketserver_core::transport::{kind, Address};
 use socketserver_core::{
-    get_datagram_request, get_stream_request, serve_connection, serve_datagram, Connection,
-    DatagramHandler, DatagramRequest, DatagramSocket, DefaultHooks, Dispatch, Error,
-    HandlerFactory, Hooks, Listener, StreamHandler, StreamOptions, StreamRequest,
+    handle_datagram_request, handle_stream_request, Connection, DatagramHandler, DatagramRequest,
+    DatagramSocket, DefaultHooks, Dispatch, Error, HandlerFactory, Hooks, Listener, StreamHandler,
+    StreamOptions, StreamRequest,
 };
 
 /// The buffers a dispatch allocates once, when the server is built.
@@ -147,16 +147,13 @@ where
     H: Hooks<L::Connection, L::Addr>,
 {
     fn handle_request_noblock(&mut self, listener: &mut L) {
-        if let Some((conn, addr)) = get_stream_request(listener, &self.hooks) {
-            serve_connection(
-                conn,
-                addr,
-                &self.factory,
-                &self.hooks,
-                &mut self.rbuf,
-                &mut self.wbuf,
-            );
-        }
+        handle_stream_request(
+            listener,
+            &self.factory,
+            &self.hooks,
+            &mut self.rbuf,
+            &mut self.wbuf,
+        );
     }
 
     fn handle_timeout(&mut self) {
@@ -178,17 +175,13 @@ where
     H: Hooks<[u8], S::Addr>,
 {
     fn handle_request_noblock(&mut self, socket: &mut S) {
-        if let Some(rx) = get_datagram_request(socket, &self.hooks, &mut self.rbuf) {
-            serve_datagram(
-                &self.rbuf[..rx.len],
-                rx.truncated,
-                rx.addr,
-                &self.factory,
-                &self.hooks,
-                &mut self.wbuf,
-                |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
-            );
-        }
+        handle_datagram_request(
+            socket,
+            &self.factory,
+            &self.hooks,
+            &mut self.rbuf,
+            &mut self.wbuf,
+        );
     }
 
     fn handle_timeout(&mut self) {

@@ -13,7 +13,7 @@ mod tcp;
 mod udp;
 
 pub use error::Error;
-pub use stack::{from_smoltcp, to_smoltcp, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
+pub use stack::{from_smoltcp, to_smoltcp, Busy, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
 pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};
 pub use udp::{UdpSocket, DEFAULT_SEND_TIMEOUT};
 

@@ -20,7 +20,14 @@ pub const DEFAULT_MAX_IDLE: Duration = Duration::from_millis(10);
 /// `WFI`; with the `std` feature, `tap::FdWait` sleeps on
 /// the device's file descriptor. Any `FnMut(Duration)` is a hook too.
 pub trait Idle<D: ?Sized> {
-    /// Sleeps until `device` may have a frame or `timeout` passes.
+    /// Whether [`idle`](Self::idle) may sleep. A hook that never does
+    /// ([`Spin`], [`Busy`]) sets it to `false`, and the stack then skips
+    /// working out how long it could sleep (smoltcp's `poll_delay`, which
+    /// visits every socket), in time and in code size.
+    const SLEEPS: bool = true;
+
+    /// Sleeps until `device` may have a frame or `timeout` passes. A hook
+    /// that does not sleep is called with a zero `timeout`.
     fn idle(&mut self, device: &mut D, timeout: Duration);
 }
 
@@ -30,7 +37,23 @@ pub trait Idle<D: ?Sized> {
 pub struct Spin;
 
 impl<D: ?Sized> Idle<D> for Spin {
+    const SLEEPS: bool = false;
+
     fn idle(&mut self, _device: &mut D, _timeout: Duration) {}
+}
+
+/// An idle hook that runs `F` and never sleeps: for a loop that has other
+/// work to do between polls (another stack to drive, a simulated peer to
+/// step), so the stack need not work out how long it could sleep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Busy<F>(pub F);
+
+impl<D: ?Sized, F: FnMut()> Idle<D> for Busy<F> {
+    const SLEEPS: bool = false;
+
+    fn idle(&mut self, _device: &mut D, _timeout: Duration) {
+        (self.0)()
+    }
 }
 
 impl<D: ?Sized, F: FnMut(Duration)> Idle<D> for F {
@@ -196,6 +219,10 @@ impl<'a, D: Device, K: Clock, I: Idle<D>> Net<'a> for Stack<'a, D, K, I> {
     }
 
     fn idle_until(&mut self, deadline: Option<Instant>) {
+        if !I::SLEEPS {
+            self.idle.idle(&mut self.device, Duration::ZERO);
+            return;
+        }
         let now = self.clock.now();
         let mut timeout = self.max_idle;
         if let Some(delay) = self.iface.poll_delay(to_smoltcp(now), &self.sockets) {
@@ -252,13 +279,34 @@ pub(crate) fn drive<'a, R>(
     shutdown: Option<&ShutdownFlag>,
     mut check: impl FnMut(&mut SocketSet<'a>) -> Option<R>,
 ) -> Outcome<R> {
-    if let Some(ready) = check(net.parts().1) {
-        return Outcome::Ready(ready);
+    let mut answer = None;
+    let outcome = drive_until(net, deadline, shutdown, &mut |sockets| {
+        answer = check(sockets);
+        answer.is_some()
+    });
+    match (outcome, answer) {
+        (_, Some(ready)) => Outcome::Ready(ready),
+        (Outcome::Shutdown, None) => Outcome::Shutdown,
+        _ => Outcome::TimedOut,
+    }
+}
+
+/// [`drive`] for a `check` that only says whether it is done: one copy of
+/// the loop for every blocking operation, not one per closure (firmware
+/// pays for each copy in flash).
+fn drive_until<'a>(
+    net: &mut (dyn Net<'a> + '_),
+    deadline: Option<Instant>,
+    shutdown: Option<&ShutdownFlag>,
+    done: &mut dyn FnMut(&mut SocketSet<'a>) -> bool,
+) -> Outcome<()> {
+    if done(net.parts().1) {
+        return Outcome::Ready(());
     }
     loop {
         net.poll();
-        if let Some(ready) = check(net.parts().1) {
-            return Outcome::Ready(ready);
+        if done(net.parts().1) {
+            return Outcome::Ready(());
         }
         if shutdown.is_some_and(ShutdownFlag::is_requested) {
             return Outcome::Shutdown;

@@ -67,23 +67,11 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
         shutdown: &'s ShutdownFlag,
     ) -> Result<Self, Error> {
         let endpoint = endpoint.into();
-        if endpoint.port == 0 {
-            return Err(Error::Unaddressable);
-        }
-        let mut sockets = sockets;
-        for socket in &mut sockets {
-            socket.listen(endpoint).map_err(|_| Error::Unaddressable)?;
-        }
-        let mut stack = net.borrow_mut();
-        if stack.free_slots() < N {
-            return Err(Error::NoSocketSpace);
-        }
         let mut handles = heapless::Vec::new();
-        for socket in sockets {
-            // Cannot fail: there are N slots in the vector and N sockets.
-            let _ = handles.push(stack.parts().1.add(socket));
-        }
-        drop(stack);
+        listen_all(net, endpoint, &mut sockets.into_iter(), N, &mut |handle| {
+            // Cannot fail: the vector has room for the N sockets.
+            let _ = handles.push(handle);
+        })?;
         Ok(TcpListener {
             net,
             handles,
@@ -124,22 +112,73 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
             return 0;
         }
         let mut net = self.net.borrow_mut();
-        let sockets = net.parts().1;
-        self.rearm(sockets);
-        (0..self.handles.len())
-            .filter(|&i| self.is_ready(sockets, i))
-            .count()
+        self.backlog().pending(net.parts().1)
     }
 
+    /// The code of the listener that does not depend on `N`.
+    fn backlog(&mut self) -> Backlog<'_> {
+        Backlog {
+            handles: &self.handles,
+            lent: &mut self.lent,
+            endpoint: self.endpoint,
+        }
+    }
+}
+
+/// Makes `sockets` listen on `endpoint` and adds them to the socket set,
+/// handing each handle to `keep`.
+fn listen_all<'a>(
+    net: NetRef<'_, 'a>,
+    endpoint: IpListenEndpoint,
+    sockets: &mut dyn Iterator<Item = tcp::Socket<'a>>,
+    count: usize,
+    keep: &mut dyn FnMut(SocketHandle),
+) -> Result<(), Error> {
+    if endpoint.port == 0 {
+        return Err(Error::Unaddressable);
+    }
+    let mut stack = net.borrow_mut();
+    if stack.free_slots() < count {
+        return Err(Error::NoSocketSpace);
+    }
+    for mut socket in sockets {
+        socket.listen(endpoint).map_err(|_| Error::Unaddressable)?;
+        keep(stack.parts().1.add(socket));
+    }
+    Ok(())
+}
+
+/// Resets the connections of `handles` and removes their sockets.
+fn remove_all(net: &mut (dyn Net<'_> + '_), handles: &[SocketHandle]) {
+    for &handle in handles {
+        net.parts().1.get_mut::<tcp::Socket>(handle).abort();
+    }
+    // Sends the resets.
+    net.poll();
+    for &handle in handles {
+        net.parts().1.remove(handle);
+    }
+}
+
+/// A listener's sockets and what it lent them out for, as slices: the
+/// listener's logic exists once in the image whatever its `N`.
+struct Backlog<'l> {
+    handles: &'l [SocketHandle],
+    /// The peer each socket was handed out for, while it serves that peer.
+    lent: &'l mut [Option<IpEndpoint>],
+    endpoint: IpListenEndpoint,
+}
+
+impl Backlog<'_> {
     /// Re-arms free sockets, and forgets lent ones that no longer serve the
     /// peer they were lent for (closed, reset, or listening again).
-    fn rearm(&mut self, sockets: &mut SocketSet<'a>) {
-        for (i, &handle) in self.handles.iter().enumerate() {
+    fn rearm(&mut self, sockets: &mut SocketSet<'_>) {
+        for (&handle, lent) in self.handles.iter().zip(self.lent.iter_mut()) {
             let socket = sockets.get_mut::<tcp::Socket>(handle);
-            if self.lent[i].is_some() && socket.remote_endpoint() == self.lent[i] {
+            if lent.is_some() && socket.remote_endpoint() == *lent {
                 continue;
             }
-            self.lent[i] = None;
+            *lent = None;
             if matches!(socket.state(), State::Closed | State::TimeWait) {
                 socket.abort();
                 let _ = socket.listen(self.endpoint);
@@ -147,13 +186,37 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
         }
     }
 
-    fn is_ready(&self, sockets: &SocketSet<'a>, i: usize) -> bool {
-        let socket = sockets.get::<tcp::Socket>(self.handles[i]);
-        self.lent[i].is_none() && matches!(socket.state(), State::Established | State::CloseWait)
+    /// Established connections not lent out, after re-arming.
+    fn ready<'s, 'a>(
+        &'s mut self,
+        sockets: &'s mut SocketSet<'a>,
+    ) -> impl Iterator<Item = usize> + use<'s, 'a> {
+        self.rearm(sockets);
+        let (handles, lent) = (self.handles, &*self.lent);
+        (0..handles.len()).filter(move |&i| {
+            lent[i].is_none()
+                && matches!(
+                    sockets.get::<tcp::Socket>(handles[i]).state(),
+                    State::Established | State::CloseWait
+                )
+        })
     }
 
-    fn next_ready(&self, sockets: &SocketSet<'a>) -> Option<usize> {
-        (0..self.handles.len()).find(|&i| self.is_ready(sockets, i))
+    fn pending(&mut self, sockets: &mut SocketSet<'_>) -> usize {
+        self.ready(sockets).count()
+    }
+
+    fn any_ready(&mut self, sockets: &mut SocketSet<'_>) -> bool {
+        self.ready(sockets).next().is_some()
+    }
+
+    /// Lends out an established connection: its socket and its peer.
+    fn take(&mut self, sockets: &mut SocketSet<'_>) -> Option<(SocketHandle, IpEndpoint)> {
+        let i = self.ready(sockets).next()?;
+        let handle = self.handles[i];
+        let peer = sockets.get::<tcp::Socket>(handle).remote_endpoint()?;
+        self.lent[i] = Some(peer);
+        Some((handle, peer))
     }
 }
 
@@ -171,10 +234,10 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
         if self.closed {
             return Err(Error::Closed);
         }
-        let net = self.net;
-        Ok(wait_ready(net, timeout, self.shutdown, |sockets| {
-            self.rearm(sockets);
-            self.next_ready(sockets).is_some()
+        let (net, shutdown) = (self.net, self.shutdown);
+        let mut backlog = self.backlog();
+        Ok(wait_ready(net, timeout, shutdown, |sockets| {
+            backlog.any_ready(sockets)
         }))
     }
 
@@ -193,16 +256,9 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
         if core::mem::replace(&mut self.closed, true) {
             return;
         }
-        let Ok(mut net) = self.net.try_borrow_mut() else {
-            return;
-        };
-        for &handle in &self.handles {
-            net.parts().1.get_mut::<tcp::Socket>(handle).abort();
-        }
-        // Sends the resets.
-        net.poll();
-        for handle in self.handles.drain(..) {
-            net.parts().1.remove(handle);
+        if let Ok(mut net) = self.net.try_borrow_mut() {
+            remove_all(&mut *net, &self.handles);
+            self.handles.clear();
         }
     }
 }
@@ -215,18 +271,12 @@ impl<'s, 'a, const N: usize> Listener for TcpListener<'s, 'a, N> {
         if self.closed {
             return Err(Error::Closed);
         }
-        let mut net = self.net.borrow_mut();
-        net.poll();
-        let sockets = net.parts().1;
-        self.rearm(sockets);
-        let Some(i) = self.next_ready(sockets) else {
+        let net = self.net;
+        let mut stack = net.borrow_mut();
+        stack.poll();
+        let Some((handle, peer)) = self.backlog().take(stack.parts().1) else {
             return Ok(None);
         };
-        let handle = self.handles[i];
-        let Some(peer) = sockets.get::<tcp::Socket>(handle).remote_endpoint() else {
-            return Ok(None);
-        };
-        self.lent[i] = Some(peer);
         let conn = TcpConnection {
             net: self.net,
             handle,

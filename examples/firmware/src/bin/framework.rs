@@ -26,7 +26,7 @@ use socketserver_firmware::{
     EXCHANGE_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_CAPACITY, READ_TIMEOUT_MS, SCRIPT, SERVER_CIDR,
     STRANGER,
 };
-use socketserver_smoltcp::{Stack, TcpListener, UdpSocket};
+use socketserver_smoltcp::{Busy, Stack, TcpListener, UdpSocket};
 
 /// The SysTick millisecond counter as the core's clock.
 struct SysTickClock;
@@ -94,7 +94,7 @@ fn main() -> ! {
     let slots = cortex_m::singleton!(: Slots = Slots::new()).expect("runs once");
     let (client, parts) = MEMORY.split(slots);
     let client = RefCell::new(client);
-    let play_client = |_: Duration| client.borrow_mut().step();
+    let play_client = Busy(|| client.borrow_mut().step());
     let mut stack = Stack::new(
         config(1),
         parts.device,

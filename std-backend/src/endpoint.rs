@@ -1,5 +1,5 @@
 //! What every server socket shares: the socket, its registration with the
-//! poller, the accept back-off, and the Unix socket file it owns.
+//! waiter, the accept back-off, and the Unix socket file it owns.
 
 use std::fs;
 use std::io;
@@ -9,15 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode};
 use socket2::{Domain, SockAddr, Socket, Type};
 use socketserver_core::Readiness;
 
 use crate::shutdown::{Shared, ShutdownHandle};
-use crate::sys;
 use crate::Options;
-
-const KEY: usize = 0;
 
 /// How long the loop stops accepting after running out of descriptors.
 pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
@@ -34,7 +30,6 @@ struct SocketFile {
 pub(crate) struct Endpoint {
     socket: Option<Socket>,
     shared: Arc<Shared>,
-    events: Events,
     registered: bool,
     backoff_until: Option<Instant>,
     file: Option<SocketFile>,
@@ -55,7 +50,6 @@ impl Endpoint {
         Ok(Endpoint {
             socket: Some(socket),
             shared: Shared::new()?,
-            events: Events::new(),
             registered: false,
             backoff_until: None,
             file: None,
@@ -112,7 +106,7 @@ impl Endpoint {
         let socket = self.socket()?;
         // Readiness can be stale by the time we accept or receive.
         socket.set_nonblocking(true)?;
-        sys::register(&self.shared.poller, socket, KEY)?;
+        self.shared.waiter.add(socket)?;
         self.registered = true;
         Ok(())
     }
@@ -136,19 +130,14 @@ impl Endpoint {
                 limit = Some(limit.map_or(rest, |t| t.min(rest)));
             } else {
                 self.backoff_until = None;
-                self.shared.poller.modify_with_mode(
-                    socket,
-                    Event::readable(KEY),
-                    PollMode::Level,
-                )?;
+                self.shared.waiter.watch(socket, true)?;
             }
         }
-        self.events.clear();
-        self.shared.poller.wait(&mut self.events, limit)?;
+        let readable = self.shared.waiter.wait(limit)?;
         if self.shared.is_requested() {
             return Ok(Readiness::Shutdown);
         }
-        if self.events.iter().any(|e| e.key == KEY && e.readable) {
+        if readable {
             return Ok(Readiness::Ready);
         }
         Ok(match timeout {
@@ -161,9 +150,7 @@ impl Endpoint {
     /// shutdown), so a full descriptor table does not make the loop spin.
     pub(crate) fn back_off(&mut self) -> io::Result<()> {
         let socket = self.socket()?;
-        self.shared
-            .poller
-            .modify_with_mode(socket, Event::none(KEY), PollMode::Level)?;
+        self.shared.waiter.watch(socket, false)?;
         self.backoff_until = Some(Instant::now() + BACKOFF);
         Ok(())
     }
@@ -171,8 +158,8 @@ impl Endpoint {
     pub(crate) fn close(&mut self) {
         if let Some(socket) = self.socket.take() {
             if self.registered {
-                // The poller must forget the descriptor before it is closed.
-                let _ = self.shared.poller.delete(&socket);
+                // The waiter must forget the descriptor before it is closed.
+                let _ = self.shared.waiter.delete(&socket);
                 self.registered = false;
             }
             drop(socket);

@@ -1,4 +1,4 @@
-//! Stopping `serve_forever` from another thread: a flag, a poller wake-up,
+//! Stopping `serve_forever` from another thread: a flag, a waiter wake-up,
 //! and a record of which thread is serving.
 
 use std::fmt;
@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 
-use polling::Poller;
 use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::sys::Waiter;
 use signal_hook::iterator::Signals;
 
 /// State shared by a transport and its [`ShutdownHandle`]s.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) poller: Poller,
+    pub(crate) waiter: Waiter,
     requested: AtomicBool,
     serving: Mutex<Option<ThreadId>>,
     stopped: Condvar,
@@ -23,7 +24,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new() -> io::Result<Arc<Self>> {
         Ok(Arc::new(Shared {
-            poller: Poller::new()?,
+            waiter: Waiter::new()?,
             requested: AtomicBool::new(false),
             serving: Mutex::new(None),
             stopped: Condvar::new(),
@@ -42,7 +43,7 @@ impl Shared {
         self.requested.store(true, Ordering::Release);
         // A failed notify leaves the flag, which the loop still sees at its
         // next pass.
-        let _ = self.poller.notify();
+        let _ = self.waiter.notify();
     }
 
     fn serving(&self) -> MutexGuard<'_, Option<ThreadId>> {

@@ -3,7 +3,6 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-use polling::{Event, PollMode, Poller};
 use socket2::Socket;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -53,12 +52,174 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
     ) || err.raw_os_error() == Some(libc::EPROTO)
 }
 
-/// Registers `socket` with `poller`, level-triggered, readable under `key`.
-pub(crate) fn register(poller: &Poller, socket: &Socket, key: usize) -> io::Result<()> {
-    // SAFETY: every transport deletes its socket from the poller before
-    // closing it (`Endpoint::close`, which `Drop` also runs), so the poller
-    // never holds a descriptor number that was closed and possibly reused.
-    unsafe { poller.add_with_mode(socket, Event::readable(key), PollMode::Level) }
+/// Waits until one socket is readable, a timeout passes, or another thread
+/// calls [`notify`](Self::notify): the server loop's `select`.
+///
+/// On Linux it is an epoll instance with the socket and an eventfd in it,
+/// both level-triggered, so a wait is one `epoll_wait` (and a notification
+/// one `read` more). Elsewhere it is the `polling` crate.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    epoll: nix::sys::epoll::Epoll,
+    wake: nix::sys::eventfd::EventFd,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod waiter {
+    use std::io;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    use super::Waiter;
+
+    const SOCKET: u64 = 0;
+    const WAKE: u64 = 1;
+
+    impl Waiter {
+        pub(crate) fn new() -> io::Result<Self> {
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+            epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+            Ok(Waiter { epoll, wake })
+        }
+
+        /// Starts watching `fd` for readability.
+        pub(crate) fn add(&self, fd: impl AsFd) -> io::Result<()> {
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, SOCKET);
+            Ok(self.epoll.add(fd.as_fd(), event)?)
+        }
+
+        /// Watches `fd` for readability again (`true`) or not (`false`)
+        /// while it stays registered.
+        pub(crate) fn watch(&self, fd: impl AsFd, readable: bool) -> io::Result<()> {
+            let flags = if readable {
+                EpollFlags::EPOLLIN
+            } else {
+                EpollFlags::empty()
+            };
+            Ok(self
+                .epoll
+                .modify(fd.as_fd(), &mut EpollEvent::new(flags, SOCKET))?)
+        }
+
+        /// Stops watching `fd`; call before closing it.
+        pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+            Ok(self.epoll.delete(fd.as_fd())?)
+        }
+
+        /// Waits at most `timeout` (rounded up to a millisecond; `None`
+        /// waits for ever) and says whether the socket is readable. A
+        /// notification or an interrupting signal ends the wait early.
+        pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            let timeout = match timeout {
+                None => EpollTimeout::NONE,
+                Some(t) => {
+                    let ms = t.as_nanos().div_ceil(1_000_000);
+                    EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+                }
+            };
+            let mut events = [EpollEvent::empty(); 2];
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(err) => return Err(err.into()),
+            };
+            let mut readable = false;
+            for event in &events[..n] {
+                if event.data() == SOCKET {
+                    readable = true;
+                } else {
+                    // Level-triggered: drain it or every wait returns at
+                    // once. EAGAIN means another wait drained it.
+                    let _ = self.wake.read();
+                }
+            }
+            Ok(readable)
+        }
+
+        /// Ends the current or the next [`wait`](Self::wait) at once.
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            match self.wake.write(1) {
+                // The counter is full: a wake-up is pending anyway.
+                Err(nix::errno::Errno::EAGAIN) => Ok(()),
+                other => other.map(drop).map_err(Into::into),
+            }
+        }
+    }
+}
+
+/// See the Linux twin above.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    poller: polling::Poller,
+    events: std::sync::Mutex<polling::Events>,
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod waiter {
+    use std::io;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
+
+    use polling::{Event, Events, PollMode, Poller};
+
+    use super::Waiter;
+
+    const SOCKET: usize = 0;
+
+    impl Waiter {
+        pub(crate) fn new() -> io::Result<Self> {
+            Ok(Waiter {
+                poller: Poller::new()?,
+                events: Mutex::new(Events::new()),
+            })
+        }
+
+        pub(crate) fn add(&self, fd: impl AsFd) -> io::Result<()> {
+            // SAFETY: every transport deletes its socket from the waiter
+            // before closing it (`Endpoint::close`, which `Drop` also runs),
+            // so the poller never holds a descriptor number that was closed
+            // and possibly reused.
+            unsafe {
+                self.poller.add_with_mode(
+                    fd.as_fd().as_raw_fd(),
+                    Event::readable(SOCKET),
+                    PollMode::Level,
+                )
+            }
+        }
+
+        pub(crate) fn watch(&self, fd: impl AsFd, readable: bool) -> io::Result<()> {
+            let event = if readable {
+                Event::readable(SOCKET)
+            } else {
+                Event::none(SOCKET)
+            };
+            self.poller.modify_with_mode(fd, event, PollMode::Level)
+        }
+
+        pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+            self.poller.delete(fd)
+        }
+
+        pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            events.clear();
+            self.poller.wait(&mut events, timeout)?;
+            let readable = events.iter().any(|e| e.key == SOCKET && e.readable);
+            Ok(readable)
+        }
+
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            self.poller.notify()
+        }
+    }
 }
 
 /// Views an initialized buffer as possibly-uninitialized bytes, the type

@@ -382,6 +382,64 @@ fn close_without_block_on_close_returns_at_once() {
 }
 
 #[test]
+fn a_child_that_fails_exits_with_status_one() {
+    let mut sentinel = Sentinel::start();
+    let mut server = ServerBuilder::tcp("127.0.0.1:0")
+        .build_forking_with(|sizes| ForkingDispatch::new(|| Moody, sizes))
+        .unwrap();
+    let addr = *server.server_address();
+    sentinel.release();
+    let mut replies = Vec::new();
+    for line in [&b"fail\n"[..], b"panic\n", b"hello\n"] {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.write_all(line).unwrap();
+        server.handle_request().unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).expect("the child closes");
+        replies.push(reply);
+    }
+    assert_eq!(replies, [&b""[..], b"", b"ok"]);
+    let pids = server.dispatch().active_children().to_vec();
+    server.dispatch_mut().collect_children(true);
+    assert!(server.dispatch().active_children().is_empty());
+    // The error and the panic made their children exit with 1; the
+    // successful one exited with 0.
+    assert_eq!(server.dispatch().failed_children(), 2);
+    assert_no_zombies(&pids);
+    sentinel.collect();
+}
+
+#[test]
+fn close_without_block_on_close_leaves_no_zombie() {
+    let mut sentinel = Sentinel::start();
+    let mut server = ServerBuilder::tcp("127.0.0.1:0")
+        .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes).block_on_close(false))
+        .unwrap();
+    let mut client = TcpStream::connect(*server.server_address()).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    server.handle_request().unwrap();
+    sentinel.release();
+    server.server_close();
+    // The child ends only now, after close returned: the background reaper
+    // must collect it.
+    let pid = stream_exchange(&mut client, "after close\n", |s| {
+        s.shutdown(Shutdown::Write).unwrap()
+    });
+    // Once reaped, /proc forgets it; a zombie would stay.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fs::metadata(format!("/proc/{pid}")).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} still there (zombie: {})",
+            is_zombie_child(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sentinel.collect();
+}
+
+#[test]
 fn a_request_longer_than_timeout_does_not_stop_the_others() {
     let mut sentinel = Sentinel::start();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")

@@ -17,7 +17,7 @@ use socketserver_core::{
 
 use crate::dispatch::{BufferSizes, CatchUnwind};
 use crate::server::new_with_defaults;
-use crate::sys::{self, Forked};
+use crate::sys::{self, Child, Forked};
 use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
 use crate::SocketServer;
 
@@ -63,6 +63,7 @@ pub struct ForkingDispatch<F, H = DefaultHooks> {
     block_on_close: bool,
     /// Python's `active_children`, oldest first.
     children: Vec<u32>,
+    failed: u64,
 }
 
 impl<F: HandlerFactory> ForkingDispatch<F> {
@@ -84,6 +85,7 @@ impl<F, H> ForkingDispatch<F, H> {
             max_children: DEFAULT_MAX_CHILDREN,
             block_on_close: true,
             children: Vec::new(),
+            failed: 0,
         }
     }
 
@@ -120,7 +122,31 @@ impl<F, H> ForkingDispatch<F, H> {
     /// Python's `collect_children`: reaps the children that have ended, or
     /// with `blocking` waits for all of them.
     pub fn collect_children(&mut self, blocking: bool) {
-        self.children.retain(|&pid| !sys::reap(pid, blocking));
+        let mut failed = 0;
+        self.children.retain(|&pid| match sys::reap(pid, blocking) {
+            Child::Running => true,
+            Child::Failed => {
+                failed += 1;
+                false
+            }
+            Child::Succeeded | Child::Gone => false,
+        });
+        self.failed += failed;
+    }
+
+    /// How many of the children this dispatch reaped ended with a non-zero
+    /// status (a request that failed: its `handle_error` ran in the child)
+    /// or by a signal. Children left to the background reaper by a close
+    /// without [`block_on_close`](Self::block_on_close) are not counted.
+    pub fn failed_children(&self) -> u64 {
+        self.failed
+    }
+
+    /// Reaps `pid`, blocking, and counts it if it failed.
+    fn reap_blocking(&mut self, pid: u32) {
+        if sys::reap(pid, true) == Child::Failed {
+            self.failed += 1;
+        }
     }
 
     /// The hooks.
@@ -141,14 +167,14 @@ impl<F, H> ForkingDispatch<F, H> {
             // bpo-1540386), so first only look at which one has ended.
             match sys::wait_any_ended() {
                 Some(pid) if self.children.contains(&pid) => {
-                    sys::reap(pid, true);
+                    self.reap_blocking(pid);
                     self.children.retain(|&p| p != pid);
                 }
                 // Another part of the program has an ended child to reap
                 // (or looking is not supported): wait for our oldest.
                 _ => {
                     let oldest = self.children.remove(0);
-                    sys::reap(oldest, true);
+                    self.reap_blocking(oldest);
                 }
             }
         }
@@ -296,7 +322,7 @@ fn close_children<F, H>(dispatch: &mut ForkingDispatch<F, H>) {
         .name("socketserver-reaper".into())
         .spawn(move || {
             for pid in rest {
-                sys::reap(pid, true);
+                let _ = sys::reap(pid, true);
             }
         });
     if let Err(err) = reaper {

@@ -293,23 +293,35 @@ pub(crate) fn exit_child(status: i32) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+/// What [`reap`] found of a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Child {
+    /// Still running (or waiting for it failed).
+    Running,
+    /// Reaped: it exited with status 0.
+    Succeeded,
+    /// Reaped: it exited with another status, or a signal ended it.
+    Failed,
+    /// No longer our child: someone else reaped it.
+    Gone,
+}
+
 /// Reaps the child `pid` if it has ended, or waits until it does when
-/// `block`; returns whether it is gone. A pid that is no longer our child
-/// (someone else reaped it) is gone too.
-pub(crate) fn reap(pid: u32, block: bool) -> bool {
+/// `block`.
+pub(crate) fn reap(pid: u32, block: bool) -> Child {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let Ok(raw) = i32::try_from(pid) else {
-        return true;
+        return Child::Gone;
     };
     let flags = (!block).then_some(WaitPidFlag::WNOHANG);
     loop {
         return match waitpid(nix::unistd::Pid::from_raw(raw), flags) {
-            Ok(WaitStatus::StillAlive) => false,
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => true,
-            Ok(_) => false,
+            Ok(WaitStatus::Exited(_, 0)) => Child::Succeeded,
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Child::Failed,
+            Ok(_) => Child::Running,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::ECHILD) => true,
-            Err(_) => false,
+            Err(nix::errno::Errno::ECHILD) => Child::Gone,
+            Err(_) => Child::Running,
         };
     }
 }

@@ -19,7 +19,8 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 rustup component add rustfmt clippy >/dev/null
-rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi riscv32imac-unknown-none-elf wasm32-wasip1 >/dev/null
+rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi riscv32imac-unknown-none-elf wasm32-wasip1 \
+    x86_64-apple-darwin >/dev/null
 if ! python3 -c 'import wasmtime' 2>/dev/null; then
     python3 -m pip install --quiet wasmtime 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages wasmtime
@@ -47,6 +48,10 @@ fi
 step "no_std build of the smoltcp backend and of the facade as firmware uses it"
 cargo build -p socketserver-smoltcp --target thumbv7em-none-eabihf
 cargo build -p socketserver --no-default-features --features smoltcp --target thumbv7em-none-eabihf
+
+# Linux waits on epoll directly; other systems take the `polling` path.
+step "the std backend's non-Linux path (cargo clippy for x86_64-apple-darwin)"
+cargo clippy -p socketserver-std --target x86_64-apple-darwin -- -D warnings
 
 # Not --all-features: the core's `defmt` feature needs a firmware logger to link.
 step "workspace tests (features std and smoltcp)"

@@ -310,6 +310,27 @@ fn close_without_block_on_close_returns_at_once() {
 }
 
 #[test]
+fn shutdown_is_not_held_by_a_full_server() {
+    let gate = Gate::default();
+    // Not joining on close: the serving thread drops the server.
+    let (server, mut held) =
+        gated_server(&gate, |d| d.max_threads(Some(1)).block_on_close(false));
+    let addr = *server.server_address();
+    let serving = Serving::start(server, POLL);
+    // Ready to accept, but the only thread is taken: the loop waits for room.
+    let _waiting = connect(addr);
+    let (stopped, stop) = std::sync::mpsc::channel();
+    let stopper = thread::spawn(move || stopped.send(serving.stop()).unwrap());
+    let result = stop.recv_timeout(PATIENCE);
+    gate.open();
+    result
+        .expect("shutdown returned while the held request still runs")
+        .unwrap();
+    assert_eq!(read_all(&mut held), "done");
+    stopper.join().unwrap();
+}
+
+#[test]
 fn a_request_longer_than_timeout_does_not_stop_the_others() {
     let gate = Gate::default();
     let hooks = Recorder::default();

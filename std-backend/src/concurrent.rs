@@ -5,11 +5,12 @@
 use std::io;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use socket2::Socket;
 use socketserver_core::{
     get_datagram_request, get_stream_request, serve_connection, serve_datagram, DatagramHandler,
-    Error, HandlerFactory, Hooks, Listener, StreamHandler,
+    Error, HandlerFactory, Hooks, Listener, StreamHandler, Transport,
 };
 
 use crate::dispatch::{BufferSizes, CatchUnwind};
@@ -58,8 +59,10 @@ pub(crate) type Job = Box<dyn FnOnce(&mut Buffers) + Send + 'static>;
 /// Where jobs run: a thread each, or a pool's workers.
 pub(crate) trait Runner {
     /// Blocks until one more request may be taken (the thread or queue
-    /// bound), and takes that room.
-    fn admit(&mut self);
+    /// bound), and takes that room. Returns `false`, taking nothing, once
+    /// `stop` says the server is shutting down; a full server asks it every
+    /// [`ADMIT_RECHECK`] while it waits.
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool;
 
     /// Gives back the room of [`admit`](Self::admit) when no request came.
     fn withdraw(&mut self);
@@ -74,6 +77,11 @@ pub(crate) trait Runner {
     /// The server closed: no more jobs; wait for the running ones or not.
     fn close(&mut self);
 }
+
+/// How often a server at its thread or queue bound looks whether shutdown
+/// was requested while it waits for room (the wait is for another thread's
+/// request to end, which a shutdown request cannot wake).
+pub(crate) const ADMIT_RECHECK: Duration = Duration::from_millis(20);
 
 /// The factory and hooks, shared by the serving thread and the requests.
 struct Shared<F, H> {
@@ -126,7 +134,9 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         H: Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
     {
         self.runner.reap();
-        self.runner.admit();
+        if !self.runner.admit(&|| listener.shutdown_requested()) {
+            return;
+        }
         let Some((conn, addr)) = get_stream_request(listener, &self.shared.hooks) else {
             self.runner.withdraw();
             return;
@@ -155,7 +165,9 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
     {
         self.runner.reap();
-        self.runner.admit();
+        if !self.runner.admit(&|| socket.shutdown_requested()) {
+            return;
+        }
         if self.packet.len() != self.read_size {
             self.packet = vec![0; self.read_size];
         }

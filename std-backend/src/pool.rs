@@ -11,7 +11,9 @@ use std::thread::{self, JoinHandle};
 
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
-use crate::concurrent::{concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions};
+use crate::concurrent::{
+    concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions, ADMIT_RECHECK,
+};
 use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
 use crate::transport::{TcpTransport, UnixStreamTransport};
@@ -83,7 +85,9 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
     }
 
     /// How many taken requests may wait for a worker. Default: as many as
-    /// there are workers.
+    /// there are workers. When the queue is full, taking the next request
+    /// blocks until a worker frees a place (a shutdown request ends that
+    /// wait within 20 ms).
     ///
     /// # Panics
     /// If `n` is zero: a request taken while every worker is busy must have
@@ -232,18 +236,23 @@ impl Drop for Pool {
 }
 
 impl Runner for Pool {
-    fn admit(&mut self) {
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool {
         if !self.started {
             self.start();
         }
         let mut state = self.queue.state();
         while state.jobs.len() >= self.capacity {
+            if stop() {
+                return false;
+            }
             state = self
                 .queue
                 .drained
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+                .wait_timeout(state, ADMIT_RECHECK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
+        true
     }
 
     fn withdraw(&mut self) {}

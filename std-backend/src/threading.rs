@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
-use crate::concurrent::{concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions};
+use crate::concurrent::{
+    concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions, ADMIT_RECHECK,
+};
 use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
 use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
@@ -86,8 +88,9 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
     }
 
     /// At most `max` request threads run at once; taking the next request
-    /// blocks until one ends. `None` (Python's behaviour, the default): no
-    /// bound.
+    /// blocks until one ends (the client waits in the listen backlog). A
+    /// shutdown request ends that wait within 20 ms. `None` (Python's
+    /// behaviour, the default): no bound.
     ///
     /// # Panics
     /// If `max` is `Some(0)`, which would never serve anything.
@@ -159,20 +162,26 @@ impl Live {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Takes a place, first waiting while `max` threads run.
-    fn enter(&self, max: Option<usize>) {
+    /// Takes a place, first waiting while `max` threads run; gives up
+    /// (`false`) once `stop` says so.
+    fn enter(&self, max: Option<usize>, stop: &dyn Fn() -> bool) -> bool {
         if let Some(max) = max {
             let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
             // A thread that ends between this check and the wait takes the
             // lock to notify, so the wake-up cannot be missed.
             while self.count() >= max {
+                if stop() {
+                    return false;
+                }
                 guard = self
                     .ended
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner);
+                    .wait_timeout(guard, ADMIT_RECHECK)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
         }
         self.count.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     fn release(&self) {
@@ -207,8 +216,8 @@ struct Threads {
 }
 
 impl Runner for Threads {
-    fn admit(&mut self) {
-        self.live.enter(self.max_threads);
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        self.live.enter(self.max_threads, stop)
     }
 
     fn withdraw(&mut self) {

@@ -313,8 +313,7 @@ fn close_without_block_on_close_returns_at_once() {
 fn shutdown_is_not_held_by_a_full_server() {
     let gate = Gate::default();
     // Not joining on close: the serving thread drops the server.
-    let (server, mut held) =
-        gated_server(&gate, |d| d.max_threads(Some(1)).block_on_close(false));
+    let (server, mut held) = gated_server(&gate, |d| d.max_threads(Some(1)).block_on_close(false));
     let addr = *server.server_address();
     let serving = Serving::start(server, POLL);
     // Ready to accept, but the only thread is taken: the loop waits for room.

@@ -58,6 +58,13 @@ cargo clippy -p socketserver-std --target x86_64-apple-darwin -- -D warnings
 step "workspace tests (features std and smoltcp)"
 cargo test --workspace --features std,smoltcp
 
+step "fuzz: fmt and clippy (fuzz/, nightly)"
+rustup component add --toolchain nightly clippy >/dev/null
+(cd fuzz && cargo fmt --check && cargo +nightly clippy --all-targets -- -D warnings)
+
+step "fuzzing the core: 30 s per cargo-fuzz target (installs cargo-fuzz if missing)"
+bash fuzz/run.sh 30
+
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1
 

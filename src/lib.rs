@@ -46,6 +46,8 @@ pub use socketserver_core::*;
 #[cfg(feature = "std")]
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
+pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCredentials};
+#[cfg(feature = "std")]
 pub use socketserver_std::{
     BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,

@@ -1,6 +1,7 @@
 //! The smoltcp backend on an in-memory cable, no root needed: the cases of
-//! the TAP harness against a client on a second smoltcp stack, the same
-//! under smoltcp's FaultInjector, and the lifecycle details.
+//! the TAP harness against a client on a second smoltcp stack, and the
+//! lifecycle details (the same under smoltcp's FaultInjector is
+//! `smoltcp_faults.rs`).
 #![cfg(all(feature = "smoltcp", feature = "std"))]
 
 #[path = "util/smoltcp.rs"]
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use socketserver::embedded_io::Write;
 use socketserver::handlers::UpperOnce;
 use socketserver::smoltcp::memory::Cable;
-use socketserver::smoltcp::smoltcp::phy::FaultInjector;
 use socketserver::smoltcp::smoltcp::wire::IpAddress;
 use socketserver::smoltcp::tap::StdClock;
 use socketserver::smoltcp::{Error, TcpConnection, TcpListener};
@@ -37,36 +37,6 @@ macro_rules! on_cable {
 }
 
 util::all_cases!(on_cable);
-
-/// 1 MiB echoed intact although the server's device drops 10% of the
-/// frames and corrupts 1%, both ways. Both stacks' clocks run 100 times
-/// faster than real time, so that each lost segment's retransmission
-/// timeout (at least 1 s for smoltcp, backing off to 60 s) costs at most
-/// 0.6 s of real time, which keeps the run short on a loaded machine.
-#[test]
-fn bulk_through_faults() {
-    const SPEED: u64 = 100;
-    let mut cable = Cable::<64>::new();
-    let (server_end, client_end) = cable.split();
-    let stack = fast_memory_stack(client_end, 2, CLIENT, SPEED);
-    let client = SmolClient {
-        stack: &stack,
-        server: SERVER,
-        ip: CLIENT,
-    };
-    cases::bulk(
-        &client,
-        ServeOn(
-            move || {
-                let mut faulty = FaultInjector::new(server_end, 0x5eed);
-                faulty.set_drop_chance(10);
-                faulty.set_corrupt_chance(1);
-                fast_memory_stack(faulty, 1, SERVER, SPEED)
-            },
-            IO_TIMEOUT * SPEED as u32,
-        ),
-    );
-}
 
 /// With all `N` sockets of the backlog taken, the next client is refused
 /// at once; the queued ones are still served.

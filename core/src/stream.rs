@@ -146,8 +146,18 @@ impl<C: Connection> Read for RFile<'_, C> {
 }
 
 impl<C: Connection> BufRead for RFile<'_, C> {
+    /// The buffered bytes, after reading more when there are none; empty
+    /// only at the end of the stream.
+    ///
+    /// # Errors
+    /// I/O errors as [`Error::Io`]; with a zero capacity,
+    /// `Error::Io(ErrorKind::OutOfMemory)`, since there is no buffer to fill
+    /// and an empty slice would say that the stream had ended.
     fn fill_buf(&mut self) -> Result<&[u8], Error> {
         if self.start == self.end {
+            if self.buf.is_empty() {
+                return Err(Error::Io(embedded_io::ErrorKind::OutOfMemory));
+            }
             self.start = 0;
             self.end = 0;
             self.fill_more()?;

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
-use embedded_io::{ErrorKind, ErrorType, Read, Write};
+use embedded_io::{BufRead, ErrorKind, ErrorType, Read, Write};
 
 use crate::memory::ManualClock;
 use crate::transport::kind;
@@ -612,6 +612,21 @@ fn rfile_read_mixes_buffered_and_direct_reads() {
     let n = rfile.read(&mut out).unwrap();
     assert_eq!(&out[..n], b"3456789"); // straight from the connection
     assert_eq!(rfile.read(&mut out).unwrap(), 0);
+}
+
+/// Found by `fuzz/` (line_reader): with a zero capacity `fill_buf`
+/// returned an empty slice, which says end of stream, while bytes were
+/// still to come. It is an error now; `read` still goes straight through.
+#[test]
+fn zero_capacity_rfile_never_fakes_end_of_stream() {
+    let c = conn(b"\0x\n");
+    let mut rfile = RFile::new(&c, &mut []);
+    assert_eq!(rfile.fill_buf(), Err(Error::Io(ErrorKind::OutOfMemory)));
+    assert_eq!(rfile.read_line(), Err(Error::LineTooLong { capacity: 0 }));
+    let mut out = [0u8; 8];
+    assert_eq!(rfile.read(&mut out), Ok(3));
+    assert_eq!(&out[..3], b"\0x\n");
+    assert_eq!(rfile.read(&mut out), Ok(0));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use socket2::Socket;
 use socketserver_core::embedded_io;
 use socketserver_core::Connection;
 
-use crate::family::{Family, Inet};
+use crate::family::{Family, Inet, Unix};
 use crate::sys;
 
 /// One accepted stream connection: [`TcpConnection`] or
@@ -79,6 +79,67 @@ impl<F: Family> SocketConnection<F> {
             }
         }
     }
+}
+
+impl SocketConnection<Unix> {
+    /// The credentials of the process that connected (`SO_PEERCRED`): what
+    /// a [`Hooks::verify_request`](socketserver_core::Hooks::verify_request)
+    /// of a Unix stream server checks to admit only some users, since its
+    /// request is this connection.
+    ///
+    /// The kernel records them when the client calls `connect`, so they
+    /// cannot be forged by the client, and stay those of the connecting
+    /// process even if it later passes the socket on or changes user. The
+    /// ids are as seen from this process's user and PID namespaces: a
+    /// process in a PID namespace this one cannot see has pid 0, and a user
+    /// with no mapping here is the overflow id (usually 65534).
+    ///
+    /// Unix *datagram* servers have no connection and no such option:
+    /// `SO_PEERCRED` is not available per datagram, so their hooks cannot
+    /// tell who sent one (restrict who may write to the socket file with
+    /// [`socket_mode`](crate::ServerBuilder::socket_mode) instead).
+    ///
+    /// ```no_run
+    /// use socketserver_core::handlers::UpperOnce;
+    /// use socketserver_core::Hooks;
+    /// use socketserver_std::{ServerBuilder, UnixAddr, UnixConnection};
+    ///
+    /// /// Serves only the user `0` (root).
+    /// struct RootOnly;
+    ///
+    /// impl Hooks<UnixConnection, UnixAddr> for RootOnly {
+    ///     fn verify_request(&self, conn: &UnixConnection, _client: &UnixAddr) -> bool {
+    ///         conn.peer_credentials().is_ok_and(|peer| peer.uid == 0)
+    ///     }
+    /// }
+    ///
+    /// let server = ServerBuilder::unix_stream("/run/example.sock")
+    ///     .socket_mode(0o666)
+    ///     .build_with_hooks(|| UpperOnce, RootOnly)?;
+    /// # drop(server);
+    /// # std::io::Result::Ok(())
+    /// ```
+    ///
+    /// # Errors
+    /// The system call failed, or (on systems other than Linux and
+    /// Android) [`io::ErrorKind::Unsupported`].
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        let (pid, uid, gid) = sys::peer_credentials(&self.socket)?;
+        Ok(PeerCredentials { pid, uid, gid })
+    }
+}
+
+/// Who is at the other end of a Unix stream connection, as the kernel
+/// recorded it when the client connected; see
+/// [`peer_credentials`](SocketConnection::peer_credentials).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// The connecting process's id (0 when it is not visible from here).
+    pub pid: u32,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
 }
 
 impl<F: Family> embedded_io::ErrorType for SocketConnection<F> {

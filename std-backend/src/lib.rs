@@ -42,6 +42,7 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod access;
 mod concurrent;
 mod connection;
 mod dispatch;
@@ -56,7 +57,8 @@ mod sys;
 mod threading;
 mod transport;
 
-pub use connection::{SocketConnection, TcpConnection};
+pub use access::{AllowList, Guarded, Network, NetworkError};
+pub use connection::{PeerCredentials, SocketConnection, TcpConnection};
 pub use dispatch::{BufferSizes, CatchUnwind, Caught, InlineDispatch};
 pub use family::{Family, Inet, Unix, UnixAddr};
 pub use forking::{

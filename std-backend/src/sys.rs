@@ -345,3 +345,49 @@ pub(crate) fn wait_any_ended() -> Option<u32> {
 pub(crate) fn wait_any_ended() -> Option<u32> {
     None
 }
+
+/// The `(pid, uid, gid)` of the process that connected the Unix stream
+/// socket `socket` (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let size = std::mem::size_of::<libc::ucred>();
+    let mut len = libc::socklen_t::try_from(size).expect("ucred is a few bytes");
+    // SAFETY: the descriptor is open (borrowed from `socket`); `cred` is a
+    // plain C struct that outlives the call and `len` holds its exact size,
+    // so the kernel writes at most `len` bytes into it and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if usize::try_from(len).ok() != Some(size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_PEERCRED returned a short struct",
+        ));
+    }
+    Ok((u32::try_from(cred.pid).unwrap_or(0), cred.uid, cred.gid))
+}
+
+/// See the Linux twin above: other systems would need `getpeereid` or
+/// `LOCAL_PEERCRED`, which this crate does not use yet.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_credentials(_socket: &Socket) -> io::Result<(u32, u32, u32)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials are only read on Linux and Android",
+    ))
+}

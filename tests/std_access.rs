@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
@@ -26,6 +26,7 @@ use socketserver::os::{AllowList, PeerCredentials, UnixConnection};
 use socketserver::{
     Hooks, ServerBuilder, ThreadingDispatch, UnixAddr, DEFAULT_POLL_INTERVAL as POLL,
 };
+use util::process::{example, output_bounded, Running};
 use util::{Builds, Recorder, Serving, TempDir, PATIENCE};
 
 /// The user the foreign clients run as.
@@ -283,24 +284,6 @@ fn foreign_client(path: &Path, message: &str) -> (u32, String) {
     (pid, lines.next().unwrap_or("").to_owned())
 }
 
-/// `child`'s output, killing it if it runs past [`PATIENCE`].
-fn output_bounded(child: Child) -> Output {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("process {pid} did not exit");
-        }
-    }
-}
-
 /// A server admitting only the current user: a client running as another
 /// uid is closed before a handler is built, and its credentials are the
 /// ones the kernel recorded (its pid, uid 65534); the current user is
@@ -367,31 +350,6 @@ fn socket_file_mode_is_applied() {
         .build(|| UpperDatagram)
         .unwrap();
     assert_eq!(file_mode(&path), 0o620);
-}
-
-/// `target/<profile>/examples/<name>`, which cargo builds with the tests.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --example {name}`",
-        path.display()
-    );
-    path
-}
-
-/// Kills the example if the test fails before it exits.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// The `uid_server` example (default uid: the user running it) serves the

@@ -7,49 +7,12 @@ mod util;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
+use util::process::{example, wait_bounded, Running};
 use util::{TempDir, PATIENCE};
-
-/// `target/<profile>/examples/<name>`: cargo builds the examples before
-/// running the tests; this test binary lives in `target/<profile>/deps`.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("examples").join(name)
-}
-
-/// Kills the example if the test fails before it exits.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits for `child`, at most [`PATIENCE`].
-fn wait_bounded(mut child: Child) -> ExitStatus {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("process {pid} did not exit");
-        }
-    }
-}
 
 fn run(example_name: &str, client: &str, address: &str, message: &str) {
     let expected = format!("Received: {}", message.to_uppercase());

@@ -9,30 +9,16 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
+use util::process::{example, wait_bounded};
 use util::{TempDir, PATIENCE};
 
 /// More than one 64 KiB chunk, and not a multiple of it.
 const BIG_LEN: usize = (1 << 20) + 123;
-
-/// `target/<profile>/examples/http_server`, which cargo builds before the
-/// tests (this binary lives in `target/<profile>/deps`).
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples").join("http_server");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --example http_server` \
-         (a plain `cargo test` does)",
-        path.display()
-    );
-    path
-}
 
 /// Fails the test unless `curl` can be run.
 fn require_curl() {
@@ -46,24 +32,6 @@ fn require_curl() {
     );
 }
 
-/// Waits for `child`, at most [`PATIENCE`].
-fn wait_bounded(mut child: Child) -> ExitStatus {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("process {pid} did not exit");
-        }
-    }
-}
-
 /// The example serving a directory; killed if the test fails first.
 struct Server {
     child: Option<Child>,
@@ -75,7 +43,7 @@ impl Server {
     /// `listening on` line.
     fn start(dir: &Path, args: &[&str]) -> Self {
         require_curl();
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(example("http_server"))
             .arg("127.0.0.1:0")
             .arg(dir)
             .args(args)
@@ -560,7 +528,7 @@ fn sigterm_exits_zero_with_a_keep_alive_connection_open() {
 #[test]
 fn a_missing_directory_is_an_error() {
     let dir = TempDir::new("http-missing");
-    let output = Command::new(example_binary())
+    let output = Command::new(example("http_server"))
         .arg("127.0.0.1:0")
         .arg(dir.path("absent"))
         .output()

@@ -218,3 +218,4 @@ impl Recorder {
 
 pub mod concurrent;
 pub mod gauge;
+pub mod process;

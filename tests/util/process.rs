@@ -1,0 +1,67 @@
+//! Running the examples from tests: where they are built, killing them when
+//! a test fails first, and waiting for them no longer than [`PATIENCE`].
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::mpsc;
+use std::thread;
+
+use super::PATIENCE;
+
+/// The built example `name` (in the test binary's profile directory).
+/// `cargo test` builds the examples; `cargo test --test X` alone does not.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --example {name}` (a plain `cargo test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Kills the process if the test fails before it exits.
+pub struct Running(pub Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `finish` on `child` in another thread; kills the child and fails
+/// the test if that takes longer than [`PATIENCE`].
+fn bounded<T: Send + 'static>(
+    child: Child,
+    finish: impl FnOnce(Child) -> std::io::Result<T> + Send + 'static,
+) -> T {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(finish(child));
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(result) => result.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit");
+        }
+    }
+}
+
+/// Waits for `child`, at most [`PATIENCE`].
+pub fn wait_bounded(child: Child) -> ExitStatus {
+    bounded(child, |mut child| child.wait())
+}
+
+/// `child`'s output, at most [`PATIENCE`] after this call.
+pub fn output_bounded(child: Child) -> Output {
+    bounded(child, Child::wait_with_output)
+}

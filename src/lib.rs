@@ -63,3 +63,9 @@ pub use socketserver_std::{
 #[cfg(feature = "smoltcp")]
 pub use socketserver_smoltcp as smoltcp;
 // --- end smoltcp backend ---
+
+/// The README's examples, compiled (and run unless marked `no_run`) as
+/// doctests so they cannot drift from the API.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

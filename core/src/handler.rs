@@ -17,6 +17,11 @@ pub struct StreamOptions {
     /// Bound on each read and write of the connection (`timeout`); a request
     /// that exceeds it fails with `ErrorKind::TimedOut`. Default: none.
     pub timeout: Option<Duration>,
+    /// Bound on the whole request, from `setup` to the end of `finish`
+    /// (beyond Python): a client that trickles bytes just fast enough to
+    /// keep each read within [`timeout`](Self::timeout) is still cut off
+    /// here with `ErrorKind::TimedOut`. Default: none.
+    pub request_timeout: Option<Duration>,
     /// Sets `TCP_NODELAY` (`disable_nagle_algorithm`). Default: off.
     pub disable_nagle_algorithm: bool,
     /// Buffers `wfile` in the server's write buffer and flushes it after
@@ -30,6 +35,7 @@ impl StreamOptions {
     pub const fn new() -> Self {
         StreamOptions {
             timeout: None,
+            request_timeout: None,
             disable_nagle_algorithm: false,
             buffered_wfile: false,
         }
@@ -38,6 +44,12 @@ impl StreamOptions {
     /// Sets [`timeout`](Self::timeout).
     pub const fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub const fn request_timeout(mut self, total: Option<Duration>) -> Self {
+        self.request_timeout = total;
         self
     }
 

@@ -97,6 +97,11 @@ impl<const N: usize> Connection for MemoryConnection<'_, N> {
         Ok(())
     }
 
+    /// Accepted and ignored, as the timeout: reads never wait here.
+    fn set_request_timeout(&mut self, _total: Option<Duration>) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+
     fn set_nodelay(&mut self, _nodelay: bool) -> Result<(), ErrorKind> {
         Ok(())
     }

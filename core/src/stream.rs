@@ -251,6 +251,10 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
         if options.timeout.is_some() {
             c.set_timeout(options.timeout).map_err(Error::from_io)?;
         }
+        if options.request_timeout.is_some() {
+            c.set_request_timeout(options.request_timeout)
+                .map_err(Error::from_io)?;
+        }
         if options.disable_nagle_algorithm {
             c.set_nodelay(true).map_err(Error::from_io)?;
         }

@@ -64,6 +64,10 @@ impl Connection for FakeConn {
         self.log.borrow_mut().push("settimeout");
         Ok(())
     }
+    fn set_request_timeout(&mut self, _: Option<Duration>) -> Result<(), ErrorKind> {
+        self.log.borrow_mut().push("request timeout");
+        Ok(())
+    }
     fn set_nodelay(&mut self, _: bool) -> Result<(), ErrorKind> {
         self.log.borrow_mut().push("TCP_NODELAY");
         Ok(())
@@ -456,6 +460,7 @@ fn options_reach_the_connection_before_setup() {
     let how = Behaviour {
         options: StreamOptions::new()
             .timeout(Some(Duration::from_secs(3)))
+            .request_timeout(Some(Duration::from_secs(9)))
             .disable_nagle_algorithm(true),
         ..Behaviour::default()
     };
@@ -463,8 +468,14 @@ fn options_reach_the_connection_before_setup() {
     server.handle_request().unwrap();
     let got = take(&log);
     assert_eq!(
-        got[3..7],
-        ["finish_request", "settimeout", "TCP_NODELAY", "setup"]
+        got[3..8],
+        [
+            "finish_request",
+            "settimeout",
+            "request timeout",
+            "TCP_NODELAY",
+            "setup"
+        ]
     );
 }
 

@@ -109,6 +109,13 @@ pub trait Connection: Read + Write {
     /// An operation that exceeds it fails with `ErrorKind::TimedOut`.
     fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Self::Error>;
 
+    /// Bounds the rest of the request as a whole, beyond Python: once
+    /// `total` has passed from now, every read and write fails with
+    /// `ErrorKind::TimedOut`, however the peer paces its bytes. `None`
+    /// removes the bound. Combines with [`set_timeout`](Self::set_timeout):
+    /// whichever ends first.
+    fn set_request_timeout(&mut self, total: Option<Duration>) -> Result<(), Self::Error>;
+
     /// Turns Nagle's algorithm off (`true`) or on. Transports without one
     /// accept the call and do nothing.
     fn set_nodelay(&mut self, nodelay: bool) -> Result<(), Self::Error>;

@@ -84,6 +84,10 @@ impl Connection for Chunked<'_> {
         Ok(())
     }
 
+    fn set_request_timeout(&mut self, _total: Option<Duration>) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+
     fn set_nodelay(&mut self, _nodelay: bool) -> Result<(), ErrorKind> {
         Ok(())
     }

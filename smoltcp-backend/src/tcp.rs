@@ -10,7 +10,7 @@ use smoltcp::socket::AnySocket;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use socketserver_core::embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
 use socketserver_core::transport::kind;
-use socketserver_core::{Connection, Listener, Readiness, ShutdownFlag, Transport};
+use socketserver_core::{Connection, Instant, Listener, Readiness, ShutdownFlag, Transport};
 
 use crate::stack::{deadline, drive, wait_ready, Net, Outcome};
 use crate::Error;
@@ -282,6 +282,7 @@ impl<'s, 'a, const N: usize> Listener for TcpListener<'s, 'a, N> {
             handle,
             origin: Origin::Listener(self.endpoint),
             timeout: self.timeout,
+            request_deadline: None,
             linger: self.linger,
             peer,
         };
@@ -325,6 +326,8 @@ pub struct TcpConnection<'s, 'a> {
     handle: SocketHandle,
     origin: Origin,
     timeout: Option<Duration>,
+    /// The end of the request ([`Connection::set_request_timeout`]).
+    request_deadline: Option<Instant>,
     linger: Duration,
     peer: IpEndpoint,
 }
@@ -411,6 +414,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
             handle,
             origin: Origin::Client,
             timeout,
+            request_deadline: None,
             linger: DEFAULT_LINGER,
             peer: remote,
         })
@@ -448,7 +452,10 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         mut check: impl FnMut(&mut tcp::Socket<'a>) -> Option<Result<R, Error>>,
     ) -> Result<R, Error> {
         let mut net = self.net.borrow_mut();
-        let deadline = deadline(&*net, self.timeout);
+        let deadline = match (deadline(&*net, self.timeout), self.request_deadline) {
+            (Some(op), Some(request)) => Some(op.min(request)),
+            (op, request) => op.or(request),
+        };
         let (handle, peer) = (self.handle, self.peer);
         let outcome = drive(&mut *net, deadline, None, |sockets| {
             match own_socket(sockets, handle, peer) {
@@ -600,6 +607,15 @@ impl Connection for TcpConnection<'_, '_> {
 
     fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Measured on the stack's clock.
+    ///
+    /// # Panics
+    /// If the stack is borrowed elsewhere.
+    fn set_request_timeout(&mut self, total: Option<Duration>) -> Result<(), Error> {
+        self.request_deadline = total.map(|t| self.net.borrow().now() + t);
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use socketserver_core::embedded_io;
@@ -25,6 +25,8 @@ use crate::sys;
 pub struct SocketConnection<F: Family> {
     socket: Socket,
     timeout: Option<Duration>,
+    /// The end of the request ([`Connection::set_request_timeout`]).
+    deadline: Option<Instant>,
     family: PhantomData<fn() -> F>,
 }
 
@@ -37,6 +39,7 @@ impl<F: Family> SocketConnection<F> {
         Ok(SocketConnection {
             socket,
             timeout: None,
+            deadline: None,
             family: PhantomData,
         })
     }
@@ -55,14 +58,34 @@ impl<F: Family> SocketConnection<F> {
     }
 
     fn timed_out(&self, err: io::Error) -> io::Error {
-        if self.timeout.is_some() && err.kind() == io::ErrorKind::WouldBlock {
+        let bounded = self.timeout.is_some() || self.deadline.is_some();
+        if bounded && err.kind() == io::ErrorKind::WouldBlock {
             io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
         } else {
             err
         }
     }
 
+    /// Under a request deadline, gives the next read (or write) the time
+    /// left, or at most the per-operation timeout; fails once none is left.
+    fn arm(&self, write: bool) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
+        }
+        let wait = self.timeout.map_or(left, |t| t.min(left));
+        if write {
+            self.socket.set_write_timeout(Some(wait))
+        } else {
+            self.socket.set_read_timeout(Some(wait))
+        }
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(false)?;
         loop {
             match io::Read::read(&mut &self.socket, buf) {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -72,6 +95,7 @@ impl<F: Family> SocketConnection<F> {
     }
 
     fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(true)?;
         loop {
             match self.socket.send_with_flags(buf, sys::SEND_FLAGS) {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -188,6 +212,17 @@ impl<F: Family> Connection for SocketConnection<F> {
         self.socket.set_read_timeout(timeout)?;
         self.socket.set_write_timeout(timeout)?;
         self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Each read and write then also sets the socket's timeout to the time
+    /// left (one more system call per operation while a deadline is set).
+    fn set_request_timeout(&mut self, total: Option<Duration>) -> io::Result<()> {
+        self.deadline = total.map(|t| Instant::now() + t);
+        if self.deadline.is_none() {
+            // Back to the per-operation timeout alone.
+            self.set_timeout(self.timeout)?;
+        }
         Ok(())
     }
 

@@ -16,6 +16,8 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
+command -v wrk >/dev/null || missing+=(wrk)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
@@ -64,6 +66,9 @@ rustup component add --toolchain nightly clippy >/dev/null
 
 step "fuzzing the core: 30 s per cargo-fuzz target (installs cargo-fuzz if missing)"
 bash fuzz/run.sh 30
+
+step "benchmarks: quick smoke run of every workload (figures not checked)"
+cargo run --release -p socketserver-bench -- --quick --strict
 
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1

@@ -429,7 +429,11 @@ impl log::Log for CountAcceptFailures {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.args().to_string().contains("accept failed") {
+        if record
+            .args()
+            .to_string()
+            .contains("failed to get a request")
+        {
             ACCEPT_FAILURES.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -439,7 +443,7 @@ impl log::Log for CountAcceptFailures {
 
 fn emfile_child() {
     log::set_logger(&CountAcceptFailures).unwrap();
-    log::set_max_level(log::LevelFilter::Error);
+    log::set_max_level(log::LevelFilter::Warn);
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(EMFILE_CLIENTS as i32 + 56)
         .build(|| UpperOnce)

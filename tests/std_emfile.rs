@@ -26,7 +26,11 @@ impl log::Log for CountAcceptFailures {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.args().to_string().contains("accept failed") {
+        if record
+            .args()
+            .to_string()
+            .contains("failed to get a request")
+        {
             ACCEPT_FAILURES.fetch_add(1, Ordering::SeqCst);
         }
     }

@@ -29,7 +29,7 @@ pub use handler::{
 };
 pub use server::{
     get_datagram_request, get_stream_request, handle_datagram_request, handle_stream_request,
-    Dispatch, Server, SyncDispatch,
+    Dispatch, Server, SyncDispatch, Taken,
 };
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
 pub use time::{Clock, Instant};

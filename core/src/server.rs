@@ -20,7 +20,12 @@ pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
     /// Python's `_handle_request_noblock`: `get_request`, `verify_request`,
     /// then `process_request`, for a transport that reported readiness.
     /// Errors are reported through the hooks, never returned.
-    fn handle_request_noblock(&mut self, transport: &mut T);
+    ///
+    /// Returns whether a request was taken (and served, refused, or failed);
+    /// `false` when the readiness was stale and there was nothing to take
+    /// ([`Taken::Nothing`]), so that [`Server::handle_request`] waits again
+    /// instead of returning having done nothing.
+    fn handle_request_noblock(&mut self, transport: &mut T) -> bool;
 
     /// [`Server::handle_request`] waited its whole timeout for nothing.
     fn handle_timeout(&mut self);
@@ -33,74 +38,102 @@ pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
     fn server_close(&mut self);
 }
 
-/// Python's `get_request` and `verify_request` for stream transports.
-///
-/// Returns the connection to process, or `None` when there was none after
-/// all, accepting failed (logged), or `verify_request` refused it (then the
-/// connection has been shut down and closed, as in Python).
-pub fn get_stream_request<L, H>(listener: &mut L, hooks: &H) -> Option<(L::Connection, L::Addr)>
+/// What [`get_stream_request`] or [`get_datagram_request`] found.
+#[derive(Debug)]
+#[must_use]
+pub enum Taken<R> {
+    /// A verified request, to be processed.
+    Request(R),
+    /// A request was taken and already dealt with: `verify_request` refused
+    /// it (a refused connection has been shut down and closed, as in
+    /// Python), or taking it failed (logged).
+    Handled,
+    /// There was nothing to take after all: the readiness was stale.
+    Nothing,
+}
+
+impl<R> Taken<R> {
+    /// Whether a request was taken ([`Request`](Self::Request) or
+    /// [`Handled`](Self::Handled)): what
+    /// [`Dispatch::handle_request_noblock`] returns.
+    pub fn took(&self) -> bool {
+        !matches!(self, Taken::Nothing)
+    }
+}
+
+/// Python's `get_request` and `verify_request` for stream transports:
+/// accepts a connection and returns it if `verify_request` accepts it too.
+pub fn get_stream_request<L, H>(listener: &mut L, hooks: &H) -> Taken<(L::Connection, L::Addr)>
 where
     L: Listener,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
     let (conn, addr) = match listener.accept() {
         Ok(Some(request)) => request,
-        Ok(None) => return None,
+        Ok(None) => return Taken::Nothing,
         Err(err) => {
-            crate::diag::accept_failed(embedded_io::Error::kind(&err));
-            return None;
+            crate::diag::accept_failed(&err);
+            return Taken::Handled;
         }
     };
     if hooks.verify_request(&conn, &addr) {
-        Some((conn, addr))
+        Taken::Request((conn, addr))
     } else {
         shutdown_request(conn);
-        None
+        Taken::Handled
     }
 }
 
 /// Python's `get_request` and `verify_request` for datagram transports:
-/// receives into `buf` and returns what arrived, or `None` (nothing after
-/// all, a receive error, or a datagram `verify_request` refused).
+/// receives into `buf` and returns what arrived if `verify_request`
+/// accepts it.
 pub fn get_datagram_request<S, H>(
     socket: &mut S,
     hooks: &H,
     buf: &mut [u8],
-) -> Option<Received<S::Addr>>
+) -> Taken<Received<S::Addr>>
 where
     S: DatagramSocket,
     H: Hooks<[u8], S::Addr> + ?Sized,
 {
     let received = match socket.recv_from(buf) {
         Ok(Some(received)) => received,
-        Ok(None) => return None,
+        Ok(None) => return Taken::Nothing,
         Err(err) => {
-            crate::diag::accept_failed(embedded_io::Error::kind(&err));
-            return None;
+            crate::diag::accept_failed(&err);
+            return Taken::Handled;
         }
     };
-    hooks
-        .verify_request(&buf[..received.len], &received.addr)
-        .then_some(received)
+    if hooks.verify_request(&buf[..received.len], &received.addr) {
+        Taken::Request(received)
+    } else {
+        Taken::Handled
+    }
 }
 
 /// One synchronous pass of Python's `_handle_request_noblock` for streams:
 /// takes and verifies a connection, then serves it to the end with the
-/// given buffers. What every inline dispatch runs.
+/// given buffers. What every inline dispatch runs; returns what
+/// [`Dispatch::handle_request_noblock`] does.
 pub fn handle_stream_request<L, F, H>(
     listener: &mut L,
     factory: &F,
     hooks: &H,
     rbuf: &mut [u8],
     wbuf: &mut [u8],
-) where
+) -> bool
+where
     L: Listener,
     F: HandlerFactory + ?Sized,
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
-    if let Some((conn, addr)) = get_stream_request(listener, hooks) {
-        serve_connection(conn, addr, factory, hooks, rbuf, wbuf);
+    match get_stream_request(listener, hooks) {
+        Taken::Request((conn, addr)) => {
+            serve_connection(conn, addr, factory, hooks, rbuf, wbuf);
+            true
+        }
+        other => other.took(),
     }
 }
 
@@ -113,23 +146,27 @@ pub fn handle_datagram_request<S, F, H>(
     hooks: &H,
     rbuf: &mut [u8],
     wbuf: &mut [u8],
-) where
+) -> bool
+where
     S: DatagramSocket,
     F: HandlerFactory + ?Sized,
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr> + ?Sized,
 {
-    if let Some(rx) = get_datagram_request(socket, hooks, rbuf) {
-        serve_datagram(
-            &rbuf[..rx.len],
-            rx.truncated,
-            rx.addr,
-            factory,
-            hooks,
-            wbuf,
-            |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
-        );
-    }
+    let rx = match get_datagram_request(socket, hooks, rbuf) {
+        Taken::Request(rx) => rx,
+        other => return other.took(),
+    };
+    serve_datagram(
+        &rbuf[..rx.len],
+        rx.truncated,
+        rx.addr,
+        factory,
+        hooks,
+        wbuf,
+        |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+    );
+    true
 }
 
 /// Handles each request to the end before taking the next (Python's
@@ -186,14 +223,14 @@ where
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr>,
 {
-    fn handle_request_noblock(&mut self, listener: &mut L) {
+    fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
         handle_stream_request(
             listener,
             &self.factory,
             &self.hooks,
             &mut self.rbuf,
             &mut self.wbuf,
-        );
+        )
     }
 
     fn handle_timeout(&mut self) {
@@ -215,14 +252,14 @@ where
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr>,
 {
-    fn handle_request_noblock(&mut self, socket: &mut S) {
+    fn handle_request_noblock(&mut self, socket: &mut S) -> bool {
         handle_datagram_request(
             socket,
             &self.factory,
             &self.hooks,
             &mut self.rbuf,
             &mut self.wbuf,
-        );
+        )
     }
 
     fn handle_timeout(&mut self) {
@@ -316,7 +353,9 @@ where
     /// Handles one request, waiting at most [`timeout`](Self::timeout) for
     /// it; when none arrives in time, calls `handle_timeout` instead.
     ///
-    /// Early wake-ups wait again for the remaining time. A shutdown request
+    /// Early wake-ups, and readiness that turned out stale (the connection
+    /// was gone before it was accepted), wait again for the remaining time.
+    /// A shutdown request
     /// ends the wait without handling anything and is left set for
     /// [`serve_forever`](Self::serve_forever).
     ///
@@ -328,13 +367,13 @@ where
         loop {
             let remaining = deadline.map(|d| d - self.clock.now());
             match self.transport.wait(remaining)? {
-                Readiness::Ready => {
-                    self.dispatch.handle_request_noblock(&mut self.transport);
+                Readiness::Ready if self.dispatch.handle_request_noblock(&mut self.transport) => {
                     return Ok(());
                 }
                 Readiness::TimedOut if deadline.is_some() => break,
                 Readiness::Shutdown => return Ok(()),
-                Readiness::TimedOut | Readiness::Interrupted => {
+                // An early wake-up, or stale readiness (nothing was taken).
+                Readiness::Ready | Readiness::TimedOut | Readiness::Interrupted => {
                     if deadline.is_some_and(|d| self.clock.now() >= d) {
                         break;
                     }

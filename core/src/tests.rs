@@ -92,6 +92,8 @@ enum Step {
     /// Shutdown is requested while waiting and a request arrives too.
     ShutdownWhileReady,
     AcceptFails,
+    /// Ready, but the connection is gone before it is accepted.
+    Stale,
 }
 
 struct Fake {
@@ -102,6 +104,7 @@ struct Fake {
     shutdown: Rc<ShutdownFlag>,
     clock: Rc<ManualClock>,
     fail_accept: bool,
+    stale: bool,
     sent: Vec<(Vec<u8>, u32)>,
 }
 
@@ -115,6 +118,7 @@ impl Fake {
             shutdown: Rc::new(ShutdownFlag::new()),
             clock: Rc::new(ManualClock::new()),
             fail_accept: false,
+            stale: false,
             sent: Vec::new(),
         }
     }
@@ -140,6 +144,10 @@ impl Transport for Fake {
             Some(Step::Ready) => Ok(Readiness::Ready),
             Some(Step::AcceptFails) => {
                 self.fail_accept = true;
+                Ok(Readiness::Ready)
+            }
+            Some(Step::Stale) => {
+                self.stale = true;
                 Ok(Readiness::Ready)
             }
             Some(Step::ShutdownWhileReady) => {
@@ -172,6 +180,9 @@ impl Listener for Fake {
         self.log.borrow_mut().push("get_request");
         if core::mem::take(&mut self.fail_accept) {
             return Err(ErrorKind::ConnectionAborted);
+        }
+        if core::mem::take(&mut self.stale) {
+            return Ok(None);
         }
         Ok(self.pending.pop_front().map(|(input, addr)| {
             let conn = FakeConn {
@@ -572,6 +583,28 @@ fn failed_accept_is_dropped_and_serving_goes_on() {
     assert_eq!(take(&log), ["select", "get_request"]);
     server.handle_request().unwrap();
     assert_eq!(take(&log), SERVED);
+}
+
+#[test]
+fn stale_readiness_waits_again_instead_of_returning() {
+    // Readiness with nothing to accept (the client went away first): the
+    // call goes on waiting, and returns only once it served or timed out.
+    let log = new_log();
+    let mut fake = Fake::new(&log);
+    fake.script.push_back(Step::Stale);
+    let mut server = stream_server::<64, 0>(fake.with_request(b"x\n"), Behaviour::default(), true);
+    server.handle_request().unwrap();
+    let mut expected = vec!["select", "get_request"];
+    expected.extend(SERVED);
+    assert_eq!(take(&log), expected);
+
+    server.set_timeout(Some(Duration::from_millis(50)));
+    server.transport_mut().script.push_back(Step::Stale);
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        ["select", "get_request", "select", "handle_timeout"]
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::Socket;
 use socketserver_core::{
     get_datagram_request, get_stream_request, serve_connection, serve_datagram, DatagramHandler,
-    Error, HandlerFactory, Hooks, Listener, StreamHandler, Transport,
+    Error, HandlerFactory, Hooks, Listener, StreamHandler, Taken, Transport,
 };
 
 use crate::dispatch::{BufferSizes, CatchUnwind};
@@ -123,8 +123,9 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     }
 
     /// Python's `_handle_request_noblock` with a threading
-    /// `process_request`: the job is `process_request_thread`.
-    pub(crate) fn stream_request<L>(&mut self, listener: &mut L)
+    /// `process_request`: the job is `process_request_thread`. Returns
+    /// whether a request was taken.
+    pub(crate) fn stream_request<L>(&mut self, listener: &mut L) -> bool
     where
         L: Listener,
         L::Connection: Send + 'static,
@@ -135,11 +136,15 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     {
         self.runner.reap();
         if !self.runner.admit(&|| listener.shutdown_requested()) {
-            return;
+            // Shutting down: the request is left, as at a shutdown request.
+            return true;
         }
-        let Some((conn, addr)) = get_stream_request(listener, &self.shared.hooks) else {
-            self.runner.withdraw();
-            return;
+        let (conn, addr) = match get_stream_request(listener, &self.shared.hooks) {
+            Taken::Request(request) => request,
+            other => {
+                self.runner.withdraw();
+                return other.took();
+            }
         };
         let client = addr.clone();
         let shared = Arc::clone(&self.shared);
@@ -152,12 +157,13 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
+        true
     }
 
     /// The datagram twin of [`stream_request`](Self::stream_request): the
     /// job owns a copy of the packet and replies through a second
     /// descriptor of the server socket.
-    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>)
+    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>) -> bool
     where
         Fam: Family,
         F: HandlerFactory + Send + Sync + 'static,
@@ -166,14 +172,17 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     {
         self.runner.reap();
         if !self.runner.admit(&|| socket.shutdown_requested()) {
-            return;
+            return true;
         }
         if self.packet.len() != self.read_size {
             self.packet = vec![0; self.read_size];
         }
-        let Some(rx) = get_datagram_request(socket, &self.shared.hooks, &mut self.packet) else {
-            self.runner.withdraw();
-            return;
+        let rx = match get_datagram_request(socket, &self.shared.hooks, &mut self.packet) {
+            Taken::Request(rx) => rx,
+            other => {
+                self.runner.withdraw();
+                return other.took();
+            }
         };
         let reply = match &self.reply {
             Some(reply) => Arc::clone(reply),
@@ -184,7 +193,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
                     self.shared
                         .hooks
                         .handle_error(&rx.addr, &Error::from_io(err));
-                    return;
+                    return true;
                 }
             },
         };
@@ -211,6 +220,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
+        true
     }
 
     pub(crate) fn handle_timeout<Req: ?Sized, A>(&mut self)
@@ -250,8 +260,8 @@ macro_rules! concurrent_dispatch {
             F::Handler: socketserver_core::StreamHandler,
             H: socketserver_core::Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
         {
-            fn handle_request_noblock(&mut self, listener: &mut L) {
-                self.inner.stream_request(listener);
+            fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
+                self.inner.stream_request(listener)
             }
 
             fn handle_timeout(&mut self) {
@@ -278,8 +288,11 @@ macro_rules! concurrent_dispatch {
             F::Handler: socketserver_core::DatagramHandler,
             H: socketserver_core::Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
         {
-            fn handle_request_noblock(&mut self, socket: &mut $crate::DatagramTransport<Fam>) {
-                self.inner.datagram_request(socket);
+            fn handle_request_noblock(
+                &mut self,
+                socket: &mut $crate::DatagramTransport<Fam>,
+            ) -> bool {
+                self.inner.datagram_request(socket)
             }
 
             fn handle_timeout(&mut self) {

@@ -146,14 +146,14 @@ where
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr>,
 {
-    fn handle_request_noblock(&mut self, listener: &mut L) {
+    fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
         handle_stream_request(
             listener,
             &self.factory,
             &self.hooks,
             &mut self.rbuf,
             &mut self.wbuf,
-        );
+        )
     }
 
     fn handle_timeout(&mut self) {
@@ -174,14 +174,14 @@ where
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr>,
 {
-    fn handle_request_noblock(&mut self, socket: &mut S) {
+    fn handle_request_noblock(&mut self, socket: &mut S) -> bool {
         handle_datagram_request(
             socket,
             &self.factory,
             &self.hooks,
             &mut self.rbuf,
             &mut self.wbuf,
-        );
+        )
     }
 
     fn handle_timeout(&mut self) {

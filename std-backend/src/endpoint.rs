@@ -33,6 +33,12 @@ pub(crate) struct Endpoint {
     registered: bool,
     backoff_until: Option<Instant>,
     file: Option<SocketFile>,
+    /// The last accept or receive took a request. Under load another one is
+    /// then usually queued, so the next wait reports readiness without
+    /// asking the OS; when the queue is empty after all, that costs one
+    /// accept or receive that finds nothing, and the wait after it is a real
+    /// one.
+    took: bool,
 }
 
 fn closed() -> io::Error {
@@ -53,6 +59,7 @@ impl Endpoint {
             registered: false,
             backoff_until: None,
             file: None,
+            took: false,
         })
     }
 
@@ -122,6 +129,9 @@ impl Endpoint {
         if self.shared.is_requested() {
             return Ok(Readiness::Shutdown);
         }
+        if std::mem::take(&mut self.took) {
+            return Ok(Readiness::Ready);
+        }
         let start = Instant::now();
         let mut limit = timeout;
         if let Some(until) = self.backoff_until {
@@ -144,6 +154,12 @@ impl Endpoint {
             Some(t) if start.elapsed() >= t => Readiness::TimedOut,
             _ => Readiness::Interrupted,
         })
+    }
+
+    /// Records whether the accept or receive after the last wait took a
+    /// request (see `took`).
+    pub(crate) fn set_took(&mut self, took: bool) {
+        self.took = took;
     }
 
     /// Stops waiting on the socket for [`BACKOFF`] (still woken by

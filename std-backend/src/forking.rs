@@ -12,7 +12,7 @@ use socketserver_core::transport::{kind, Address};
 use socketserver_core::{
     get_datagram_request, get_stream_request, serve_connection, serve_datagram, shutdown_request,
     DatagramHandler, DatagramSocket, DefaultHooks, Dispatch, Error, HandlerFactory, Hooks,
-    Listener, StreamHandler,
+    Listener, StreamHandler, Taken,
 };
 
 use crate::dispatch::{BufferSizes, CatchUnwind};
@@ -229,10 +229,11 @@ where
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr>,
 {
-    fn handle_request_noblock(&mut self, listener: &mut L) {
+    fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
         self.make_room();
-        let Some((conn, addr)) = get_stream_request(listener, &self.hooks) else {
-            return;
+        let (conn, addr) = match get_stream_request(listener, &self.hooks) {
+            Taken::Request(request) => request,
+            other => return other.took(),
         };
         match sys::fork() {
             Ok(Forked::Parent(pid)) => {
@@ -249,6 +250,7 @@ where
                 shutdown_request(conn);
             }
         }
+        true
     }
 
     fn handle_timeout(&mut self) {
@@ -273,10 +275,11 @@ where
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr>,
 {
-    fn handle_request_noblock(&mut self, socket: &mut S) {
+    fn handle_request_noblock(&mut self, socket: &mut S) -> bool {
         self.make_room();
-        let Some(rx) = get_datagram_request(socket, &self.hooks, &mut self.rbuf) else {
-            return;
+        let rx = match get_datagram_request(socket, &self.hooks, &mut self.rbuf) {
+            Taken::Request(rx) => rx,
+            other => return other.took(),
         };
         match sys::fork() {
             Ok(Forked::Parent(pid)) => self.children.push(pid),
@@ -293,6 +296,7 @@ where
             }),
             Err(err) => self.hooks.handle_error(&rx.addr, &Error::from_io(err)),
         }
+        true
     }
 
     fn handle_timeout(&mut self) {

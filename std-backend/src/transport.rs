@@ -108,6 +108,12 @@ macro_rules! common_impls {
             type Addr = F::Addr;
             type Error = io::Error;
 
+            /// Waits on the OS for the socket to be readable; a shutdown
+            /// request wakes it. Right after an accept or receive that took
+            /// a request it answers [`Readiness::Ready`] without asking the
+            /// OS, betting that a busy server has another one queued: a
+            /// lost bet costs one accept or receive that finds nothing,
+            /// and the server then waits for real.
             fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
                 self.base.endpoint.wait(timeout)
             }
@@ -185,10 +191,11 @@ impl<F: Family> Listener for StreamTransport<F> {
 
     /// Takes one pending connection. A connection that went away before it
     /// was taken gives `Ok(None)`. Running out of descriptors (`EMFILE`,
-    /// `ENFILE`) is logged and also gives `Ok(None)`, and the next waits
-    /// ignore the socket for a moment instead of spinning on it.
+    /// `ENFILE`) is returned as the error (the server logs it), and the
+    /// next waits ignore the socket for 100 ms instead of spinning on it.
     fn accept(&mut self) -> io::Result<Option<(SocketConnection<F>, F::Addr)>> {
         let accepted = self.base.endpoint.socket()?.accept();
+        self.base.endpoint.set_took(accepted.is_ok());
         match accepted {
             Ok((socket, addr)) => {
                 let conn = SocketConnection::new(socket)?;
@@ -196,12 +203,8 @@ impl<F: Family> Listener for StreamTransport<F> {
             }
             Err(err) if sys::is_transient_accept_error(&err) => Ok(None),
             Err(err) if sys::is_resource_exhaustion(&err) => {
-                log::error!(
-                    "accept failed: {err}; not accepting for {:?}",
-                    crate::endpoint::BACKOFF
-                );
                 self.base.endpoint.back_off()?;
-                Ok(None)
+                Err(err)
             }
             Err(err) => Err(err),
         }
@@ -210,16 +213,19 @@ impl<F: Family> Listener for StreamTransport<F> {
 
 impl<F: Family> DatagramSocket for DatagramTransport<F> {
     fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
-        let socket = self.base.endpoint.socket()?;
+        let endpoint = &mut self.base.endpoint;
+        endpoint.set_took(false);
+        let socket = endpoint.socket()?;
         let mut bufs = [socket2::MaybeUninitSlice::new(sys::as_uninit(buf))];
         loop {
             match socket.recv_from_vectored(&mut bufs) {
                 Ok((len, flags, addr)) => {
+                    endpoint.set_took(true);
                     return Ok(Some(Received {
                         len,
                         truncated: flags.is_truncated(),
                         addr: F::from_sock_addr(&addr),
-                    }))
+                    }));
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),

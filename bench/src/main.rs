@@ -153,6 +153,8 @@ fn main() -> ExitCode {
     let internal = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["serve", kind, address] => Some(servers::serve(kind, address)),
         ["shutdown-probe", address] => Some(shutdown::probe(address)),
+        // For profiling a server by hand: the load of one workload, printed.
+        ["load", workload, address, seconds] => Some(load_by_hand(workload, address, seconds)),
         ["tap-inside", mib, rounds] => Some(match (mib.parse(), rounds.parse()) {
             (Ok(mib), Ok(rounds)) => tap::inside(mib, rounds),
             _ => Err(io::Error::other("tap-inside MIB ROUNDS")),
@@ -185,6 +187,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `socketserver-bench load WORKLOAD ADDRESS SECONDS`: 4 clients of
+/// `conn`, `rr` or `udp` against a server started by hand (for example
+/// `socketserver-bench serve fw-threading-upper 127.0.0.1:0` under `perf`).
+fn load_by_hand(workload: &str, address: &str, seconds: &str) -> io::Result<()> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+    let address = address.parse().map_err(|_| invalid("ADDRESS: ip:port"))?;
+    let seconds: f64 = seconds.parse().map_err(|_| invalid("SECONDS: a number"))?;
+    let load = load::Load {
+        clients: 4,
+        warm_up: Duration::ZERO,
+        window: Duration::from_secs_f64(seconds),
+    };
+    let sample = match workload {
+        "conn" => load::conn(address, load),
+        "rr" => load::rr(address, load),
+        "udp" => load::udp(address, load),
+        _ => return Err(invalid("WORKLOAD: conn, rr or udp")),
+    };
+    println!(
+        "{workload}: {:.0}/s, {} errors",
+        sample.value, sample.errors
+    );
+    Ok(())
 }
 
 fn bench(options: &Options) -> io::Result<ExitCode> {

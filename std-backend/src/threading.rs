@@ -4,9 +4,8 @@
 use std::io;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
@@ -22,9 +21,11 @@ use crate::SocketServer;
 ///
 /// The serving thread accepts (or receives) and goes back to waiting while
 /// the request thread runs the handler, reports its error or panic to
-/// `handle_error`, and shuts the connection down. Handles of finished
-/// threads are dropped at every new request and every loop pass, so memory
-/// stays flat however many requests pass (bpo-37193).
+/// `handle_error`, and shuts the connection down. Request threads are
+/// detached as they start and counted while they run, so nothing is kept
+/// for a finished thread and memory stays flat however many requests pass
+/// (bpo-37193); closing waits for the count to drop to zero instead of
+/// joining handles.
 ///
 /// With [`max_threads`](Self::max_threads), taking a request blocks while
 /// that many request threads run, instead of refusing it: clients wait in
@@ -57,7 +58,6 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
             threads: ThreadOptions::default(),
             sizes,
             live: Arc::new(Live::default()),
-            held: Vec::new(),
             spawned: 0,
         };
         ThreadingDispatch {
@@ -74,9 +74,9 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
         self
     }
 
-    /// Python's `block_on_close`: closing the server joins the request
-    /// threads still running (unless they are daemon threads).
-    /// Default: `true`.
+    /// Python's `block_on_close`: closing the server waits until the
+    /// request threads still running have finished their requests (unless
+    /// they are daemon threads). Default: `true`.
     pub fn block_on_close(mut self, on: bool) -> Self {
         self.set_block_on_close(on);
         self
@@ -100,7 +100,7 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
         runner.max_threads = max;
         // Taking `self` by value, this runs before any request thread.
         runner.live = Arc::new(Live {
-            bounded: max.is_some(),
+            notify: AtomicBool::new(max.is_some()),
             ..Live::default()
         });
         self
@@ -125,11 +125,15 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
         self.inner.runner.live.count()
     }
 
-    /// The thread handles held for joining at close (Python's
-    /// `len(server._threads)`): running threads, and finished ones not yet
-    /// reaped by the next request or loop pass.
+    /// The request threads closing would wait for (Python's
+    /// `len(server._threads)`): the running ones, or none for daemon
+    /// threads. Finished threads are never held.
     pub fn held_threads(&self) -> usize {
-        self.inner.runner.held.len()
+        if self.inner.runner.daemon {
+            0
+        } else {
+            self.active_threads()
+        }
     }
 
     /// The hooks.
@@ -145,14 +149,15 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
 
 concurrent_dispatch!(ThreadingDispatch);
 
-/// How many request threads run, and, under `max_threads`, a wake-up
-/// when one ends.
+/// How many request threads run, and a wake-up when one ends for whoever
+/// waits: the serving thread under `max_threads`, or closing.
 #[derive(Default)]
 struct Live {
     count: AtomicUsize,
-    /// Only taken with a bound: unbounded servers never wait, and ending a
-    /// thread then costs no lock and no wake-up call.
-    bounded: bool,
+    /// Whether ending a thread must notify: always under a bound, and once
+    /// closing waits. Otherwise nobody waits, and ending a thread costs no
+    /// lock and no wake-up call.
+    notify: AtomicBool,
     lock: Mutex<()>,
     ended: Condvar,
 }
@@ -185,10 +190,26 @@ impl Live {
     }
 
     fn release(&self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        if self.bounded {
+        // SeqCst here and in `wait_all` (a store then a load on each side):
+        // either this sees `notify` set, or `wait_all` sees the new count.
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        if self.notify.load(Ordering::SeqCst) {
             let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            self.ended.notify_one();
+            self.ended.notify_all();
+        }
+    }
+
+    /// Waits until no request thread runs.
+    fn wait_all(&self) {
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Set under the lock: a thread ending after the count check below
+        // sees it and takes the lock to notify, so no wake-up is lost.
+        self.notify.store(true, Ordering::SeqCst);
+        while self.count.load(Ordering::SeqCst) > 0 {
+            guard = self
+                .ended
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -211,7 +232,6 @@ struct Threads {
     threads: ThreadOptions,
     sizes: BufferSizes,
     live: Arc<Live>,
-    held: Vec<JoinHandle<()>>,
     spawned: u64,
 }
 
@@ -228,36 +248,21 @@ impl Runner for Threads {
         let slot = Slot(Arc::clone(&self.live));
         self.spawned += 1;
         let sizes = self.sizes;
-        let handle = self.threads.builder(self.spawned).spawn(move || {
+        // Detached at once: a finished thread leaves nothing behind, and
+        // the OS thread frees its own stack. The slot counts it instead.
+        drop(self.threads.builder(self.spawned).spawn(move || {
             let _slot = slot;
             job(&mut Buffers::new(sizes));
-        })?;
-        if !self.daemon {
-            self.held.push(handle);
-        }
+        })?);
         Ok(())
     }
 
-    fn reap(&mut self) {
-        let mut i = 0;
-        while i < self.held.len() {
-            if self.held[i].is_finished() {
-                // Dropping detaches: unlike a join, that never waits for the
-                // OS thread to wind down. A panic in a hook has already
-                // been printed by the panic hook.
-                drop(self.held.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-    }
+    /// Nothing to reap: threads are detached and counted.
+    fn reap(&mut self) {}
 
     fn close(&mut self) {
-        let held = std::mem::take(&mut self.held);
         if self.block_on_close && !self.daemon {
-            for handle in held {
-                let _ = handle.join();
-            }
+            self.live.wait_all();
         }
     }
 }

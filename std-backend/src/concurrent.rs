@@ -71,9 +71,6 @@ pub(crate) trait Runner {
     /// closing its connection.
     fn run(&mut self, job: Job) -> io::Result<()>;
 
-    /// Forgets requests that are done (bpo-37193).
-    fn reap(&mut self);
-
     /// The server closed: no more jobs; wait for the running ones or not.
     fn close(&mut self);
 }
@@ -134,7 +131,6 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         F::Handler: StreamHandler,
         H: Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
     {
-        self.runner.reap();
         if !self.runner.admit(&|| listener.shutdown_requested()) {
             // Shutting down: the request is left, as at a shutdown request.
             return true;
@@ -170,7 +166,6 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         F::Handler: DatagramHandler,
         H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
     {
-        self.runner.reap();
         if !self.runner.admit(&|| socket.shutdown_requested()) {
             return true;
         }
@@ -227,7 +222,6 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     where
         H: Hooks<Req, A>,
     {
-        self.runner.reap();
         self.shared.hooks.handle_timeout();
     }
 
@@ -235,7 +229,6 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     where
         H: Hooks<Req, A>,
     {
-        self.runner.reap();
         self.shared.hooks.service_actions();
     }
 

@@ -266,8 +266,6 @@ impl Runner for Pool {
         Ok(())
     }
 
-    fn reap(&mut self) {}
-
     fn close(&mut self) {
         self.queue.state().closed = true;
         self.queue.filled.notify_all();

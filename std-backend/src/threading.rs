@@ -1,5 +1,5 @@
-//! A thread per request: Python's `ThreadingMixIn`, with finished threads
-//! reaped as the server goes and an optional bound on how many run.
+//! A thread per request: Python's `ThreadingMixIn`, with detached request
+//! threads that leave nothing behind and an optional bound on how many run.
 
 use std::io;
 use std::net::ToSocketAddrs;
@@ -256,9 +256,6 @@ impl Runner for Threads {
         })?);
         Ok(())
     }
-
-    /// Nothing to reap: threads are detached and counted.
-    fn reap(&mut self) {}
 
     fn close(&mut self) {
         if self.block_on_close && !self.daemon {

@@ -140,6 +140,12 @@ impl Write for PacketWriter<'_> {
         Ok(data.len())
     }
 
+    /// The same as [`write`](Write::write), which already stores all or
+    /// nothing (no retry loop needed).
+    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.write(data).map(drop)
+    }
+
     fn flush(&mut self) -> Result<(), Error> {
         Ok(())
     }

@@ -78,18 +78,31 @@ impl<E: embedded_io::Error> From<embedded_io::WriteFmtError<E>> for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(kind) => write!(f, "I/O error: {kind:?}"),
+        // Pieces rather than `write!`: no format arguments to build, which
+        // is the smaller code on firmware.
+        let (head, capacity, tail) = match self {
+            Error::Io(kind) => {
+                f.write_str("I/O error: ")?;
+                return fmt::Debug::fmt(kind, f);
+            }
             Error::LineTooLong { capacity } => {
-                write!(f, "line longer than the {capacity}-byte read buffer")
+                ("line longer than the ", capacity, "-byte read buffer")
             }
             Error::ReplyTooLong { capacity } => {
-                write!(f, "reply longer than the {capacity}-byte datagram buffer")
+                ("reply longer than the ", capacity, "-byte datagram buffer")
             }
-            Error::UnexpectedEof => f.write_str("connection closed before the expected data"),
-            Error::Panicked => f.write_str("request handler panicked"),
-            Error::Handler(msg) => write!(f, "handler error: {msg}"),
-        }
+            Error::UnexpectedEof => {
+                return f.write_str("connection closed before the expected data")
+            }
+            Error::Panicked => return f.write_str("request handler panicked"),
+            Error::Handler(msg) => {
+                f.write_str("handler error: ")?;
+                return f.write_str(msg);
+            }
+        };
+        f.write_str(head)?;
+        fmt::Display::fmt(capacity, f)?;
+        f.write_str(tail)
     }
 }
 

@@ -5,7 +5,7 @@ use core::time::Duration;
 use crate::datagram::serve_datagram;
 use crate::handler::{DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler};
 use crate::stream::{serve_connection, shutdown_request};
-use crate::time::Clock;
+use crate::time::{Clock, Instant};
 use crate::transport::{kind, DatagramSocket, Listener, Readiness, Received, Transport};
 use crate::Error;
 
@@ -363,25 +363,18 @@ where
     /// Only the transport's wait fails this call (for example after close);
     /// a failed request is reported to `handle_error` instead.
     pub fn handle_request(&mut self) -> Result<(), T::Error> {
-        let deadline = self.timeout.map(|t| self.clock.now() + t);
-        loop {
-            let remaining = deadline.map(|d| d - self.clock.now());
-            match self.transport.wait(remaining)? {
-                Readiness::Ready if self.dispatch.handle_request_noblock(&mut self.transport) => {
-                    return Ok(());
-                }
-                Readiness::TimedOut if deadline.is_some() => break,
-                Readiness::Shutdown => return Ok(()),
-                // An early wake-up, or stale readiness (nothing was taken).
-                Readiness::Ready | Readiness::TimedOut | Readiness::Interrupted => {
-                    if deadline.is_some_and(|d| self.clock.now() >= d) {
-                        break;
-                    }
-                }
-            }
+        let timeout = self.timeout;
+        let mut steps = Steps {
+            server: self,
+            error: None,
+        };
+        if wait_and_handle(&mut steps, timeout) {
+            steps.server.dispatch.handle_timeout();
         }
-        self.dispatch.handle_timeout();
-        Ok(())
+        match steps.error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Handles requests until shutdown is requested (Python's
@@ -425,6 +418,69 @@ where
             self.closed = true;
             self.transport.close();
             self.dispatch.server_close();
+        }
+    }
+}
+
+/// What [`Server::handle_request`] does that depends on the server's
+/// types, behind a trait object: the waiting loop ([`wait_and_handle`])
+/// exists once in the binary however many server types it has.
+trait RequestSteps {
+    /// The clock's time.
+    fn now(&self) -> Instant;
+    /// The transport's wait; `None` when it failed (the error is kept).
+    fn wait(&mut self, timeout: Option<Duration>) -> Option<Readiness>;
+    /// `handle_request_noblock`: whether a request was taken.
+    fn take(&mut self) -> bool;
+}
+
+/// A server lent to [`wait_and_handle`], with the wait's error if any.
+struct Steps<'s, T: Transport, D: Dispatch<T, T::Kind>, K: Clock> {
+    server: &'s mut Server<T, D, K>,
+    error: Option<T::Error>,
+}
+
+impl<T: Transport, D: Dispatch<T, T::Kind>, K: Clock> RequestSteps for Steps<'_, T, D, K> {
+    fn now(&self) -> Instant {
+        self.server.clock.now()
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Option<Readiness> {
+        self.server
+            .transport
+            .wait(timeout)
+            .map_err(|err| self.error = Some(err))
+            .ok()
+    }
+
+    fn take(&mut self) -> bool {
+        let server = &mut *self.server;
+        server
+            .dispatch
+            .handle_request_noblock(&mut server.transport)
+    }
+}
+
+/// The body of [`Server::handle_request`]: waits for a request at most
+/// `timeout` and handles it. Returns `true` when the whole timeout passed
+/// with nothing handled (`handle_timeout` is due).
+fn wait_and_handle(steps: &mut dyn RequestSteps, timeout: Option<Duration>) -> bool {
+    let deadline = timeout.map(|t| steps.now() + t);
+    loop {
+        let remaining = deadline.map(|d| d - steps.now());
+        let Some(readiness) = steps.wait(remaining) else {
+            return false;
+        };
+        match readiness {
+            Readiness::Ready if steps.take() => return false,
+            Readiness::TimedOut if deadline.is_some() => return true,
+            Readiness::Shutdown => return false,
+            // An early wake-up, or stale readiness (nothing was taken).
+            Readiness::Ready | Readiness::TimedOut | Readiness::Interrupted => {
+                if deadline.is_some_and(|d| steps.now() >= d) {
+                    return true;
+                }
+            }
         }
     }
 }

@@ -47,8 +47,15 @@ impl<'a, C: Connection> StreamRequest<'a, C> {
     /// If the connection is already borrowed, which only happens when this
     /// is called while a previous result of it is still alive.
     pub fn connection(&self) -> RefMut<'a, C> {
-        self.conn.borrow_mut()
+        borrow(self.conn)
     }
+}
+
+/// Borrows the connection of a request: one copy of the borrow check and
+/// its panic per connection type, not one per call site.
+#[inline(never)]
+fn borrow<C>(conn: &RefCell<C>) -> RefMut<'_, C> {
+    conn.borrow_mut()
 }
 
 /// Python's `rfile`: a buffered reader whose capacity bounds a line.
@@ -117,9 +124,7 @@ impl<'a, C: Connection> RFile<'a, C> {
     }
 
     fn fill_more(&mut self) -> Result<usize, Error> {
-        let n = self
-            .conn
-            .borrow_mut()
+        let n = borrow(self.conn)
             .read(&mut self.buf[self.end..])
             .map_err(Error::from_io)?;
         self.end += n;
@@ -135,7 +140,7 @@ impl<C: Connection> Read for RFile<'_, C> {
     fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         if self.start == self.end && out.len() >= self.buf.len() {
             // Nothing buffered and the caller's buffer is the bigger one.
-            return self.conn.borrow_mut().read(out).map_err(Error::from_io);
+            return borrow(self.conn).read(out).map_err(Error::from_io);
         }
         let available = self.fill_buf()?;
         let n = available.len().min(out.len());
@@ -193,10 +198,7 @@ impl<'a, C: Connection> WFile<'a, C> {
     }
 
     fn send(&self, data: &[u8]) -> Result<(), Error> {
-        self.conn
-            .borrow_mut()
-            .write_all(data)
-            .map_err(Error::from_io)
+        borrow(self.conn).write_all(data).map_err(Error::from_io)
     }
 
     fn flush_buffer(&mut self) -> Result<(), Error> {
@@ -226,9 +228,15 @@ impl<C: Connection> Write for WFile<'_, C> {
         Ok(data.len())
     }
 
+    /// The same as [`write`](Write::write), which already writes all or
+    /// fails (no retry loop needed).
+    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.write(data).map(drop)
+    }
+
     fn flush(&mut self) -> Result<(), Error> {
         self.flush_buffer()?;
-        self.conn.borrow_mut().flush().map_err(Error::from_io)
+        borrow(self.conn).flush().map_err(Error::from_io)
     }
 }
 
@@ -247,7 +255,7 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
 ) -> Result<(), Error> {
     let options = handler.options();
     {
-        let mut c = conn.borrow_mut();
+        let mut c = borrow(conn);
         if options.timeout.is_some() {
             c.set_timeout(options.timeout).map_err(Error::from_io)?;
         }

@@ -261,58 +261,32 @@ pub fn from_smoltcp(instant: smoltcp::time::Instant) -> Instant {
     Instant::from_micros(u64::try_from(instant.total_micros()).unwrap_or(0))
 }
 
-/// How a blocking operation ended.
-pub(crate) enum Outcome<R> {
-    Ready(R),
-    TimedOut,
-    Shutdown,
-}
-
-/// The loop under every blocking operation: ask `check`, and poll and idle
-/// until it answers, `deadline` passes or `shutdown` is requested.
+/// The loop under every blocking operation: ask `done`, and poll and idle
+/// until it says yes, `deadline` passes or `shutdown` is requested (never
+/// [`Readiness::Interrupted`]). One copy of the loop for every blocking
+/// operation, not one per closure (firmware pays for each copy in flash).
 ///
-/// `check` is asked before the first poll too: when data is already there,
+/// `done` is asked before the first poll too: when data is already there,
 /// a poll (a system call on a TAP device) would only cost time.
-pub(crate) fn drive<'a, R>(
-    net: &mut (dyn Net<'a> + '_),
-    deadline: Option<Instant>,
-    shutdown: Option<&ShutdownFlag>,
-    mut check: impl FnMut(&mut SocketSet<'a>) -> Option<R>,
-) -> Outcome<R> {
-    let mut answer = None;
-    let outcome = drive_until(net, deadline, shutdown, &mut |sockets| {
-        answer = check(sockets);
-        answer.is_some()
-    });
-    match (outcome, answer) {
-        (_, Some(ready)) => Outcome::Ready(ready),
-        (Outcome::Shutdown, None) => Outcome::Shutdown,
-        _ => Outcome::TimedOut,
-    }
-}
-
-/// [`drive`] for a `check` that only says whether it is done: one copy of
-/// the loop for every blocking operation, not one per closure (firmware
-/// pays for each copy in flash).
-fn drive_until<'a>(
+pub(crate) fn drive_until<'a>(
     net: &mut (dyn Net<'a> + '_),
     deadline: Option<Instant>,
     shutdown: Option<&ShutdownFlag>,
     done: &mut dyn FnMut(&mut SocketSet<'a>) -> bool,
-) -> Outcome<()> {
+) -> Readiness {
     if done(net.parts().1) {
-        return Outcome::Ready(());
+        return Readiness::Ready;
     }
     loop {
         net.poll();
         if done(net.parts().1) {
-            return Outcome::Ready(());
+            return Readiness::Ready;
         }
         if shutdown.is_some_and(ShutdownFlag::is_requested) {
-            return Outcome::Shutdown;
+            return Readiness::Shutdown;
         }
         if deadline.is_some_and(|d| net.now() >= d) {
-            return Outcome::TimedOut;
+            return Readiness::TimedOut;
         }
         net.idle_until(deadline);
     }
@@ -324,17 +298,23 @@ pub(crate) fn wait_ready<'a>(
     net: &RefCell<dyn Net<'a> + '_>,
     timeout: Option<Duration>,
     shutdown: &ShutdownFlag,
-    mut ready: impl FnMut(&mut SocketSet<'a>) -> bool,
+    ready: &mut dyn FnMut(&mut SocketSet<'a>) -> bool,
 ) -> Readiness {
-    let mut net = net.borrow_mut();
+    let mut net = lock(net);
     let deadline = deadline(&*net, timeout);
-    match drive(&mut *net, deadline, Some(shutdown), |sockets| {
-        ready(sockets).then_some(())
-    }) {
-        Outcome::Ready(()) => Readiness::Ready,
-        Outcome::TimedOut => Readiness::TimedOut,
-        Outcome::Shutdown => Readiness::Shutdown,
-    }
+    drive_until(&mut *net, deadline, Some(shutdown), ready)
+}
+
+/// Borrows the stack for one operation of a transport: one copy of the
+/// borrow check and its panic in the image, not one per call site.
+///
+/// # Panics
+/// If the stack is borrowed elsewhere.
+#[inline(never)]
+pub(crate) fn lock<'s, 'a>(
+    net: &'s RefCell<dyn Net<'a> + 's>,
+) -> core::cell::RefMut<'s, dyn Net<'a> + 's> {
+    net.borrow_mut()
 }
 
 /// The deadline `timeout` from now, if any.

@@ -12,7 +12,7 @@ use socketserver_core::embedded_io::{ErrorType, Read, ReadReady, Write, WriteRea
 use socketserver_core::transport::kind;
 use socketserver_core::{Connection, Instant, Listener, Readiness, ShutdownFlag, Transport};
 
-use crate::stack::{deadline, drive, wait_ready, Net, Outcome};
+use crate::stack::{deadline, drive_until, lock, wait_ready, Net};
 use crate::Error;
 
 /// How long closing a connection waits by default for the peer to take the
@@ -37,10 +37,16 @@ pub type NetRef<'s, 'a> = &'s RefCell<dyn Net<'a> + 's>;
 /// *connection refused* at once, as from a port nobody listens on (a kernel
 /// with a full backlog would instead drop the SYN and let the client retry).
 pub struct TcpListener<'s, 'a, const N: usize> {
-    net: NetRef<'s, 'a>,
+    shared: Shared<'s, 'a>,
     handles: heapless::Vec<SocketHandle, N>,
     /// The peer each socket was handed out for, while it serves that peer.
     lent: [Option<IpEndpoint>; N],
+}
+
+/// The state of a [`TcpListener`] that does not depend on `N`, and whose
+/// methods do the listener's work once in the image whatever its `N`.
+struct Shared<'s, 'a> {
+    net: NetRef<'s, 'a>,
     endpoint: IpListenEndpoint,
     shutdown: &'s ShutdownFlag,
     closed: bool,
@@ -73,34 +79,36 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
             let _ = handles.push(handle);
         })?;
         Ok(TcpListener {
-            net,
+            shared: Shared {
+                net,
+                endpoint,
+                shutdown,
+                closed: false,
+                timeout: None,
+                linger: DEFAULT_LINGER,
+            },
             handles,
             lent: [None; N],
-            endpoint,
-            shutdown,
-            closed: false,
-            timeout: None,
-            linger: DEFAULT_LINGER,
         })
     }
 
     /// The endpoint the sockets listen on.
     pub fn local_endpoint(&self) -> IpListenEndpoint {
-        self.endpoint
+        self.shared.endpoint
     }
 
     /// The timeout accepted connections start with (a handler's
     /// `StreamOptions::timeout` replaces it). Default: none, as a kernel
     /// socket's.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        self.timeout = timeout;
+        self.shared.timeout = timeout;
     }
 
     /// How long closing a connection waits for the peer to take the last
     /// bytes and close its side before the connection is reset.
     /// Default: [`DEFAULT_LINGER`].
     pub fn set_linger(&mut self, linger: Duration) {
-        self.linger = linger;
+        self.shared.linger = linger;
     }
 
     /// Connections established and not yet accepted.
@@ -108,20 +116,82 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
     /// # Panics
     /// If the stack is borrowed elsewhere.
     pub fn pending(&mut self) -> usize {
+        let (shared, backlog) = self.split();
+        shared.pending(backlog)
+    }
+
+    /// The listener as its `N`-independent parts.
+    fn split(&mut self) -> (&mut Shared<'s, 'a>, Backlog<'_>) {
+        let backlog = Backlog {
+            handles: &self.handles,
+            lent: &mut self.lent,
+            endpoint: self.shared.endpoint,
+        };
+        (&mut self.shared, backlog)
+    }
+}
+
+impl<'s, 'a> Shared<'s, 'a> {
+    fn pending(&mut self, mut backlog: Backlog<'_>) -> usize {
         if self.closed {
             return 0;
         }
-        let mut net = self.net.borrow_mut();
-        self.backlog().pending(net.parts().1)
+        let mut net = lock(self.net);
+        backlog.pending(net.parts().1)
     }
 
-    /// The code of the listener that does not depend on `N`.
-    fn backlog(&mut self) -> Backlog<'_> {
-        Backlog {
-            handles: &self.handles,
-            lent: &mut self.lent,
-            endpoint: self.endpoint,
+    fn wait(
+        &mut self,
+        mut backlog: Backlog<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Readiness, Error> {
+        if self.closed {
+            return Err(Error::Closed);
         }
+        Ok(wait_ready(
+            self.net,
+            timeout,
+            self.shutdown,
+            &mut |sockets| backlog.any_ready(sockets),
+        ))
+    }
+
+    /// Marks the listener closed; the first time, resets and removes the
+    /// sockets of `handles` (unless the stack is borrowed) and says so.
+    fn close(&mut self, handles: &[SocketHandle]) -> bool {
+        if core::mem::replace(&mut self.closed, true) {
+            return false;
+        }
+        let Ok(mut net) = self.net.try_borrow_mut() else {
+            return false;
+        };
+        remove_all(&mut *net, handles);
+        true
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn accept(
+        &mut self,
+        mut backlog: Backlog<'_>,
+    ) -> Result<Option<(TcpConnection<'s, 'a>, IpEndpoint)>, Error> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let mut stack = lock(self.net);
+        stack.poll();
+        let Some((handle, peer)) = backlog.take(stack.parts().1) else {
+            return Ok(None);
+        };
+        let conn = TcpConnection {
+            net: self.net,
+            handle,
+            origin: Origin::Listener(self.endpoint),
+            timeout: self.timeout,
+            request_deadline: None,
+            linger: self.linger,
+            peer,
+        };
+        Ok(Some((conn, peer)))
     }
 }
 
@@ -137,7 +207,7 @@ fn listen_all<'a>(
     if endpoint.port == 0 {
         return Err(Error::Unaddressable);
     }
-    let mut stack = net.borrow_mut();
+    let mut stack = lock(net);
     if stack.free_slots() < count {
         return Err(Error::NoSocketSpace);
     }
@@ -186,35 +256,47 @@ impl Backlog<'_> {
         }
     }
 
-    /// Established connections not lent out, after re-arming.
-    fn ready<'s, 'a>(
-        &'s mut self,
-        sockets: &'s mut SocketSet<'a>,
-    ) -> impl Iterator<Item = usize> + use<'s, 'a> {
+    /// Re-arms, then calls `found` with the index of each established
+    /// connection not lent out until it returns `true`; returns that index.
+    /// A loop rather than iterator adapters: the smallest code.
+    fn ready(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        found: &mut dyn FnMut(usize) -> bool,
+    ) -> Option<usize> {
         self.rearm(sockets);
-        let (handles, lent) = (self.handles, &*self.lent);
-        (0..handles.len()).filter(move |&i| {
-            lent[i].is_none()
+        for (i, &handle) in self.handles.iter().enumerate() {
+            if self.lent[i].is_none()
                 && matches!(
-                    sockets.get::<tcp::Socket>(handles[i]).state(),
+                    sockets.get_mut::<tcp::Socket>(handle).state(),
                     State::Established | State::CloseWait
                 )
-        })
+                && found(i)
+            {
+                return Some(i);
+            }
+        }
+        None
     }
 
     fn pending(&mut self, sockets: &mut SocketSet<'_>) -> usize {
-        self.ready(sockets).count()
+        let mut count = 0;
+        self.ready(sockets, &mut |_| {
+            count += 1;
+            false
+        });
+        count
     }
 
     fn any_ready(&mut self, sockets: &mut SocketSet<'_>) -> bool {
-        self.ready(sockets).next().is_some()
+        self.ready(sockets, &mut |_| true).is_some()
     }
 
     /// Lends out an established connection: its socket and its peer.
     fn take(&mut self, sockets: &mut SocketSet<'_>) -> Option<(SocketHandle, IpEndpoint)> {
-        let i = self.ready(sockets).next()?;
+        let i = self.ready(sockets, &mut |_| true)?;
         let handle = self.handles[i];
-        let peer = sockets.get::<tcp::Socket>(handle).remote_endpoint()?;
+        let peer = sockets.get_mut::<tcp::Socket>(handle).remote_endpoint()?;
         self.lent[i] = Some(peer);
         Some((handle, peer))
     }
@@ -231,33 +313,23 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
     /// # Panics
     /// If the stack is borrowed elsewhere.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        if self.closed {
-            return Err(Error::Closed);
-        }
-        let (net, shutdown) = (self.net, self.shutdown);
-        let mut backlog = self.backlog();
-        Ok(wait_ready(net, timeout, shutdown, |sockets| {
-            backlog.any_ready(sockets)
-        }))
+        let (shared, backlog) = self.split();
+        shared.wait(backlog, timeout)
     }
 
     fn shutdown_requested(&self) -> bool {
-        self.shutdown.is_requested()
+        self.shared.shutdown.is_requested()
     }
 
     fn clear_shutdown(&mut self) {
-        self.shutdown.clear();
+        self.shared.shutdown.clear();
     }
 
     /// Resets the queued connections and removes every socket of the
     /// listener from the set; connections still open fail with
     /// [`Error::Closed`] from then on.
     fn close(&mut self) {
-        if core::mem::replace(&mut self.closed, true) {
-            return;
-        }
-        if let Ok(mut net) = self.net.try_borrow_mut() {
-            remove_all(&mut *net, &self.handles);
+        if self.shared.close(&self.handles) {
             self.handles.clear();
         }
     }
@@ -268,25 +340,8 @@ impl<'s, 'a, const N: usize> Listener for TcpListener<'s, 'a, N> {
 
     /// Takes an established connection, if there is one; never blocks.
     fn accept(&mut self) -> Result<Option<(TcpConnection<'s, 'a>, IpEndpoint)>, Error> {
-        if self.closed {
-            return Err(Error::Closed);
-        }
-        let net = self.net;
-        let mut stack = net.borrow_mut();
-        stack.poll();
-        let Some((handle, peer)) = self.backlog().take(stack.parts().1) else {
-            return Ok(None);
-        };
-        let conn = TcpConnection {
-            net: self.net,
-            handle,
-            origin: Origin::Listener(self.endpoint),
-            timeout: self.timeout,
-            request_deadline: None,
-            linger: self.linger,
-            peer,
-        };
-        Ok(Some((conn, peer)))
+        let (shared, backlog) = self.split();
+        shared.accept(backlog)
     }
 }
 
@@ -307,7 +362,8 @@ enum Origin {
 /// One TCP connection: blocking embedded-io [`Read`] and [`Write`] that drive
 /// the stack while they wait.
 ///
-/// Each read, write and flush is bounded by the connection's timeout
+/// Each read, write, `write_all` (as a whole, like Python's `sendall`) and
+/// flush is bounded by the connection's timeout
 /// ([`set_timeout`](Connection::set_timeout)); past it the operation fails
 /// with [`Error::TimedOut`]. A read returns `Ok(0)` once the peer has closed
 /// its side and everything it sent was read.
@@ -380,7 +436,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         timeout: Option<Duration>,
     ) -> Result<Self, Error> {
         let remote = remote.into();
-        let mut stack = net.borrow_mut();
+        let mut stack = lock(net);
         if stack.free_slots() == 0 {
             return Err(Error::NoSocketSpace);
         }
@@ -393,17 +449,15 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
             return Err(Error::Unaddressable);
         }
         let deadline = deadline(&*stack, timeout);
-        let outcome = drive(&mut *stack, deadline, None, |sockets| {
-            match sockets.get::<tcp::Socket>(handle).state() {
-                State::SynSent | State::SynReceived => None,
-                State::Closed => Some(Err(Error::Refused)),
-                _ => Some(Ok(())),
-            }
+        let mut result = Err(Error::TimedOut);
+        drive_until(&mut *stack, deadline, None, &mut |sockets| {
+            result = match sockets.get_mut::<tcp::Socket>(handle).state() {
+                State::SynSent | State::SynReceived => return false,
+                State::Closed => Err(Error::Refused),
+                _ => Ok(()),
+            };
+            true
         });
-        let result = match outcome {
-            Outcome::Ready(result) => result,
-            Outcome::TimedOut | Outcome::Shutdown => Err(Error::TimedOut),
-        };
         if let Err(err) = result {
             stack.parts().1.remove(handle);
             return Err(err);
@@ -445,33 +499,20 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         self.linger = linger;
     }
 
-    /// Drives the stack until `check` answers about the socket, bounded by
-    /// the connection's timeout.
-    fn drive<R>(
-        &mut self,
-        mut check: impl FnMut(&mut tcp::Socket<'a>) -> Option<Result<R, Error>>,
-    ) -> Result<R, Error> {
-        let mut net = self.net.borrow_mut();
+    /// Drives the stack until `op` is done, bounded by the connection's
+    /// timeout and request deadline.
+    fn run(&mut self, op: Op<'_>) -> Result<usize, Error> {
+        let mut net = lock(self.net);
         let deadline = match (deadline(&*net, self.timeout), self.request_deadline) {
             (Some(op), Some(request)) => Some(op.min(request)),
             (op, request) => op.or(request),
         };
-        let (handle, peer) = (self.handle, self.peer);
-        let outcome = drive(&mut *net, deadline, None, |sockets| {
-            match own_socket(sockets, handle, peer) {
-                Ok(socket) => check(socket),
-                Err(err) => Some(Err(err)),
-            }
-        });
-        match outcome {
-            Outcome::Ready(result) => result,
-            Outcome::TimedOut | Outcome::Shutdown => Err(Error::TimedOut),
-        }
+        run(&mut *net, self.handle, self.peer, deadline, op)
     }
 
     /// Runs `f` on the socket once, without driving the stack.
     fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'a>) -> R) -> Result<R, Error> {
-        let mut net = self.net.borrow_mut();
+        let mut net = lock(self.net);
         own_socket(net.parts().1, self.handle, self.peer).map(f)
     }
 
@@ -490,17 +531,10 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
             socket.set_ack_delay(None);
             socket.close();
             let deadline = net.now() + self.linger;
-            let outcome = drive(&mut *net, Some(deadline), None, |sockets| {
-                let Ok(socket) = own_socket(sockets, handle, peer) else {
-                    return Some(());
-                };
-                // Unread data would close the window on a peer still sending.
-                while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
-                matches!(socket.state(), State::TimeWait | State::Closed).then_some(())
-            });
+            let outcome = run(&mut *net, handle, peer, Some(deadline), Op::Linger);
             if let Ok(socket) = own_socket(net.parts().1, handle, peer) {
                 socket.abort();
-                if let Outcome::TimedOut = outcome {
+                if outcome == Err(Error::TimedOut) {
                     // Sends the reset before the socket forgets its peer.
                     net.poll();
                 }
@@ -523,6 +557,96 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
     }
 }
 
+/// What a blocking operation of a connection waits for: one enum rather
+/// than one closure per operation, so that the waiting code exists once in
+/// the image.
+enum Op<'b> {
+    /// Data to read into the buffer, or the end of the stream.
+    Read(&'b mut [u8]),
+    /// Room for some of the data, or for all of it.
+    Write {
+        data: &'b [u8],
+        /// Done only once all of `data` is queued (`write_all`).
+        all: bool,
+        /// Bytes queued so far.
+        sent: usize,
+        /// The last bytes queued found the send buffer empty: they start a
+        /// burst and should leave at once.
+        burst: bool,
+    },
+    /// The peer's acknowledgement of everything sent.
+    Flush,
+    /// The peer's FIN after ours (closing); unread data is discarded.
+    Linger,
+}
+
+impl Op<'_> {
+    /// Tries the operation on `socket` once: `None` while it must wait.
+    fn step(&mut self, socket: &mut tcp::Socket<'_>) -> Option<Result<usize, Error>> {
+        let state = socket.state();
+        match self {
+            Op::Read(buf) if socket.can_recv() => {
+                Some(socket.recv_slice(buf).map_err(|_| Error::Reset))
+            }
+            Op::Linger => {
+                // Unread data would close the window on a peer still sending.
+                while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
+                matches!(state, State::TimeWait | State::Closed).then_some(Ok(0))
+            }
+            _ if matches!(state, State::Closed | State::Listen) => Some(Err(Error::Reset)),
+            Op::Read(_) => match state {
+                State::CloseWait | State::LastAck | State::Closing | State::TimeWait => Some(Ok(0)),
+                _ => None,
+            },
+            Op::Write {
+                data,
+                all,
+                sent,
+                burst,
+            } => match state {
+                State::Established | State::CloseWait if socket.can_send() => {
+                    *burst = socket.send_queue() == 0;
+                    let Ok(n) = socket.send_slice(&data[*sent..]) else {
+                        return Some(Err(Error::WriteShut));
+                    };
+                    *sent += n;
+                    (!*all || *sent == data.len()).then_some(Ok(*sent))
+                }
+                State::Established | State::CloseWait | State::SynSent | State::SynReceived => None,
+                _ => Some(Err(Error::WriteShut)),
+            },
+            Op::Flush => (socket.send_queue() == 0).then_some(Ok(0)),
+        }
+    }
+}
+
+/// Drives the stack until `op` is done on the socket of `handle` while it
+/// serves `peer`, or `deadline` passes ([`Error::TimedOut`]). A write that
+/// started a burst polls once more, so that it leaves at once.
+fn run(
+    net: &mut (dyn Net<'_> + '_),
+    handle: SocketHandle,
+    peer: IpEndpoint,
+    deadline: Option<Instant>,
+    mut op: Op<'_>,
+) -> Result<usize, Error> {
+    let mut answer = Err(Error::TimedOut);
+    drive_until(net, deadline, None, &mut |sockets| {
+        let step = match own_socket(sockets, handle, peer) {
+            Ok(socket) => op.step(socket),
+            Err(err) => Some(Err(err)),
+        };
+        step.map(|result| answer = result).is_some()
+    });
+    if let (Op::Write { burst: true, .. }, Ok(_)) = (&op, &answer) {
+        // A reply goes out at once; in a stream of writes, the data queued
+        // behind unacknowledged data goes out at the next poll, which the
+        // write that finds the buffer full makes.
+        net.poll();
+    }
+    answer
+}
+
 impl ErrorType for TcpConnection<'_, '_> {
     type Error = Error;
 }
@@ -536,20 +660,7 @@ impl Read for TcpConnection<'_, '_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.drive(|socket| {
-            if socket.can_recv() {
-                return Some(socket.recv_slice(buf).map_err(|_| Error::Reset));
-            }
-            match socket.state() {
-                State::CloseWait | State::LastAck | State::Closing | State::TimeWait => Some(Ok(0)),
-                State::Closed | State::Listen => Some(Err(Error::Reset)),
-                State::SynSent
-                | State::SynReceived
-                | State::Established
-                | State::FinWait1
-                | State::FinWait2 => None,
-            }
-        })
+        self.run(Op::Read(buf))
     }
 }
 
@@ -568,31 +679,35 @@ impl Write for TcpConnection<'_, '_> {
         if data.is_empty() {
             return Ok(0);
         }
-        let mut starts_burst = false;
-        let n = self.drive(|socket| match socket.state() {
-            State::Established | State::CloseWait if socket.can_send() => {
-                starts_burst = socket.send_queue() == 0;
-                Some(socket.send_slice(data).map_err(|_| Error::WriteShut))
-            }
-            State::Established | State::CloseWait | State::SynSent | State::SynReceived => None,
-            State::Closed | State::Listen => Some(Err(Error::Reset)),
-            _ => Some(Err(Error::WriteShut)),
-        })?;
-        // A reply goes out at once; in a stream of writes, the data queued
-        // behind unacknowledged data goes out at the next poll, which the
-        // write that finds the buffer full makes.
-        if starts_burst {
-            self.net.borrow_mut().poll();
+        self.run(Op::Write {
+            data,
+            all: false,
+            sent: 0,
+            burst: false,
+        })
+    }
+
+    /// Blocks until all of `data` is in the send buffer, in one wait bounded
+    /// by the timeout as a whole (as Python's `sendall` since 3.5).
+    ///
+    /// # Panics
+    /// If the stack is borrowed elsewhere.
+    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
         }
-        Ok(n)
+        self.run(Op::Write {
+            data,
+            all: true,
+            sent: 0,
+            burst: false,
+        })
+        .map(drop)
     }
 
     /// Blocks until the peer has acknowledged everything written.
     fn flush(&mut self) -> Result<(), Error> {
-        self.drive(|socket| match socket.state() {
-            State::Closed | State::Listen => Some(Err(Error::Reset)),
-            _ => (socket.send_queue() == 0).then_some(Ok(())),
-        })
+        self.run(Op::Flush).map(drop)
     }
 }
 
@@ -615,7 +730,7 @@ impl Connection for TcpConnection<'_, '_> {
     /// # Panics
     /// If the stack is borrowed elsewhere.
     fn set_request_timeout(&mut self, total: Option<Duration>) -> Result<(), Error> {
-        self.request_deadline = total.map(|t| self.net.borrow().now() + t);
+        self.request_deadline = total.map(|t| lock(self.net).now() + t);
         Ok(())
     }
 
@@ -626,7 +741,7 @@ impl Connection for TcpConnection<'_, '_> {
     /// Queues FIN after the data already written.
     fn shutdown_write(&mut self) -> Result<(), Error> {
         self.with_socket(tcp::Socket::close)?;
-        self.net.borrow_mut().poll();
+        lock(self.net).poll();
         Ok(())
     }
 }

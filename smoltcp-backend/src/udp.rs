@@ -8,7 +8,7 @@ use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Readiness, Received, ShutdownFlag, Transport};
 
-use crate::stack::{deadline, drive, wait_ready, Outcome};
+use crate::stack::{deadline, drive_until, lock, wait_ready};
 use crate::tcp::NetRef;
 use crate::Error;
 
@@ -49,7 +49,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
     ) -> Result<Self, Error> {
         let endpoint = endpoint.into();
         socket.bind(endpoint).map_err(|_| Error::Unaddressable)?;
-        let mut stack = net.borrow_mut();
+        let mut stack = lock(net);
         if stack.free_slots() == 0 {
             return Err(Error::NoSocketSpace);
         }
@@ -83,11 +83,10 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
         let Some(handle) = self.handle else {
             return false;
         };
-        self.net
-            .borrow_mut()
+        lock(self.net)
             .parts()
             .1
-            .get::<udp::Socket>(handle)
+            .get_mut::<udp::Socket>(handle)
             .can_recv()
     }
 }
@@ -104,9 +103,12 @@ impl Transport for UdpSocket<'_, '_> {
     /// If the stack is borrowed elsewhere.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
         let handle = self.handle.ok_or(Error::Closed)?;
-        Ok(wait_ready(self.net, timeout, self.shutdown, |sockets| {
-            sockets.get::<udp::Socket>(handle).can_recv()
-        }))
+        Ok(wait_ready(
+            self.net,
+            timeout,
+            self.shutdown,
+            &mut |sockets| sockets.get_mut::<udp::Socket>(handle).can_recv(),
+        ))
     }
 
     fn shutdown_requested(&self) -> bool {
@@ -131,7 +133,7 @@ impl Transport for UdpSocket<'_, '_> {
 impl DatagramSocket for UdpSocket<'_, '_> {
     fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
         let handle = self.handle.ok_or(Error::Closed)?;
-        let mut net = self.net.borrow_mut();
+        let mut net = lock(self.net);
         let socket = net.parts().1.get_mut::<udp::Socket>(handle);
         let Ok((data, meta)) = socket.recv() else {
             return Ok(None);
@@ -153,26 +155,25 @@ impl DatagramSocket for UdpSocket<'_, '_> {
     /// [`Error::Unaddressable`], [`Error::TimedOut`].
     fn send_to(&mut self, data: &[u8], addr: &IpEndpoint) -> Result<(), Error> {
         let handle = self.handle.ok_or(Error::Closed)?;
-        let mut net = self.net.borrow_mut();
-        let socket = net.parts().1.get::<udp::Socket>(handle);
+        let mut net = lock(self.net);
+        let socket = net.parts().1.get_mut::<udp::Socket>(handle);
         if data.len() > socket.payload_send_capacity() {
             return Err(Error::TooLarge);
         }
         let deadline = deadline(&*net, Some(self.send_timeout));
-        let outcome = drive(&mut *net, deadline, None, |sockets| {
-            match sockets
+        let mut result = Err(Error::TimedOut);
+        drive_until(&mut *net, deadline, None, &mut |sockets| {
+            result = match sockets
                 .get_mut::<udp::Socket>(handle)
                 .send_slice(data, *addr)
             {
-                Ok(()) => Some(Ok(())),
-                Err(SendError::BufferFull) => None,
-                Err(SendError::Unaddressable) => Some(Err(Error::Unaddressable)),
-            }
+                Ok(()) => Ok(()),
+                Err(SendError::BufferFull) => return false,
+                Err(SendError::Unaddressable) => Err(Error::Unaddressable),
+            };
+            true
         });
-        match outcome {
-            Outcome::Ready(result) => result?,
-            Outcome::TimedOut | Outcome::Shutdown => return Err(Error::TimedOut),
-        }
+        result?;
         net.poll();
         Ok(())
     }

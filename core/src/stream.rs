@@ -242,7 +242,8 @@ impl<C: Connection> Write for WFile<'_, C> {
 
 /// Runs a handler over one connection (Python's `finish_request` with the
 /// `StreamRequestHandler` setup): applies the handler's options, then
-/// `setup`, `handle`, `finish` and the final `wfile` flush.
+/// `setup`, `handle`, `finish` and the final `wfile` flush (of its buffer:
+/// the connection is not flushed, as in Python).
 ///
 /// Returns the first error; `finish` runs after a failed `handle` but not
 /// after a failed `setup`.
@@ -272,12 +273,40 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
     } else {
         &mut []
     };
+    run_lifecycle(handler, conn, client_address, rbuf, wbuf)
+}
+
+/// `setup`, `handle` and `finish` of a handler, for one connection type:
+/// what [`run_lifecycle`] calls through a trait object.
+trait Lifecycle<C: Connection> {
+    fn run(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error>;
+}
+
+impl<C: Connection, H: StreamHandler> Lifecycle<C> for H {
+    fn run(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.setup(request)?;
+        let handled = self.handle(request);
+        let finished = self.finish(request);
+        handled.and(finished)
+    }
+}
+
+/// The request around a handler's lifecycle: generic over the connection
+/// only, so that servers of different handlers on one transport share it.
+fn run_lifecycle<C: Connection>(
+    handler: &mut dyn Lifecycle<C>,
+    conn: &RefCell<C>,
+    client_address: C::Addr,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) -> Result<(), Error> {
     let mut request = StreamRequest::new(conn, client_address, rbuf, wbuf);
-    handler.setup(&mut request)?;
-    let handled = handler.handle(&mut request);
-    let finished = handler.finish(&mut request);
-    let flushed = request.wfile.flush();
-    handled.and(finished).and(flushed)
+    let ran = handler.run(&mut request);
+    // Python's final `wfile.flush()`: what is buffered goes out. Waiting
+    // for the peer to take it is the transport's business when the
+    // connection closes, not this request's.
+    let flushed = request.wfile.flush_buffer();
+    ran.and(flushed)
 }
 
 /// Python's `shutdown_request` for streams: `SHUT_WR` (its error ignored,

@@ -4,9 +4,11 @@ use core::time::Duration;
 
 use crate::datagram::serve_datagram;
 use crate::handler::{DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler};
-use crate::stream::{serve_connection, shutdown_request};
+use crate::stream::{serve_with, shutdown_request, Factory, Serve};
 use crate::time::{Clock, Instant};
-use crate::transport::{kind, DatagramSocket, Listener, Readiness, Received, Transport};
+use crate::transport::{
+    kind, Connection, DatagramSocket, Listener, Readiness, Received, Transport,
+};
 use crate::Error;
 
 /// How a ready request is taken and processed (Python's `process_request`
@@ -68,7 +70,21 @@ where
     L: Listener,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
-    let (conn, addr) = match listener.accept() {
+    verify_connection(listener.accept(), hooks)
+}
+
+/// [`get_stream_request`] after the accept: generic over the connection,
+/// not the listener, so that listeners of one connection type share it.
+fn verify_connection<C, E, H>(
+    accepted: Result<Option<(C, C::Addr)>, E>,
+    hooks: &H,
+) -> Taken<(C, C::Addr)>
+where
+    C: Connection,
+    E: embedded_io::Error,
+    H: Hooks<C, C::Addr> + ?Sized,
+{
+    let (conn, addr) = match accepted {
         Ok(Some(request)) => request,
         Ok(None) => return Taken::Nothing,
         Err(err) => {
@@ -128,9 +144,30 @@ where
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
-    match get_stream_request(listener, hooks) {
+    serve_accepted(listener.accept(), &Factory(factory), hooks, rbuf, wbuf)
+}
+
+/// The body of [`handle_stream_request`] after the accept, with the
+/// handler factory behind a trait object: generic over the connection and
+/// hooks types only, so that servers of different handlers and listeners
+/// of one connection type share it (never inlined, or each would have its
+/// copy again).
+#[inline(never)]
+fn serve_accepted<C, E, H>(
+    accepted: Result<Option<(C, C::Addr)>, E>,
+    factory: &dyn Serve<C>,
+    hooks: &H,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) -> bool
+where
+    C: Connection,
+    E: embedded_io::Error,
+    H: Hooks<C, C::Addr> + ?Sized,
+{
+    match verify_connection(accepted, hooks) {
         Taken::Request((conn, addr)) => {
-            serve_connection(conn, addr, factory, hooks, rbuf, wbuf);
+            serve_with(conn, addr, factory, hooks, rbuf, wbuf);
             true
         }
         other => other.took(),

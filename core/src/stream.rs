@@ -96,11 +96,10 @@ impl<'a, C: Connection> RFile<'a, C> {
     /// memory never grows. I/O errors as [`Error::Io`].
     pub fn read_line(&mut self) -> Result<&mut [u8], Error> {
         let mut scanned = self.start;
-        loop {
+        // Where the line ends: after its `\n`, or at the end of the stream.
+        let stop = loop {
             if let Some(i) = self.buf[scanned..self.end].iter().position(|&b| b == b'\n') {
-                let (start, stop) = (self.start, scanned + i + 1);
-                self.start = stop;
-                return Ok(&mut self.buf[start..stop]);
+                break scanned + i + 1;
             }
             if self.end == self.buf.len() {
                 if self.start == 0 {
@@ -114,13 +113,12 @@ impl<'a, C: Connection> RFile<'a, C> {
                 self.start = 0;
             }
             scanned = self.end;
-            let n = self.fill_more()?;
-            if n == 0 {
-                let (start, stop) = (self.start, self.end);
-                self.start = stop;
-                return Ok(&mut self.buf[start..stop]);
+            if self.fill_more()? == 0 {
+                break self.end;
             }
-        }
+        };
+        let start = core::mem::replace(&mut self.start, stop);
+        Ok(&mut self.buf[start..stop])
     }
 
     fn fill_more(&mut self) -> Result<usize, Error> {
@@ -202,11 +200,10 @@ impl<'a, C: Connection> WFile<'a, C> {
     }
 
     fn flush_buffer(&mut self) -> Result<(), Error> {
-        if self.len > 0 {
-            let len = core::mem::take(&mut self.len);
-            self.send(&self.buf[..len])?;
+        match core::mem::take(&mut self.len) {
+            0 => Ok(()),
+            len => self.send(&self.buf[..len]),
         }
-        Ok(())
     }
 }
 
@@ -215,23 +212,25 @@ impl<C: Connection> ErrorType for WFile<'_, C> {
 }
 
 impl<C: Connection> Write for WFile<'_, C> {
+    /// Writes all of `data` or fails, as [`write_all`](Write::write_all).
     fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.write_all(data)?;
+        Ok(data.len())
+    }
+
+    /// Buffers `data` if it fits, after sending what is buffered if it
+    /// does not; sends it at once if it does not fit an empty buffer either.
+    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
         if self.len + data.len() > self.buf.len() {
             self.flush_buffer()?;
         }
         if data.len() >= self.buf.len() {
-            self.send(data)?;
-        } else {
-            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-            self.len += data.len();
+            return self.send(data);
         }
-        Ok(data.len())
-    }
-
-    /// The same as [`write`](Write::write), which already writes all or
-    /// fails (no retry loop needed).
-    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.write(data).map(drop)
+        let end = self.len + data.len();
+        self.buf[self.len..end].copy_from_slice(data);
+        self.len = end;
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), Error> {
@@ -276,32 +275,21 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
     run_lifecycle(handler, conn, client_address, rbuf, wbuf)
 }
 
-/// `setup`, `handle` and `finish` of a handler, for one connection type:
-/// what [`run_lifecycle`] calls through a trait object.
-trait Lifecycle<C: Connection> {
-    fn run(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error>;
-}
-
-impl<C: Connection, H: StreamHandler> Lifecycle<C> for H {
-    fn run(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
-        self.setup(request)?;
-        let handled = self.handle(request);
-        let finished = self.finish(request);
-        handled.and(finished)
-    }
-}
-
-/// The request around a handler's lifecycle: generic over the connection
-/// only, so that servers of different handlers on one transport share it.
-fn run_lifecycle<C: Connection>(
-    handler: &mut dyn Lifecycle<C>,
+/// `setup`, `handle` and `finish` of a handler over the request, then the
+/// final flush of `wfile`'s buffer.
+fn run_lifecycle<C: Connection, H: StreamHandler>(
+    handler: &mut H,
     conn: &RefCell<C>,
     client_address: C::Addr,
     rbuf: &mut [u8],
     wbuf: &mut [u8],
 ) -> Result<(), Error> {
     let mut request = StreamRequest::new(conn, client_address, rbuf, wbuf);
-    let ran = handler.run(&mut request);
+    let ran = handler.setup(&mut request).and_then(|()| {
+        let handled = handler.handle(&mut request);
+        let finished = handler.finish(&mut request);
+        handled.and(finished)
+    });
     // Python's final `wfile.flush()`: what is buffered goes out. Waiting
     // for the peer to take it is the transport's business when the
     // connection closes, not this request's.
@@ -316,8 +304,9 @@ pub fn shutdown_request<C: Connection>(mut conn: C) {
     conn.close();
 }
 
-/// Serves one accepted connection to the end: builds a handler, runs it,
-/// reports an error to `handle_error`, then shuts the connection down.
+/// Serves one accepted connection to the end: builds a handler, runs it
+/// (and drops it), reports an error to `handle_error`, then shuts the
+/// connection down.
 ///
 /// This is what every dispatch strategy runs, inline or on another thread.
 pub fn serve_connection<C, F, H>(
@@ -333,11 +322,61 @@ pub fn serve_connection<C, F, H>(
     F::Handler: StreamHandler,
     H: Hooks<C, C::Addr> + ?Sized,
 {
-    let mut handler = factory.build();
+    serve_with(conn, client_address, &Factory(factory), hooks, rbuf, wbuf);
+}
+
+/// What [`serve_connection`] does that depends on the handler type: build
+/// a handler and run it ([`finish_request`]). Behind a trait object, the
+/// rest of serving a connection exists once per connection and hooks
+/// types, whatever the handlers of the servers.
+pub(crate) trait Serve<C: Connection> {
+    fn serve(
+        &self,
+        conn: &RefCell<C>,
+        client_address: C::Addr,
+        rbuf: &mut [u8],
+        wbuf: &mut [u8],
+    ) -> Result<(), Error>;
+}
+
+/// A handler factory as a [`Serve`] (a wrapper, so that unsized factories
+/// can be served too).
+pub(crate) struct Factory<'f, F: ?Sized>(pub(crate) &'f F);
+
+impl<C, F> Serve<C> for Factory<'_, F>
+where
+    C: Connection,
+    F: HandlerFactory + ?Sized,
+    F::Handler: StreamHandler,
+{
+    fn serve(
+        &self,
+        conn: &RefCell<C>,
+        client_address: C::Addr,
+        rbuf: &mut [u8],
+        wbuf: &mut [u8],
+    ) -> Result<(), Error> {
+        // The handler is dropped here, before `handle_error` runs (in
+        // Python too, the handler is gone by then).
+        finish_request(&mut self.0.build(), conn, client_address, rbuf, wbuf)
+    }
+}
+
+/// The body of [`serve_connection`], with the handler behind `serve`.
+pub(crate) fn serve_with<C, H>(
+    conn: C,
+    client_address: C::Addr,
+    serve: &dyn Serve<C>,
+    hooks: &H,
+    rbuf: &mut [u8],
+    wbuf: &mut [u8],
+) where
+    C: Connection,
+    H: Hooks<C, C::Addr> + ?Sized,
+{
     let conn = RefCell::new(conn);
-    if let Err(error) = finish_request(&mut handler, &conn, client_address.clone(), rbuf, wbuf) {
+    if let Err(error) = serve.serve(&conn, client_address.clone(), rbuf, wbuf) {
         hooks.handle_error(&client_address, &error);
     }
-    drop(handler);
     shutdown_request(conn.into_inner());
 }

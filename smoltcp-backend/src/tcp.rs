@@ -38,9 +38,15 @@ pub type NetRef<'s, 'a> = &'s RefCell<dyn Net<'a> + 's>;
 /// with a full backlog would instead drop the SYN and let the client retry).
 pub struct TcpListener<'s, 'a, const N: usize> {
     shared: Shared<'s, 'a>,
-    handles: heapless::Vec<SocketHandle, N>,
-    /// The peer each socket was handed out for, while it serves that peer.
-    lent: [Option<IpEndpoint>; N],
+    slots: [Slot; N],
+}
+
+/// One socket of a listener.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    handle: SocketHandle,
+    /// The peer the socket was handed out for, while it serves that peer.
+    lent: Option<IpEndpoint>,
 }
 
 /// The state of a [`TcpListener`] that does not depend on `N`, and whose
@@ -73,11 +79,8 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
         shutdown: &'s ShutdownFlag,
     ) -> Result<Self, Error> {
         let endpoint = endpoint.into();
-        let mut handles = heapless::Vec::new();
-        listen_all(net, endpoint, &mut sockets.into_iter(), N, &mut |handle| {
-            // Cannot fail: the vector has room for the N sockets.
-            let _ = handles.push(handle);
-        })?;
+        let mut slots = [Slot::default(); N];
+        listen_all(net, endpoint, &mut sockets.into_iter(), &mut slots)?;
         Ok(TcpListener {
             shared: Shared {
                 net,
@@ -87,8 +90,7 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
                 timeout: None,
                 linger: DEFAULT_LINGER,
             },
-            handles,
-            lent: [None; N],
+            slots,
         })
     }
 
@@ -123,8 +125,7 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
     /// The listener as its `N`-independent parts.
     fn split(&mut self) -> (&mut Shared<'s, 'a>, Backlog<'_>) {
         let backlog = Backlog {
-            handles: &self.handles,
-            lent: &mut self.lent,
+            slots: &mut self.slots,
             endpoint: self.shared.endpoint,
         };
         (&mut self.shared, backlog)
@@ -157,16 +158,14 @@ impl<'s, 'a> Shared<'s, 'a> {
     }
 
     /// Marks the listener closed; the first time, resets and removes the
-    /// sockets of `handles` (unless the stack is borrowed) and says so.
-    fn close(&mut self, handles: &[SocketHandle]) -> bool {
+    /// sockets of `slots` (unless the stack is borrowed).
+    fn close(&mut self, slots: &[Slot]) {
         if core::mem::replace(&mut self.closed, true) {
-            return false;
+            return;
         }
-        let Ok(mut net) = self.net.try_borrow_mut() else {
-            return false;
-        };
-        remove_all(&mut *net, handles);
-        true
+        if let Ok(mut net) = self.net.try_borrow_mut() {
+            remove_all(&mut *net, slots);
+        }
     }
 
     #[allow(clippy::type_complexity)]
@@ -185,7 +184,10 @@ impl<'s, 'a> Shared<'s, 'a> {
         let conn = TcpConnection {
             net: self.net,
             handle,
-            origin: Origin::Listener(self.endpoint),
+            origin: Origin {
+                endpoint: self.endpoint,
+                give_back: listen_again,
+            },
             timeout: self.timeout,
             request_deadline: None,
             linger: self.linger,
@@ -195,47 +197,44 @@ impl<'s, 'a> Shared<'s, 'a> {
     }
 }
 
-/// Makes `sockets` listen on `endpoint` and adds them to the socket set,
-/// handing each handle to `keep`.
+/// Makes `sockets` (as many as `slots`) listen on `endpoint` and adds them
+/// to the socket set, keeping their handles in `slots`.
 fn listen_all<'a>(
     net: NetRef<'_, 'a>,
     endpoint: IpListenEndpoint,
     sockets: &mut dyn Iterator<Item = tcp::Socket<'a>>,
-    count: usize,
-    keep: &mut dyn FnMut(SocketHandle),
+    slots: &mut [Slot],
 ) -> Result<(), Error> {
     if endpoint.port == 0 {
         return Err(Error::Unaddressable);
     }
     let mut stack = lock(net);
-    if stack.free_slots() < count {
+    if stack.free_slots() < slots.len() {
         return Err(Error::NoSocketSpace);
     }
-    for mut socket in sockets {
+    for (slot, mut socket) in slots.iter_mut().zip(sockets) {
         socket.listen(endpoint).map_err(|_| Error::Unaddressable)?;
-        keep(stack.parts().1.add(socket));
+        slot.handle = stack.parts().1.add(socket);
     }
     Ok(())
 }
 
-/// Resets the connections of `handles` and removes their sockets.
-fn remove_all(net: &mut (dyn Net<'_> + '_), handles: &[SocketHandle]) {
-    for &handle in handles {
-        net.parts().1.get_mut::<tcp::Socket>(handle).abort();
+/// Resets the connections of `slots` and removes their sockets.
+fn remove_all(net: &mut (dyn Net<'_> + '_), slots: &[Slot]) {
+    for slot in slots {
+        net.parts().1.get_mut::<tcp::Socket>(slot.handle).abort();
     }
     // Sends the resets.
     net.poll();
-    for &handle in handles {
-        net.parts().1.remove(handle);
+    for slot in slots {
+        net.parts().1.remove(slot.handle);
     }
 }
 
-/// A listener's sockets and what it lent them out for, as slices: the
+/// A listener's sockets (with what it lent them out for) as a slice: the
 /// listener's logic exists once in the image whatever its `N`.
 struct Backlog<'l> {
-    handles: &'l [SocketHandle],
-    /// The peer each socket was handed out for, while it serves that peer.
-    lent: &'l mut [Option<IpEndpoint>],
+    slots: &'l mut [Slot],
     endpoint: IpListenEndpoint,
 }
 
@@ -243,12 +242,12 @@ impl Backlog<'_> {
     /// Re-arms free sockets, and forgets lent ones that no longer serve the
     /// peer they were lent for (closed, reset, or listening again).
     fn rearm(&mut self, sockets: &mut SocketSet<'_>) {
-        for (&handle, lent) in self.handles.iter().zip(self.lent.iter_mut()) {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            if lent.is_some() && socket.remote_endpoint() == *lent {
+        for slot in self.slots.iter_mut() {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            if slot.lent.is_some() && socket.remote_endpoint() == slot.lent {
                 continue;
             }
-            *lent = None;
+            slot.lent = None;
             if matches!(socket.state(), State::Closed | State::TimeWait) {
                 socket.abort();
                 let _ = socket.listen(self.endpoint);
@@ -265,10 +264,10 @@ impl Backlog<'_> {
         found: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
         self.rearm(sockets);
-        for (i, &handle) in self.handles.iter().enumerate() {
-            if self.lent[i].is_none()
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.lent.is_none()
                 && matches!(
-                    sockets.get_mut::<tcp::Socket>(handle).state(),
+                    sockets.get_mut::<tcp::Socket>(slot.handle).state(),
                     State::Established | State::CloseWait
                 )
                 && found(i)
@@ -295,10 +294,12 @@ impl Backlog<'_> {
     /// Lends out an established connection: its socket and its peer.
     fn take(&mut self, sockets: &mut SocketSet<'_>) -> Option<(SocketHandle, IpEndpoint)> {
         let i = self.ready(sockets, &mut |_| true)?;
-        let handle = self.handles[i];
-        let peer = sockets.get_mut::<tcp::Socket>(handle).remote_endpoint()?;
-        self.lent[i] = Some(peer);
-        Some((handle, peer))
+        let slot = &mut self.slots[i];
+        let peer = sockets
+            .get_mut::<tcp::Socket>(slot.handle)
+            .remote_endpoint()?;
+        slot.lent = Some(peer);
+        Some((slot.handle, peer))
     }
 }
 
@@ -329,9 +330,7 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
     /// listener from the set; connections still open fail with
     /// [`Error::Closed`] from then on.
     fn close(&mut self) {
-        if self.shared.close(&self.handles) {
-            self.handles.clear();
-        }
+        self.shared.close(&self.slots);
     }
 }
 
@@ -351,12 +350,48 @@ impl<const N: usize> Drop for TcpListener<'_, '_, N> {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Origin {
-    /// Listens on this endpoint again once closed.
-    Listener(IpListenEndpoint),
-    /// Leaves the socket set once closed.
-    Client,
+/// Where a connection's socket goes once the connection is closed.
+#[derive(Clone, Copy)]
+struct Origin {
+    /// The endpoint of the listener that accepted the connection (unused
+    /// for a client connection).
+    endpoint: IpListenEndpoint,
+    /// Gives the closed socket back, with the ACK delay to restore:
+    /// [`listen_again`] (accepted) or [`leave_set`] (`connect`). A function
+    /// rather than an enum, so that an image that never connects has no
+    /// code to remove sockets.
+    give_back: fn(&mut SocketSet<'_>, SocketHandle, IpListenEndpoint, Option<AckDelay>),
+}
+
+/// smoltcp's ACK delay setting.
+type AckDelay = smoltcp::time::Duration;
+
+/// An accepted connection's socket listens again, unless its listener
+/// already re-armed it for someone else.
+fn listen_again(
+    sockets: &mut SocketSet<'_>,
+    handle: SocketHandle,
+    endpoint: IpListenEndpoint,
+    ack_delay: Option<AckDelay>,
+) {
+    if let Some(socket) = socket_mut(sockets, handle) {
+        if socket.state() == State::Closed {
+            socket.set_ack_delay(ack_delay);
+            let _ = socket.listen(endpoint);
+        }
+    }
+}
+
+/// A client connection's socket leaves the socket set.
+fn leave_set(
+    sockets: &mut SocketSet<'_>,
+    handle: SocketHandle,
+    _: IpListenEndpoint,
+    _: Option<AckDelay>,
+) {
+    if socket_mut(sockets, handle).is_some() {
+        sockets.remove(handle);
+    }
 }
 
 /// One TCP connection: blocking embedded-io [`Read`] and [`Write`] that drive
@@ -399,15 +434,14 @@ fn socket_mut<'c, 'a>(
         .and_then(|(_, socket)| tcp::Socket::downcast_mut(socket))
 }
 
-/// The connection's socket while it still serves `peer`: once reset or
-/// closed, its listener may re-arm it for another peer.
+/// The connection's socket while it still serves the connection's peer:
+/// once reset or closed, its listener may re-arm it for another peer.
 fn own_socket<'c, 'a>(
     sockets: &'c mut SocketSet<'a>,
-    handle: SocketHandle,
-    peer: IpEndpoint,
+    conn: &TcpConnection<'_, '_>,
 ) -> Result<&'c mut tcp::Socket<'a>, Error> {
-    let socket = socket_mut(sockets, handle).ok_or(Error::Closed)?;
-    if socket.remote_endpoint() == Some(peer) {
+    let socket = socket_mut(sockets, conn.handle).ok_or(Error::Closed)?;
+    if socket.remote_endpoint() == Some(conn.peer) {
         Ok(socket)
     } else {
         Err(Error::Reset)
@@ -466,7 +500,10 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         Ok(TcpConnection {
             net,
             handle,
-            origin: Origin::Client,
+            origin: Origin {
+                endpoint: IpListenEndpoint::default(),
+                give_back: leave_set,
+            },
             timeout,
             request_deadline: None,
             linger: DEFAULT_LINGER,
@@ -507,13 +544,13 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
             (Some(op), Some(request)) => Some(op.min(request)),
             (op, request) => op.or(request),
         };
-        run(&mut *net, self.handle, self.peer, deadline, op)
+        run(&mut *net, self, deadline, op)
     }
 
     /// Runs `f` on the socket once, without driving the stack.
     fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'a>) -> R) -> Result<R, Error> {
         let mut net = lock(self.net);
-        own_socket(net.parts().1, self.handle, self.peer).map(f)
+        own_socket(net.parts().1, self).map(f)
     }
 
     /// Sends FIN, lingers, and gives the socket back (see the type's docs).
@@ -521,18 +558,17 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         let Ok(mut net) = self.net.try_borrow_mut() else {
             return;
         };
-        let (handle, peer) = (self.handle, self.peer);
         let mut ack_delay = None;
-        if let Ok(socket) = own_socket(net.parts().1, handle, peer) {
+        if let Ok(socket) = own_socket(net.parts().1, self) {
             // The ACK of the peer's FIN must leave in the poll that takes the
             // FIN in: the socket forgets its peer right after, and a delayed
             // ACK would never be sent (the peer would wait out a timeout).
             ack_delay = socket.ack_delay();
             socket.set_ack_delay(None);
             socket.close();
-            let deadline = net.now() + self.linger;
-            let outcome = run(&mut *net, handle, peer, Some(deadline), Op::Linger);
-            if let Ok(socket) = own_socket(net.parts().1, handle, peer) {
+            let deadline = deadline(&*net, Some(self.linger));
+            let outcome = run(&mut *net, self, deadline, Op::Linger);
+            if let Ok(socket) = own_socket(net.parts().1, self) {
                 socket.abort();
                 if outcome == Err(Error::TimedOut) {
                     // Sends the reset before the socket forgets its peer.
@@ -540,20 +576,8 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
                 }
             }
         }
-        let Some(socket) = socket_mut(net.parts().1, handle) else {
-            return;
-        };
-        match self.origin {
-            // Unless the listener already re-armed it for someone else.
-            Origin::Listener(endpoint) if socket.state() == State::Closed => {
-                socket.set_ack_delay(ack_delay);
-                let _ = socket.listen(endpoint);
-            }
-            Origin::Listener(_) => {}
-            Origin::Client => {
-                net.parts().1.remove(handle);
-            }
-        }
+        let origin = self.origin;
+        (origin.give_back)(net.parts().1, self.handle, origin.endpoint, ack_delay);
     }
 }
 
@@ -620,19 +644,19 @@ impl Op<'_> {
     }
 }
 
-/// Drives the stack until `op` is done on the socket of `handle` while it
-/// serves `peer`, or `deadline` passes ([`Error::TimedOut`]). A write that
-/// started a burst polls once more, so that it leaves at once.
+/// Drives `net` (the stack of `conn`, borrowed) until `op` is done on the
+/// connection's socket while it serves the connection's peer, or
+/// `deadline` passes ([`Error::TimedOut`]). A write that started a burst
+/// polls once more, so that it leaves at once.
 fn run(
     net: &mut (dyn Net<'_> + '_),
-    handle: SocketHandle,
-    peer: IpEndpoint,
+    conn: &TcpConnection<'_, '_>,
     deadline: Option<Instant>,
     mut op: Op<'_>,
 ) -> Result<usize, Error> {
     let mut answer = Err(Error::TimedOut);
     drive_until(net, deadline, None, &mut |sockets| {
-        let step = match own_socket(sockets, handle, peer) {
+        let step = match own_socket(sockets, conn) {
             Ok(socket) => op.step(socket),
             Err(err) => Some(Err(err)),
         };

@@ -39,8 +39,15 @@ else
 fi
 qemu-system-arm --version | head -n1
 
+# Panic messages carry source paths; without remapping, the images' sizes
+# would depend on where the checkout and the cargo registry are (the
+# framework image has more such paths than the bare one).
+root=$(cd ../.. && pwd)
+registry="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+relative_paths=(--config "target.$TARGET.rustflags = ['--remap-path-prefix=$root/=', '--remap-path-prefix=$registry/=']")
+
 step "building the images (release)"
-cargo build --release --bins
+cargo build --release --bins "${relative_paths[@]}"
 out="${CARGO_TARGET_DIR:-target}/$TARGET/release"
 
 run_image() {
@@ -80,7 +87,7 @@ sizes() {
 
 step "sizes with IPv6 in the stack too (informational; images not run)"
 ipv6_dir="${CARGO_TARGET_DIR:-target}/ipv6"
-CARGO_TARGET_DIR="$ipv6_dir" cargo build --release --bins --features ipv6
+CARGO_TARGET_DIR="$ipv6_dir" cargo build --release --bins --features ipv6 "${relative_paths[@]}"
 sizes "$ipv6_dir/$TARGET/release"
 
 step "sizes (flash = text + data; RAM = data + bss)"

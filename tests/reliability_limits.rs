@@ -9,13 +9,14 @@
 //! forking dispatch has its own binary.
 #![cfg(feature = "std")]
 
+#[path = "util/accept_log.rs"]
+mod accept_log;
 #[path = "util/reliability.rs"]
 mod reliability;
 mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -418,32 +419,8 @@ fn running_out_of_descriptors_neither_spins_nor_stops_serving() {
     );
 }
 
-static ACCEPT_FAILURES: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts the log records of failed accepts.
-struct CountAcceptFailures;
-
-impl log::Log for CountAcceptFailures {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if record
-            .args()
-            .to_string()
-            .contains("failed to get a request")
-        {
-            ACCEPT_FAILURES.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
 fn emfile_child() {
-    log::set_logger(&CountAcceptFailures).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    accept_log::install();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(EMFILE_CLIENTS as i32 + 56)
         .build(|| UpperOnce)
@@ -470,7 +447,7 @@ fn emfile_child() {
             }
             "stop" => {
                 serving.stop().unwrap();
-                println!("accept failures {}", ACCEPT_FAILURES.load(Ordering::SeqCst));
+                println!("accept failures {}", accept_log::failures());
                 return;
             }
             other => panic!("unknown command {other:?}"),

@@ -3,6 +3,9 @@
 //! test reruns itself in a child process whose descriptor limit is low.
 #![cfg(feature = "std")]
 
+#[path = "util/accept_log.rs"]
+mod accept_log;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,28 +18,6 @@ use socketserver::{Hooks, ServerBuilder};
 
 const CHILD: &str = "SOCKETSERVER_EMFILE_CHILD";
 const NAME: &str = "accept_backs_off_when_descriptors_run_out";
-
-static ACCEPT_FAILURES: AtomicUsize = AtomicUsize::new(0);
-
-struct CountAcceptFailures;
-
-impl log::Log for CountAcceptFailures {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if record
-            .args()
-            .to_string()
-            .contains("failed to get a request")
-        {
-            ACCEPT_FAILURES.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn flush(&self) {}
-}
 
 #[derive(Clone, Default)]
 struct Timeouts(std::sync::Arc<AtomicUsize>);
@@ -69,8 +50,7 @@ fn accept_backs_off_when_descriptors_run_out() {
 }
 
 fn child() {
-    log::set_logger(&CountAcceptFailures).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    accept_log::install();
     let timeouts = Timeouts::default();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(|| UpperOnce, timeouts.clone())
@@ -93,18 +73,10 @@ fn child() {
 
     server.set_timeout(Some(Duration::from_millis(20)));
     server.handle_request().unwrap();
-    assert_eq!(
-        ACCEPT_FAILURES.load(Ordering::SeqCst),
-        1,
-        "EMFILE is logged"
-    );
+    assert_eq!(accept_log::failures(), 1, "EMFILE is logged");
     // Within the back-off the connection, still pending, is not retried.
     server.handle_request().unwrap();
-    assert_eq!(
-        ACCEPT_FAILURES.load(Ordering::SeqCst),
-        1,
-        "no retry during the back-off"
-    );
+    assert_eq!(accept_log::failures(), 1, "no retry during the back-off");
     assert_eq!(timeouts.0.load(Ordering::SeqCst), 1);
 
     drop(hogs);

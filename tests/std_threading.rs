@@ -1,5 +1,5 @@
 //! Threading servers: CPython's `ThreadingMixIn` cases (echo on the four
-//! predefined types, threads reaped, errors handled and logged,
+//! predefined types, no finished thread held, errors handled and logged,
 //! `block_on_close`, `daemon_threads`) and the `max_threads` bound.
 #![cfg(feature = "std")]
 

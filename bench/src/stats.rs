@@ -92,9 +92,14 @@ fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
-/// Measures every peer once per round, the order rotating by one place
-/// each round so that no peer always follows the same one; returns one
-/// series per peer.
+/// Measures every peer once per round; returns one series per peer.
+///
+/// The order rotates by one place each round, so that no peer always
+/// follows the same one, and every other round runs backwards, so that of
+/// two neighbours in `peers` each goes first as often as the other. Peers
+/// compared with each other belong next to each other in `peers`: then
+/// they are measured seconds apart in every round but one, and a slow
+/// patch of the machine falls on both.
 ///
 /// # Errors
 /// The first failed measurement.
@@ -105,8 +110,13 @@ pub fn rotate<P>(
 ) -> io::Result<Vec<Series>> {
     let mut series = vec![Series::default(); peers.len()];
     for round in 0..rounds {
-        for i in 0..peers.len() {
-            let i = (i + round) % peers.len();
+        let mut order: Vec<usize> = (0..peers.len())
+            .map(|i| (i + round) % peers.len())
+            .collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
             series[i].0.push(measure(&peers[i])?);
         }
     }
@@ -139,7 +149,7 @@ mod tests {
     #[test]
     fn rotation_changes_who_goes_first() {
         let mut order = Vec::new();
-        rotate(&['a', 'b', 'c'], 3, |p| {
+        rotate(&['a', 'b', 'c'], 4, |p| {
             order.push(*p);
             Ok(Sample {
                 value: 1.0,
@@ -147,6 +157,7 @@ mod tests {
             })
         })
         .unwrap();
-        assert_eq!(order.iter().collect::<String>(), "abcbcacab");
+        // abc; bca backwards; cab; abc backwards.
+        assert_eq!(order.iter().collect::<String>(), "abcacbcabcba");
     }
 }

@@ -71,30 +71,33 @@ pub const CONN: Spec = Spec {
     title: "connections per second",
     about: "4 client threads, each in a loop: connect, send ` hello world \\n`, read the \
             reply (`HELLO WORLD`) to EOF, close. Every server reads the line and replies \
-            with it stripped and upper-cased (`handlers::UpperLine`).",
+            with it stripped and upper-cased (`handlers::UpperLine`). The hand-written \
+            server is measured twice in every round, as two peers: identical servers, so \
+            the ratio between the two shows how far noise alone moves a ratio in this run.",
     unit: "conn/s",
     clients: 4,
     measure: load::conn,
+    // Each compared pair side by side (see `stats::rotate`).
     peers: &[
         peer(
             "framework `TcpServer` (inline)",
             "TcpServer",
             "fw-sync-upper",
         ),
+        peer("framework `PoolTcpServer`", "pool", "fw-pool-upper"),
         peer(
             "framework `ThreadingTcpServer`",
             "threading",
             "fw-threading-upper",
         ),
-        peer("framework `PoolTcpServer`", "pool", "fw-pool-upper"),
-        peer(
-            "framework `ForkingTcpServer`",
-            "forking",
-            "fw-forking-upper",
-        ),
         peer(
             "hand-written std, thread per connection",
             "hand-written",
+            "std-threads-upper",
+        ),
+        peer(
+            "the same hand-written server again (control: its ratio is the noise)",
+            "hand-written again",
             "std-threads-upper",
         ),
         peer("tokio, task per connection", "tokio", "tokio-upper"),
@@ -107,6 +110,11 @@ pub const CONN: Spec = Spec {
             "CPython `ForkingTCPServer`",
             "CPython forking",
             "py-forking-upper",
+        ),
+        peer(
+            "framework `ForkingTcpServer`",
+            "forking",
+            "fw-forking-upper",
         ),
     ],
     base: "std-threads-upper",
@@ -232,7 +240,8 @@ pub fn run(spec: &Spec, plan: &Plan) -> io::Result<Section> {
         title: spec.title.into(),
         about: format!(
             "{} Median of {} rounds of {:.2} s (after {:.2} s of warm-up), the servers \
-             taking turns in rotating order, each in a fresh process.",
+             taking turns in an order that rotates every round and runs backwards every other \
+             round, each in a fresh process.",
             spec.about,
             plan.rounds,
             plan.window.as_secs_f64(),

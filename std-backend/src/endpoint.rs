@@ -13,7 +13,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use socketserver_core::Readiness;
 
 use crate::shutdown::{Shared, ShutdownHandle};
-use crate::Options;
+use crate::{sys, Options};
 
 /// How long the loop stops accepting after running out of descriptors.
 pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
@@ -208,15 +208,9 @@ fn bind_unix_path(
     path: &Path,
     options: &Options,
 ) -> io::Result<SocketFile> {
-    match socket.bind(addr) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AddrInUse && is_stale(path, socket.r#type()?) => {
-            fs::remove_file(path)?;
-            socket.bind(addr)?;
-        }
-        Err(err) => return Err(err),
-    }
+    create_socket_file(socket, addr, path, options.socket_mode)?;
     if let Some(mode) = options.socket_mode {
+        // Exactly `mode`: the umask may have taken bits away.
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     }
     let meta = fs::symlink_metadata(path)?;
@@ -225,6 +219,34 @@ fn bind_unix_path(
         dev: meta.dev(),
         ino: meta.ino(),
     })
+}
+
+/// Binds to `path`, replacing a stale socket file; with `mode`, the file
+/// is created with no more than those permission bits where the system
+/// allows (see [`sys::mode_before_bind`]).
+fn create_socket_file(
+    socket: &Socket,
+    addr: &SockAddr,
+    path: &Path,
+    mode: Option<u32>,
+) -> io::Result<()> {
+    if let Some(mode) = mode {
+        if mode & !0o7777 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket_mode {mode:o} has bits beyond the permission bits (0o7777)"),
+            ));
+        }
+        sys::mode_before_bind(socket, mode)?;
+    }
+    match socket.bind(addr) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AddrInUse && is_stale(path, socket.r#type()?) => {
+            fs::remove_file(path)?;
+            socket.bind(addr)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Whether `path` is a socket file that nobody is bound to any more: a
@@ -241,4 +263,48 @@ fn is_stale(path: &Path, ty: Type) -> bool {
         probe.connect(&SockAddr::unix(path)?)
     };
     matches!(probe(), Err(err) if err.kind() == io::ErrorKind::ConnectionRefused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process's umask, read without changing it (Linux 4.7 and later).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"));
+        u32::from_str_radix(line.expect("no Umask line").trim(), 8).unwrap()
+    }
+
+    /// The socket file is born with at most `socket_mode`'s bits, before
+    /// any `chmod`: there is no moment in which the umask's wider mode lets
+    /// another user connect.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn socket_file_is_created_with_the_mode() {
+        let dir = std::env::temp_dir().join(format!("ss-endpoint-mode-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for mode in [0o600, 0o640, 0o700] {
+            let path = dir.join(format!("{mode:o}.sock"));
+            let _ = fs::remove_file(&path);
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            let addr = SockAddr::unix(&path).unwrap();
+            create_socket_file(&socket, &addr, &path, Some(mode)).unwrap();
+            let born = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(born, mode & !umask(), "mode {mode:o}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_mode_beyond_the_permission_bits_is_refused() {
+        let path =
+            std::env::temp_dir().join(format!("ss-endpoint-bad-{}.sock", std::process::id()));
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        let addr = SockAddr::unix(&path).unwrap();
+        let err = create_socket_file(&socket, &addr, &path, Some(0o10_600)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(!path.exists(), "nothing is bound");
+    }
 }

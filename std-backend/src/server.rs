@@ -352,8 +352,12 @@ impl<T: SocketTransport> ServerBuilder<T> {
         self
     }
 
-    /// The permission bits of a Unix socket file, set right after binding.
-    /// Default: as the umask leaves them.
+    /// The permission bits of a Unix socket file (for example `0o660`),
+    /// whatever the umask. On Linux the file is created with at most these
+    /// bits (the socket carries them into `bind`), so it never allows more
+    /// than asked for; elsewhere they are set right after binding. Bits
+    /// beyond `0o7777` make binding fail with `InvalidInput`. Default: as
+    /// the umask leaves them.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.options.socket_mode = Some(mode);
         self

@@ -31,6 +31,26 @@ pub(crate) fn prepare_stream(socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives a Unix socket the permission bits its file is to have, before it
+/// is bound. Linux creates the file with the socket's own mode (less the
+/// umask), so the file never allows more than `mode`, not even for the
+/// moment between `bind` and the `chmod` after it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn mode_before_bind(socket: &Socket, mode: u32) -> io::Result<()> {
+    use nix::sys::stat::{fchmod, Mode};
+    Ok(fchmod(
+        socket,
+        Mode::from_bits_truncate(mode as libc::mode_t),
+    )?)
+}
+
+/// Elsewhere the socket's mode does not carry over to its file: the file
+/// gets the umask's mode at `bind` and `mode` by the `chmod` right after.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn mode_before_bind(_socket: &Socket, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
 /// Whether `err` says the process or the system ran out of descriptors or
 /// buffer memory: accepting again at once would fail the same way.
 pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {

@@ -3,7 +3,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
 /// write fail with `EPIPE` instead of raising `SIGPIPE` (Apple systems have
@@ -239,6 +239,33 @@ mod waiter {
         pub(crate) fn notify(&self) -> io::Result<()> {
             self.poller.notify()
         }
+    }
+}
+
+/// Receives one datagram into `buf`: the bytes kept, whether the datagram
+/// was longer than `buf`, and its sender (as `sender` converts it).
+///
+/// Linux's `recvfrom` returns a datagram's full length when asked with
+/// `MSG_TRUNC` (UDP and Unix datagram sockets alike), so truncation is
+/// known without `recvmsg` and its message header, which the kernel would
+/// copy in and out for every datagram. Elsewhere `recvmsg` reports it.
+#[inline]
+pub(crate) fn recv_datagram<A>(
+    socket: &Socket,
+    buf: &mut [u8],
+    sender: impl FnOnce(&SockAddr) -> A,
+) -> io::Result<(usize, bool, A)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let capacity = buf.len();
+        let (len, addr) = socket.recv_from_with_flags(as_uninit(buf), libc::MSG_TRUNC)?;
+        Ok((len.min(capacity), len > capacity, sender(&addr)))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let mut bufs = [socket2::MaybeUninitSlice::new(as_uninit(buf))];
+        let (len, flags, addr) = socket.recv_from_vectored(&mut bufs)?;
+        Ok((len, flags.is_truncated(), sender(&addr)))
     }
 }
 

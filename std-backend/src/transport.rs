@@ -216,15 +216,14 @@ impl<F: Family> DatagramSocket for DatagramTransport<F> {
         let endpoint = &mut self.base.endpoint;
         endpoint.set_took(false);
         let socket = endpoint.socket()?;
-        let mut bufs = [socket2::MaybeUninitSlice::new(sys::as_uninit(buf))];
         loop {
-            match socket.recv_from_vectored(&mut bufs) {
-                Ok((len, flags, addr)) => {
+            match sys::recv_datagram(socket, buf, F::from_sock_addr) {
+                Ok((len, truncated, addr)) => {
                     endpoint.set_took(true);
                     return Ok(Some(Received {
                         len,
-                        truncated: flags.is_truncated(),
-                        addr: F::from_sock_addr(&addr),
+                        truncated,
+                        addr,
                     }));
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -32,30 +32,8 @@ fn run_checked(
     message: &str,
     received: impl Fn(&str, u32) -> bool,
 ) {
-    let mut child = Command::new(example(example_name))
-        .arg(address)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let server_pid = child.id();
-    let mut running = Running(Some(child));
-
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(PATIENCE)
-        .expect("the example prints its address");
-    let bound = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (mut running, bound) = start(example_name, address, args);
+    let server_pid = running.0.as_ref().unwrap().id();
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
@@ -77,13 +55,60 @@ fn run_checked(
         "{client} printed:\n{stdout}"
     );
 
+    stop(&mut running, "-TERM", example_name);
+}
+
+/// Starts `example_name ADDRESS ARGS...`; returns it with the address it
+/// announced.
+fn start(example_name: &str, address: &str, args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(example(example_name))
+        .arg(address)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(Some(child));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("the example prints its address");
+    let bound = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (running, bound)
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to the example; it must exit 0.
+fn stop(running: &mut Running, signal: &str, example_name: &str) {
     let child = running.0.take().unwrap();
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status();
     assert!(status.unwrap().success());
     let status = wait_bounded(child);
     assert!(status.success(), "{example_name} exited with {status}");
+}
+
+/// `stop_on_signals` starts no thread on Linux (the signal handler makes
+/// the request), so a synchronous server is a one-thread process; and
+/// `SIGINT` ends it as cleanly as `SIGTERM`.
+#[test]
+fn a_synchronous_example_is_one_thread_and_stops_on_sigint() {
+    let (mut running, _) = start("tcp_server", "127.0.0.1:0", &[]);
+    let pid = running.0.as_ref().unwrap().id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 1, "tcp_server runs {threads} threads");
+    stop(&mut running, "-INT", "tcp_server");
 }
 
 #[test]

@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-
-use crate::sys::Waiter;
-use signal_hook::iterator::Signals;
+use crate::sys::{SignalWatch, Waiter};
 
 /// State shared by a transport and its [`ShutdownHandle`]s.
 #[derive(Debug)]
@@ -39,7 +36,10 @@ impl Shared {
         self.requested.store(false, Ordering::Release);
     }
 
-    fn request(&self) {
+    /// Sets the flag and wakes the waiter. Also run inside signal handlers
+    /// ([`SignalWatch`]), so it must stay async-signal-safe: no allocation,
+    /// no lock.
+    pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::Release);
         // A failed notify leaves the flag, which the loop still sees at its
         // next pass.
@@ -117,21 +117,15 @@ impl ShutdownHandle {
     /// While the guard lives those signals no longer terminate the process;
     /// after it is dropped they are still caught, and ignored.
     ///
+    /// On Linux the signal handler itself makes the request (it sets a flag
+    /// and writes to an eventfd), so no thread is started and a
+    /// synchronous server stays a single-threaded process. On other
+    /// systems a thread waits for the signals.
+    ///
     /// # Errors
     /// The signal handlers could not be installed.
     pub fn stop_on_signals(&self) -> io::Result<SignalGuard> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        let handle = signals.handle();
-        let stop = self.clone();
-        let watcher = thread::spawn(move || {
-            for _ in signals.forever() {
-                stop.request_shutdown();
-            }
-        });
-        Ok(SignalGuard {
-            handle,
-            watcher: Some(watcher),
-        })
+        SignalWatch::start(&self.0).map(|watch| SignalGuard { _watch: watch })
     }
 
     /// Whether a shutdown was requested and `serve_forever` has not yet
@@ -145,17 +139,8 @@ impl ShutdownHandle {
 /// [`ShutdownHandle::stop_on_signals`].
 #[derive(Debug)]
 pub struct SignalGuard {
-    handle: signal_hook::iterator::Handle,
-    watcher: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        self.handle.close();
-        if let Some(watcher) = self.watcher.take() {
-            let _ = watcher.join();
-        }
-    }
+    /// Stops watching when dropped.
+    _watch: SignalWatch,
 }
 
 /// Why [`ShutdownHandle::shutdown`] refused.

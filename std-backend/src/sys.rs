@@ -5,6 +5,8 @@ use std::mem::MaybeUninit;
 
 use socket2::{SockAddr, Socket};
 
+use crate::shutdown::Shared;
+
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
 /// write fail with `EPIPE` instead of raising `SIGPIPE` (Apple systems have
 /// no such flag and get `SO_NOSIGPIPE` in [`prepare_stream`] instead).
@@ -278,6 +280,84 @@ pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
+/// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
+/// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)).
+///
+/// On Linux the signal handler itself requests the shutdown, so no thread
+/// is started: a synchronous server stays a single-threaded process, whose
+/// system calls take the kernel's and the C library's single-threaded
+/// shortcuts. Elsewhere a thread waits for the signals, because `polling`'s
+/// wake-up is not known to be async-signal-safe.
+#[derive(Debug)]
+pub(crate) struct SignalWatch {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    ids: Vec<signal_hook::SigId>,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    handle: signal_hook::iterator::Handle,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl SignalWatch {
+    pub(crate) fn start(shared: &std::sync::Arc<Shared>) -> io::Result<Self> {
+        let mut watch = SignalWatch { ids: Vec::new() };
+        for signal in STOP_SIGNALS {
+            let shared = std::sync::Arc::clone(shared);
+            // SAFETY: `register` requires an async-signal-safe action.
+            // `Shared::request` stores to an atomic and writes 8 bytes to
+            // an eventfd with write(2), which POSIX lists as
+            // async-signal-safe; it allocates nothing and takes no lock, and
+            // a failure only yields an errno value (signal-hook restores
+            // errno after its handler). The closure, with its `Arc`, is
+            // dropped by `unregister` only once no handler runs it.
+            let id = unsafe { signal_hook::low_level::register(signal, move || shared.request()) }?;
+            // If the next registration fails, dropping `watch` removes this.
+            watch.ids.push(id);
+        }
+        Ok(watch)
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl SignalWatch {
+    pub(crate) fn start(shared: &std::sync::Arc<Shared>) -> io::Result<Self> {
+        let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
+        let handle = signals.handle();
+        let shared = std::sync::Arc::clone(shared);
+        let watcher = std::thread::spawn(move || {
+            for _ in signals.forever() {
+                shared.request();
+            }
+        });
+        Ok(SignalWatch {
+            handle,
+            watcher: Some(watcher),
+        })
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
     /// The parent, with the child's process id.
@@ -292,8 +372,8 @@ pub(crate) enum Forked {
 /// In the child, `SIGINT` and `SIGTERM` go back to their default action
 /// when the parent had handlers for them: a handler installed through
 /// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) would
-/// otherwise wake the *parent's* watcher thread through the pipe both
-/// share, so that stopping one child would stop the server.
+/// otherwise wake the *parent's* loop through the descriptor both share
+/// (the waiter's eventfd, or the watcher thread's pipe).
 pub(crate) fn fork() -> io::Result<Forked> {
     // SAFETY: `fork` itself cannot break memory safety here: the child gets
     // a copy of this thread's memory, and the caller never lets it return

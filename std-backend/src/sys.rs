@@ -298,6 +298,7 @@ pub(crate) struct SignalWatch {
     watcher: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The signals [`SignalWatch`] turns into shutdown requests.
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -395,7 +396,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
 }
 
 fn default_stop_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in STOP_SIGNALS {
         // SAFETY: `sigaction` with a null new action only reads the
         // current disposition into `old`, a zeroed plain C struct; `signal`
         // installs the default action, which needs no handler code.

@@ -156,7 +156,9 @@ impl Write for PacketWriter<'_> {
 /// reports the first error to `handle_error`.
 ///
 /// As in Python, the reply is sent even when `handle` failed (it is part of
-/// `finish`), but not when `setup` did. `reply_buf` bounds the reply.
+/// `finish`), but not when `setup` did. `reply_buf` bounds the reply. With
+/// the core's `std` feature, a panic in the handler is caught here, once
+/// per request, and reported as [`Error::Panicked`] (no reply is sent).
 pub fn serve_datagram<A, F, H, S>(
     packet: &[u8],
     truncated: bool,
@@ -172,9 +174,11 @@ pub fn serve_datagram<A, F, H, S>(
     H: Hooks<[u8], A> + ?Sized,
     S: FnOnce(&[u8], &A) -> Result<(), Error>,
 {
-    let mut handler = factory.build();
-    let mut request = DatagramRequest::new(packet, truncated, client_address, reply_buf);
-    let result = handler.setup(&mut request).and_then(|()| {
+    let client = client_address.clone();
+    let result = crate::unwind::catch(|| {
+        let mut handler = factory.build();
+        let mut request = DatagramRequest::new(packet, truncated, client_address, reply_buf);
+        handler.setup(&mut request)?;
         let handled = handler.handle(&mut request);
         let finished = handler.finish(&mut request);
         let reply = request.wfile.written();
@@ -186,6 +190,6 @@ pub fn serve_datagram<A, F, H, S>(
         handled.and(finished).and(sent)
     });
     if let Err(error) = result {
-        hooks.handle_error(&request.client_address, &error);
+        hooks.handle_error(&client, &error);
     }
 }

@@ -140,12 +140,16 @@ impl<H, F: Fn() -> H> HandlerFactory for F {
     }
 }
 
-/// The overridable methods of Python's `BaseServer`.
+/// The per-request overridable methods of Python's `BaseServer`.
 ///
 /// `R` is what a request is before it is handled: the [`Connection`] for
 /// stream servers, the packet (`[u8]`) for datagram servers; `A` is the
 /// client address. Hooks take `&self` because threaded dispatch calls them
 /// from several threads; keep counters in atomics or cells.
+///
+/// A type used as a server's hooks also implements [`ServerHooks`] (the
+/// methods that concern the server, not a request), often with an empty
+/// `impl ServerHooks for MyHooks {}`.
 pub trait Hooks<R: ?Sized, A> {
     /// Decides whether to serve a request. On `false` the request is shut
     /// down and closed and no handler is built. Default: `true`.
@@ -163,7 +167,11 @@ pub trait Hooks<R: ?Sized, A> {
     {
         report_error(client_address, error);
     }
+}
 
+/// The server-level overridable methods of Python's `BaseServer`: they
+/// concern no request, so they carry no request or address type.
+pub trait ServerHooks {
     /// Called when [`handle_request`](crate::Server::handle_request) waited
     /// its whole timeout for nothing.
     fn handle_timeout(&self) {}
@@ -178,6 +186,8 @@ pub struct DefaultHooks;
 
 impl<R: ?Sized, A> Hooks<R, A> for DefaultHooks {}
 
+impl ServerHooks for DefaultHooks {}
+
 impl<R: ?Sized, A, H: Hooks<R, A> + ?Sized> Hooks<R, A> for &H {
     fn verify_request(&self, request: &R, client_address: &A) -> bool {
         (**self).verify_request(request, client_address)
@@ -188,6 +198,9 @@ impl<R: ?Sized, A, H: Hooks<R, A> + ?Sized> Hooks<R, A> for &H {
     {
         (**self).handle_error(client_address, error)
     }
+}
+
+impl<H: ServerHooks + ?Sized> ServerHooks for &H {
     fn handle_timeout(&self) {
         (**self).handle_timeout()
     }

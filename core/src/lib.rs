@@ -4,7 +4,7 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 mod datagram;
@@ -13,10 +13,12 @@ mod error;
 mod handler;
 pub mod handlers;
 pub mod memory;
+mod seam;
 mod server;
 mod stream;
 mod time;
 pub mod transport;
+mod unwind;
 
 #[cfg(test)]
 mod tests;
@@ -24,12 +26,12 @@ mod tests;
 pub use datagram::{serve_datagram, DatagramRequest, PacketReader, PacketWriter};
 pub use error::Error;
 pub use handler::{
-    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler,
-    StreamOptions,
+    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, ServerHooks,
+    StreamHandler, StreamOptions,
 };
 pub use server::{
-    get_datagram_request, get_stream_request, handle_datagram_request, handle_stream_request,
-    Dispatch, Server, SyncDispatch, Taken,
+    handle_datagram_request, handle_stream_request, take_datagram_request, take_stream_request,
+    Dispatch, Incoming, Server, SyncDispatch, Took,
 };
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
 pub use time::{Clock, Instant};

@@ -195,7 +195,7 @@ impl<const Q: usize, const N: usize> Transport for MemoryListener<'_, Q, N> {
 impl<'a, const Q: usize, const N: usize> Listener for MemoryListener<'a, Q, N> {
     type Connection = MemoryConnection<'a, N>;
 
-    fn accept(&mut self) -> Result<Option<(Self::Connection, u32)>, ErrorKind> {
+    fn try_accept(&mut self) -> Result<Option<(Self::Connection, u32)>, ErrorKind> {
         if self.closed {
             return Err(ErrorKind::NotConnected);
         }

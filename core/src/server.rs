@@ -2,9 +2,11 @@
 
 use core::time::Duration;
 
-use crate::datagram::serve_datagram;
-use crate::handler::{DatagramHandler, DefaultHooks, HandlerFactory, Hooks, StreamHandler};
-use crate::stream::{serve_with, shutdown_request, Factory, Serve};
+use crate::handler::{
+    DatagramHandler, DefaultHooks, HandlerFactory, Hooks, ServerHooks, StreamHandler,
+};
+use crate::seam::{self, RequestSteps};
+use crate::stream::shutdown_request;
 use crate::time::{Clock, Instant};
 use crate::transport::{
     kind, Connection, DatagramSocket, Listener, Readiness, Received, Transport,
@@ -16,69 +18,99 @@ use crate::Error;
 ///
 /// `K` is the transport's [`kind`], so one strategy type can serve both
 /// stream and datagram transports. A dispatch owns the handler factory and
-/// the [`Hooks`], and forwards `handle_timeout` and `service_actions` to
-/// them after its own work (a forking dispatch reaps children there).
+/// the hooks; the [`Server`] calls the hooks' [`ServerHooks`] methods
+/// itself, through [`hooks`](Self::hooks).
 pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
-    /// Python's `_handle_request_noblock`: `get_request`, `verify_request`,
-    /// then `process_request`, for a transport that reported readiness.
-    /// Errors are reported through the hooks, never returned.
+    /// The hooks of the server: the request-level [`Hooks`] the dispatch
+    /// calls, and the [`ServerHooks`] the server calls.
+    type Hooks: ServerHooks;
+
+    /// Python's `_handle_request_noblock`, without blocking: takes one
+    /// request that is ready (`get_request`, `verify_request`) and
+    /// processes it (`process_request`). Errors are reported through the
+    /// hooks, never returned.
     ///
-    /// Returns whether a request was taken (and served, refused, or failed);
-    /// `false` when the readiness was stale and there was nothing to take
-    /// ([`Taken::Nothing`]), so that [`Server::handle_request`] waits again
-    /// instead of returning having done nothing.
-    fn handle_request_noblock(&mut self, transport: &mut T) -> bool;
+    /// [`Took::Nothing`] when no request was ready and [`Took::Failed`] when
+    /// taking one failed: in both cases the server waits on the transport
+    /// before it takes again, so a failure that persists (no descriptors
+    /// left) never makes it spin.
+    fn take(&mut self, transport: &mut T) -> Took;
 
-    /// [`Server::handle_request`] waited its whole timeout for nothing.
-    fn handle_timeout(&mut self);
+    /// The hooks.
+    fn hooks(&self) -> &Self::Hooks;
 
-    /// One pass of [`Server::serve_forever`] is done.
-    fn service_actions(&mut self);
+    /// The dispatch's own work once per pass of
+    /// [`serve_forever`](Server::serve_forever), before the hooks'
+    /// `service_actions` (a forking dispatch reaps its children here).
+    /// Default: nothing.
+    fn service_actions(&mut self) {}
 
     /// The server is closing, after its transport was closed
-    /// (`server_close`; a threaded dispatch joins its threads here).
-    fn server_close(&mut self);
+    /// (`server_close`; a threaded dispatch waits for its threads here).
+    /// Default: nothing.
+    fn server_close(&mut self) {}
 }
 
-/// What [`get_stream_request`] or [`get_datagram_request`] found.
-#[derive(Debug)]
+/// What [`Dispatch::take`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[must_use]
-pub enum Taken<R> {
-    /// A verified request, to be processed.
-    Request(R),
-    /// A request was taken and already dealt with: `verify_request` refused
-    /// it (a refused connection has been shut down and closed, as in
-    /// Python), or taking it failed (logged).
-    Handled,
-    /// There was nothing to take after all: the readiness was stale.
+#[non_exhaustive]
+pub enum Took {
+    /// A request was taken from the transport, and processed or refused.
+    Request,
+    /// Taking a request failed (and was reported). As in Python,
+    /// [`Server::handle_request`] returns after it.
+    Failed,
+    /// No request was ready.
     Nothing,
 }
 
-impl<R> Taken<R> {
-    /// Whether a request was taken ([`Request`](Self::Request) or
-    /// [`Handled`](Self::Handled)): what
-    /// [`Dispatch::handle_request_noblock`] returns.
-    pub fn took(&self) -> bool {
-        !matches!(self, Taken::Nothing)
+/// What [`take_stream_request`] or [`take_datagram_request`] found.
+#[derive(Debug)]
+#[must_use]
+#[non_exhaustive]
+pub enum Incoming<R> {
+    /// A verified request, to be processed.
+    Request(R),
+    /// `verify_request` refused the request; a refused connection has been
+    /// shut down and closed, as in Python.
+    Refused,
+    /// Taking a request failed (reported through the `log` or `defmt`
+    /// diagnostics, as Python ignores these errors).
+    Failed,
+    /// No request was ready.
+    Nothing,
+}
+
+impl<R> Incoming<R> {
+    /// What [`Dispatch::take`] reports for this: [`Took::Request`] when a
+    /// request left the transport (served or refused).
+    pub fn took(&self) -> Took {
+        match self {
+            Incoming::Request(_) | Incoming::Refused => Took::Request,
+            Incoming::Failed => Took::Failed,
+            Incoming::Nothing => Took::Nothing,
+        }
     }
 }
 
 /// Python's `get_request` and `verify_request` for stream transports:
-/// accepts a connection and returns it if `verify_request` accepts it too.
-pub fn get_stream_request<L, H>(listener: &mut L, hooks: &H) -> Taken<(L::Connection, L::Addr)>
+/// takes a ready connection and returns it if `verify_request` accepts it.
+pub fn take_stream_request<L, H>(listener: &mut L, hooks: &H) -> Incoming<(L::Connection, L::Addr)>
 where
     L: Listener,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
-    verify_connection(listener.accept(), hooks)
+    verify_connection(listener.try_accept(), hooks)
 }
 
-/// [`get_stream_request`] after the accept: generic over the connection,
+/// [`take_stream_request`] after the accept: generic over the connection,
 /// not the listener, so that listeners of one connection type share it.
-fn verify_connection<C, E, H>(
+pub(crate) fn verify_connection<C, E, H>(
     accepted: Result<Option<(C, C::Addr)>, E>,
     hooks: &H,
-) -> Taken<(C, C::Addr)>
+) -> Incoming<(C, C::Addr)>
 where
     C: Connection,
     E: embedded_io::Error,
@@ -86,92 +118,70 @@ where
 {
     let (conn, addr) = match accepted {
         Ok(Some(request)) => request,
-        Ok(None) => return Taken::Nothing,
+        Ok(None) => return Incoming::Nothing,
         Err(err) => {
             crate::diag::accept_failed(&err);
-            return Taken::Handled;
+            return Incoming::Failed;
         }
     };
     if hooks.verify_request(&conn, &addr) {
-        Taken::Request((conn, addr))
+        Incoming::Request((conn, addr))
     } else {
         shutdown_request(conn);
-        Taken::Handled
+        Incoming::Refused
     }
 }
 
 /// Python's `get_request` and `verify_request` for datagram transports:
-/// receives into `buf` and returns what arrived if `verify_request`
-/// accepts it.
-pub fn get_datagram_request<S, H>(
+/// receives a ready datagram into `buf` and returns what arrived if
+/// `verify_request` accepts it.
+pub fn take_datagram_request<S, H>(
     socket: &mut S,
     hooks: &H,
     buf: &mut [u8],
-) -> Taken<Received<S::Addr>>
+) -> Incoming<Received<S::Addr>>
 where
     S: DatagramSocket,
     H: Hooks<[u8], S::Addr> + ?Sized,
 {
-    let received = match socket.recv_from(buf) {
+    let received = match socket.try_recv_from(buf) {
         Ok(Some(received)) => received,
-        Ok(None) => return Taken::Nothing,
+        Ok(None) => return Incoming::Nothing,
         Err(err) => {
             crate::diag::accept_failed(&err);
-            return Taken::Handled;
+            return Incoming::Failed;
         }
     };
     if hooks.verify_request(&buf[..received.len], &received.addr) {
-        Taken::Request(received)
+        Incoming::Request(received)
     } else {
-        Taken::Handled
+        Incoming::Refused
     }
 }
 
-/// One synchronous pass of Python's `_handle_request_noblock` for streams:
-/// takes and verifies a connection, then serves it to the end with the
-/// given buffers. What every inline dispatch runs; returns what
-/// [`Dispatch::handle_request_noblock`] does.
+/// One synchronous `_handle_request_noblock` for streams: takes and
+/// verifies a ready connection, then serves it to the end with the given
+/// buffers. What [`SyncDispatch`] runs.
 pub fn handle_stream_request<L, F, H>(
     listener: &mut L,
     factory: &F,
     hooks: &H,
     rbuf: &mut [u8],
     wbuf: &mut [u8],
-) -> bool
+) -> Took
 where
     L: Listener,
     F: HandlerFactory + ?Sized,
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
-    serve_accepted(listener.accept(), &Factory(factory), hooks, rbuf, wbuf)
-}
-
-/// The body of [`handle_stream_request`] after the accept, with the
-/// handler factory behind a trait object: generic over the connection and
-/// hooks types only, so that servers of different handlers and listeners
-/// of one connection type share it (never inlined, or each would have its
-/// copy again).
-#[inline(never)]
-fn serve_accepted<C, E, H>(
-    accepted: Result<Option<(C, C::Addr)>, E>,
-    factory: &dyn Serve<C>,
-    hooks: &H,
-    rbuf: &mut [u8],
-    wbuf: &mut [u8],
-) -> bool
-where
-    C: Connection,
-    E: embedded_io::Error,
-    H: Hooks<C, C::Addr> + ?Sized,
-{
-    match verify_connection(accepted, hooks) {
-        Taken::Request((conn, addr)) => {
-            serve_with(conn, addr, factory, hooks, rbuf, wbuf);
-            true
-        }
-        other => other.took(),
-    }
+    seam::serve_accepted(
+        listener.try_accept(),
+        &seam::Factory(factory),
+        hooks,
+        rbuf,
+        wbuf,
+    )
 }
 
 /// The datagram twin of [`handle_stream_request`]: receives into `rbuf`,
@@ -183,18 +193,18 @@ pub fn handle_datagram_request<S, F, H>(
     hooks: &H,
     rbuf: &mut [u8],
     wbuf: &mut [u8],
-) -> bool
+) -> Took
 where
     S: DatagramSocket,
     F: HandlerFactory + ?Sized,
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr> + ?Sized,
 {
-    let rx = match get_datagram_request(socket, hooks, rbuf) {
-        Taken::Request(rx) => rx,
+    let rx = match take_datagram_request(socket, hooks, rbuf) {
+        Incoming::Request(rx) => rx,
         other => return other.took(),
     };
-    serve_datagram(
+    crate::datagram::serve_datagram(
         &rbuf[..rx.len],
         rx.truncated,
         rx.addr,
@@ -203,45 +213,67 @@ where
         wbuf,
         |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
     );
-    true
+    Took::Request
 }
 
 /// Handles each request to the end before taking the next (Python's
 /// default `process_request`). Needs no threads, no heap and no OS.
 ///
-/// `RBUF` is the `rfile` capacity (the longest line) for streams and the
-/// packet buffer (`max_packet_size`) for datagrams; `WBUF` is the buffered
-/// `wfile` for streams and the largest reply for datagrams. Both live inside
-/// this value, so on small targets choose them to fit the stack or place the
-/// server in a `static`.
-pub struct SyncDispatch<F, H = DefaultHooks, const RBUF: usize = 8192, const WBUF: usize = 8192> {
+/// `R` and `W` are the buffers' storage: arrays (the default, 8 KiB each)
+/// on firmware, where they live inside this value, or heap slices on std
+/// (the std backend's servers use `Box<[u8]>`). `R` is the `rfile`
+/// capacity (the longest line) for streams and the packet buffer
+/// (`max_packet_size`) for datagrams; `W` is the buffered `wfile` for
+/// streams and the largest reply for datagrams. With arrays on small
+/// targets, choose sizes that fit the stack or place the server in a
+/// `static`.
+///
+/// A panicking handler is reported to `handle_error` as
+/// [`Error::Panicked`] when the core's `std` feature is on (the std
+/// backend turns it on); without it, panics follow the target's panic
+/// strategy (firmware aborts).
+pub struct SyncDispatch<F, H = DefaultHooks, R = [u8; 8192], W = [u8; 8192]> {
     factory: F,
     hooks: H,
-    rbuf: [u8; RBUF],
-    wbuf: [u8; WBUF],
+    rbuf: R,
+    wbuf: W,
 }
 
-impl<F: HandlerFactory, const RBUF: usize, const WBUF: usize>
-    SyncDispatch<F, DefaultHooks, RBUF, WBUF>
+impl<F: HandlerFactory, const RN: usize, const WN: usize>
+    SyncDispatch<F, DefaultHooks, [u8; RN], [u8; WN]>
 {
-    /// Serves with handlers from `factory` and the default hooks.
+    /// Serves with handlers from `factory` and the default hooks, with
+    /// array buffers.
     pub fn new(factory: F) -> Self {
         Self::with_hooks(factory, DefaultHooks)
     }
 }
 
-impl<F: HandlerFactory, H, const RBUF: usize, const WBUF: usize> SyncDispatch<F, H, RBUF, WBUF> {
-    /// Serves with handlers from `factory`, calling `hooks`.
+impl<F: HandlerFactory, H, const RN: usize, const WN: usize>
+    SyncDispatch<F, H, [u8; RN], [u8; WN]>
+{
+    /// Serves with handlers from `factory`, calling `hooks`, with array
+    /// buffers.
     pub fn with_hooks(factory: F, hooks: H) -> Self {
+        Self::with_buffers(factory, hooks, [0; RN], [0; WN])
+    }
+}
+
+impl<F: HandlerFactory, H, R, W> SyncDispatch<F, H, R, W> {
+    /// Serves with handlers from `factory`, calling `hooks`, reading
+    /// through `rbuf` and writing through `wbuf` (any storage: arrays,
+    /// `Box<[u8]>`, `&'static mut [u8]`, ...).
+    pub fn with_buffers(factory: F, hooks: H, rbuf: R, wbuf: W) -> Self {
         SyncDispatch {
             factory,
             hooks,
-            rbuf: [0; RBUF],
-            wbuf: [0; WBUF],
+            rbuf,
+            wbuf,
         }
     }
 
-    /// The hooks.
+    /// The hooks (also [`Dispatch::hooks`]; this one needs no transport
+    /// type to pick the implementation).
     pub fn hooks(&self) -> &H {
         &self.hooks
     }
@@ -252,62 +284,56 @@ impl<F: HandlerFactory, H, const RBUF: usize, const WBUF: usize> SyncDispatch<F,
     }
 }
 
-impl<L, F, H, const RBUF: usize, const WBUF: usize> Dispatch<L, kind::Stream>
-    for SyncDispatch<F, H, RBUF, WBUF>
+impl<L, F, H, R, W> Dispatch<L, kind::Stream> for SyncDispatch<F, H, R, W>
 where
     L: Listener,
     F: HandlerFactory,
     F::Handler: StreamHandler,
-    H: Hooks<L::Connection, L::Addr>,
+    H: Hooks<L::Connection, L::Addr> + ServerHooks,
+    R: AsMut<[u8]>,
+    W: AsMut<[u8]>,
 {
-    fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
+    type Hooks = H;
+
+    fn take(&mut self, listener: &mut L) -> Took {
         handle_stream_request(
             listener,
             &self.factory,
             &self.hooks,
-            &mut self.rbuf,
-            &mut self.wbuf,
+            self.rbuf.as_mut(),
+            self.wbuf.as_mut(),
         )
     }
 
-    fn handle_timeout(&mut self) {
-        self.hooks.handle_timeout();
+    fn hooks(&self) -> &H {
+        &self.hooks
     }
-
-    fn service_actions(&mut self) {
-        self.hooks.service_actions();
-    }
-
-    fn server_close(&mut self) {}
 }
 
-impl<S, F, H, const RBUF: usize, const WBUF: usize> Dispatch<S, kind::Datagram>
-    for SyncDispatch<F, H, RBUF, WBUF>
+impl<S, F, H, R, W> Dispatch<S, kind::Datagram> for SyncDispatch<F, H, R, W>
 where
     S: DatagramSocket,
     F: HandlerFactory,
     F::Handler: DatagramHandler,
-    H: Hooks<[u8], S::Addr>,
+    H: Hooks<[u8], S::Addr> + ServerHooks,
+    R: AsMut<[u8]>,
+    W: AsMut<[u8]>,
 {
-    fn handle_request_noblock(&mut self, socket: &mut S) -> bool {
+    type Hooks = H;
+
+    fn take(&mut self, socket: &mut S) -> Took {
         handle_datagram_request(
             socket,
             &self.factory,
             &self.hooks,
-            &mut self.rbuf,
-            &mut self.wbuf,
+            self.rbuf.as_mut(),
+            self.wbuf.as_mut(),
         )
     }
 
-    fn handle_timeout(&mut self) {
-        self.hooks.handle_timeout();
+    fn hooks(&self) -> &H {
+        &self.hooks
     }
-
-    fn service_actions(&mut self) {
-        self.hooks.service_actions();
-    }
-
-    fn server_close(&mut self) {}
 }
 
 /// Python's `BaseServer`: a transport, a dispatch strategy and a clock.
@@ -390,11 +416,11 @@ where
     /// Handles one request, waiting at most [`timeout`](Self::timeout) for
     /// it; when none arrives in time, calls `handle_timeout` instead.
     ///
-    /// Early wake-ups, and readiness that turned out stale (the connection
-    /// was gone before it was accepted), wait again for the remaining time.
-    /// A shutdown request
-    /// ends the wait without handling anything and is left set for
-    /// [`serve_forever`](Self::serve_forever).
+    /// A request that is ready is taken at once; otherwise the transport is
+    /// waited on, and readiness that turned out stale (the connection was
+    /// gone before it was taken) or an early wake-up waits again for the
+    /// remaining time. A shutdown request ends the wait without handling
+    /// anything and is left set for [`serve_forever`](Self::serve_forever).
     ///
     /// # Errors
     /// Only the transport's wait fails this call (for example after close);
@@ -405,8 +431,8 @@ where
             server: self,
             error: None,
         };
-        if wait_and_handle(&mut steps, timeout) {
-            steps.server.dispatch.handle_timeout();
+        if seam::take_or_wait(&mut steps, timeout) {
+            steps.server.dispatch.hooks().handle_timeout();
         }
         match steps.error {
             Some(err) => Err(err),
@@ -417,32 +443,32 @@ where
     /// Handles requests until shutdown is requested (Python's
     /// `serve_forever`), calling `service_actions` after every pass.
     ///
-    /// Each pass waits at most `poll_interval`, but a shutdown request ends
-    /// the wait at once, and one made before this call makes it return at
-    /// once. A request that became ready while shutdown was being requested
-    /// is left unserved. The shutdown request is cleared on return, so the
-    /// server can be served again.
+    /// A pass takes one request that is ready, or, when none is, waits at
+    /// most `poll_interval` for one; a shutdown request ends the wait at
+    /// once, and one made before this call makes it return at once. A
+    /// request that became ready while shutdown was being requested is left
+    /// unserved. The shutdown request is cleared on return, so the server
+    /// can be served again.
     ///
     /// # Errors
     /// The transport's wait failed (for example after close).
     pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
         let result = loop {
+            // bpo-35017: a shutdown requested during the wait wins.
             if self.transport.shutdown_requested() {
                 break Ok(());
             }
-            match self.transport.wait(Some(poll_interval)) {
-                Err(err) => break Err(err),
-                Ok(Readiness::Shutdown) => break Ok(()),
-                Ok(Readiness::Ready) => {
-                    // bpo-35017: shutdown requested during the wait wins.
-                    if self.transport.shutdown_requested() {
-                        break Ok(());
-                    }
-                    self.dispatch.handle_request_noblock(&mut self.transport);
+            if self.dispatch.take(&mut self.transport) != Took::Request {
+                match self.transport.wait(Some(poll_interval)) {
+                    Err(err) => break Err(err),
+                    Ok(Readiness::Shutdown) => break Ok(()),
+                    // Take it first: the pass ends after the request.
+                    Ok(Readiness::Ready) => continue,
+                    Ok(_) => {}
                 }
-                Ok(Readiness::TimedOut | Readiness::Interrupted) => {}
             }
             self.dispatch.service_actions();
+            self.dispatch.hooks().service_actions();
         };
         self.transport.clear_shutdown();
         result
@@ -459,19 +485,7 @@ where
     }
 }
 
-/// What [`Server::handle_request`] does that depends on the server's
-/// types, behind a trait object: the waiting loop ([`wait_and_handle`])
-/// exists once in the binary however many server types it has.
-trait RequestSteps {
-    /// The clock's time.
-    fn now(&self) -> Instant;
-    /// The transport's wait; `None` when it failed (the error is kept).
-    fn wait(&mut self, timeout: Option<Duration>) -> Option<Readiness>;
-    /// `handle_request_noblock`: whether a request was taken.
-    fn take(&mut self) -> bool;
-}
-
-/// A server lent to [`wait_and_handle`], with the wait's error if any.
+/// A server lent to [`seam::take_or_wait`], with the wait's error if any.
 struct Steps<'s, T: Transport, D: Dispatch<T, T::Kind>, K: Clock> {
     server: &'s mut Server<T, D, K>,
     error: Option<T::Error>,
@@ -482,43 +496,21 @@ impl<T: Transport, D: Dispatch<T, T::Kind>, K: Clock> RequestSteps for Steps<'_,
         self.server.clock.now()
     }
 
+    fn shutdown_requested(&self) -> bool {
+        self.server.transport.shutdown_requested()
+    }
+
+    fn take(&mut self) -> bool {
+        let server = &mut *self.server;
+        server.dispatch.take(&mut server.transport) != Took::Nothing
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> Option<Readiness> {
         self.server
             .transport
             .wait(timeout)
             .map_err(|err| self.error = Some(err))
             .ok()
-    }
-
-    fn take(&mut self) -> bool {
-        let server = &mut *self.server;
-        server
-            .dispatch
-            .handle_request_noblock(&mut server.transport)
-    }
-}
-
-/// The body of [`Server::handle_request`]: waits for a request at most
-/// `timeout` and handles it. Returns `true` when the whole timeout passed
-/// with nothing handled (`handle_timeout` is due).
-fn wait_and_handle(steps: &mut dyn RequestSteps, timeout: Option<Duration>) -> bool {
-    let deadline = timeout.map(|t| steps.now() + t);
-    loop {
-        let remaining = deadline.map(|d| d - steps.now());
-        let Some(readiness) = steps.wait(remaining) else {
-            return false;
-        };
-        match readiness {
-            Readiness::Ready if steps.take() => return false,
-            Readiness::TimedOut if deadline.is_some() => return true,
-            Readiness::Shutdown => return false,
-            // An early wake-up, or stale readiness (nothing was taken).
-            Readiness::Ready | Readiness::TimedOut | Readiness::Interrupted => {
-                if deadline.is_some_and(|d| steps.now() >= d) {
-                    return true;
-                }
-            }
-        }
     }
 }
 

@@ -308,7 +308,11 @@ pub fn shutdown_request<C: Connection>(mut conn: C) {
 /// (and drops it), reports an error to `handle_error`, then shuts the
 /// connection down.
 ///
-/// This is what every dispatch strategy runs, inline or on another thread.
+/// This is what every dispatch strategy runs, inline, on another thread or
+/// in a child process. With the core's `std` feature, a panic in the
+/// handler is caught here, once per request, and reported as
+/// [`Error::Panicked`]; the connection is then shut down as after any
+/// other error (`finish` does not run after a panic).
 pub fn serve_connection<C, F, H>(
     conn: C,
     client_address: C::Addr,
@@ -322,61 +326,12 @@ pub fn serve_connection<C, F, H>(
     F::Handler: StreamHandler,
     H: Hooks<C, C::Addr> + ?Sized,
 {
-    serve_with(conn, client_address, &Factory(factory), hooks, rbuf, wbuf);
-}
-
-/// What [`serve_connection`] does that depends on the handler type: build
-/// a handler and run it ([`finish_request`]). Behind a trait object, the
-/// rest of serving a connection exists once per connection and hooks
-/// types, whatever the handlers of the servers.
-pub(crate) trait Serve<C: Connection> {
-    fn serve(
-        &self,
-        conn: &RefCell<C>,
-        client_address: C::Addr,
-        rbuf: &mut [u8],
-        wbuf: &mut [u8],
-    ) -> Result<(), Error>;
-}
-
-/// A handler factory as a [`Serve`] (a wrapper, so that unsized factories
-/// can be served too).
-pub(crate) struct Factory<'f, F: ?Sized>(pub(crate) &'f F);
-
-impl<C, F> Serve<C> for Factory<'_, F>
-where
-    C: Connection,
-    F: HandlerFactory + ?Sized,
-    F::Handler: StreamHandler,
-{
-    fn serve(
-        &self,
-        conn: &RefCell<C>,
-        client_address: C::Addr,
-        rbuf: &mut [u8],
-        wbuf: &mut [u8],
-    ) -> Result<(), Error> {
-        // The handler is dropped here, before `handle_error` runs (in
-        // Python too, the handler is gone by then).
-        finish_request(&mut self.0.build(), conn, client_address, rbuf, wbuf)
-    }
-}
-
-/// The body of [`serve_connection`], with the handler behind `serve`.
-pub(crate) fn serve_with<C, H>(
-    conn: C,
-    client_address: C::Addr,
-    serve: &dyn Serve<C>,
-    hooks: &H,
-    rbuf: &mut [u8],
-    wbuf: &mut [u8],
-) where
-    C: Connection,
-    H: Hooks<C, C::Addr> + ?Sized,
-{
-    let conn = RefCell::new(conn);
-    if let Err(error) = serve.serve(&conn, client_address.clone(), rbuf, wbuf) {
-        hooks.handle_error(&client_address, &error);
-    }
-    shutdown_request(conn.into_inner());
+    crate::seam::serve_with(
+        conn,
+        client_address,
+        &crate::seam::Factory(factory),
+        hooks,
+        rbuf,
+        wbuf,
+    );
 }

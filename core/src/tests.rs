@@ -104,7 +104,8 @@ struct Fake {
     shutdown: Rc<ShutdownFlag>,
     clock: Rc<ManualClock>,
     fail_accept: bool,
-    stale: bool,
+    /// How many of `pending` have arrived: a take finds only those.
+    arrived: usize,
     sent: Vec<(Vec<u8>, u32)>,
 }
 
@@ -118,7 +119,7 @@ impl Fake {
             shutdown: Rc::new(ShutdownFlag::new()),
             clock: Rc::new(ManualClock::new()),
             fail_accept: false,
-            stale: false,
+            arrived: 0,
             sent: Vec::new(),
         }
     }
@@ -127,6 +128,32 @@ impl Fake {
         self.pending.push_back((input.to_vec(), 7));
         self.script.push_back(Step::Ready);
         self
+    }
+
+    /// A request already queued when the server starts: taken without a wait.
+    fn with_queued(mut self, input: &[u8]) -> Self {
+        self.pending.push_back((input.to_vec(), 7));
+        self.arrived += 1;
+        self
+    }
+
+    fn arrive(&mut self) {
+        self.arrived = (self.arrived + 1).min(self.pending.len());
+    }
+
+    /// Python's `get_request` on what has arrived; a take that finds
+    /// nothing is not logged (it is not a `get_request` in Python's terms).
+    fn take_arrived(&mut self) -> Result<Option<(Vec<u8>, u32)>, ErrorKind> {
+        if core::mem::take(&mut self.fail_accept) {
+            self.log.borrow_mut().push("get_request");
+            return Err(ErrorKind::ConnectionAborted);
+        }
+        if self.arrived == 0 {
+            return Ok(None);
+        }
+        self.arrived -= 1;
+        self.log.borrow_mut().push("get_request");
+        Ok(self.pending.pop_front())
     }
 }
 
@@ -141,16 +168,17 @@ impl Transport for Fake {
             return Ok(Readiness::Shutdown);
         }
         match self.script.pop_front() {
-            Some(Step::Ready) => Ok(Readiness::Ready),
+            Some(Step::Ready) => {
+                self.arrive();
+                Ok(Readiness::Ready)
+            }
             Some(Step::AcceptFails) => {
                 self.fail_accept = true;
                 Ok(Readiness::Ready)
             }
-            Some(Step::Stale) => {
-                self.stale = true;
-                Ok(Readiness::Ready)
-            }
+            Some(Step::Stale) => Ok(Readiness::Ready),
             Some(Step::ShutdownWhileReady) => {
+                self.arrive();
                 self.shutdown.request();
                 Ok(Readiness::Ready)
             }
@@ -176,15 +204,8 @@ impl Transport for Fake {
 
 impl Listener for Fake {
     type Connection = FakeConn;
-    fn accept(&mut self) -> Result<Option<(FakeConn, u32)>, ErrorKind> {
-        self.log.borrow_mut().push("get_request");
-        if core::mem::take(&mut self.fail_accept) {
-            return Err(ErrorKind::ConnectionAborted);
-        }
-        if core::mem::take(&mut self.stale) {
-            return Ok(None);
-        }
-        Ok(self.pending.pop_front().map(|(input, addr)| {
+    fn try_accept(&mut self) -> Result<Option<(FakeConn, u32)>, ErrorKind> {
+        Ok(self.take_arrived()?.map(|(input, addr)| {
             let conn = FakeConn {
                 input,
                 pos: 0,
@@ -218,16 +239,11 @@ impl Transport for FakeDgram {
 }
 
 impl DatagramSocket for FakeDgram {
-    fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<u32>>, ErrorKind> {
-        self.0.log.borrow_mut().push("get_request");
-        Ok(self.0.pending.pop_front().map(|(packet, addr)| {
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<u32>>, ErrorKind> {
+        Ok(self.0.take_arrived()?.map(|(packet, addr)| {
             let len = packet.len().min(buf.len());
             buf[..len].copy_from_slice(&packet[..len]);
-            Received {
-                len,
-                truncated: packet.len() > buf.len(),
-                addr,
-            }
+            Received::new(len, packet.len() > buf.len(), addr)
         }))
     }
     fn send_to(&mut self, data: &[u8], addr: &u32) -> Result<(), ErrorKind> {
@@ -253,6 +269,9 @@ impl<R: ?Sized> Hooks<R, u32> for RecHooks {
         self.log.borrow_mut().push("handle_error");
         self.errors.borrow_mut().push(*error);
     }
+}
+
+impl ServerHooks for RecHooks {
     fn handle_timeout(&self) {
         self.log.borrow_mut().push("handle_timeout");
     }
@@ -341,7 +360,7 @@ fn hooks(log: &Log, accept: bool) -> RecHooks {
 }
 
 type StreamServer<const R: usize, const W: usize> =
-    Server<Fake, SyncDispatch<Factory, RecHooks, R, W>, Rc<ManualClock>>;
+    Server<Fake, SyncDispatch<Factory, RecHooks, [u8; R], [u8; W]>, Rc<ManualClock>>;
 
 fn stream_server<const R: usize, const W: usize>(
     fake: Fake,
@@ -594,17 +613,30 @@ fn stale_readiness_waits_again_instead_of_returning() {
     fake.script.push_back(Step::Stale);
     let mut server = stream_server::<64, 0>(fake.with_request(b"x\n"), Behaviour::default(), true);
     server.handle_request().unwrap();
-    let mut expected = vec!["select", "get_request"];
+    let mut expected = vec!["select"];
     expected.extend(SERVED);
     assert_eq!(take(&log), expected);
 
     server.set_timeout(Some(Duration::from_millis(50)));
     server.transport_mut().script.push_back(Step::Stale);
     server.handle_request().unwrap();
-    assert_eq!(
-        take(&log),
-        ["select", "get_request", "select", "handle_timeout"]
-    );
+    assert_eq!(take(&log), ["select", "select", "handle_timeout"]);
+}
+
+#[test]
+fn a_ready_request_is_taken_without_waiting() {
+    // Take, then wait: `select` only once nothing is ready.
+    let log = new_log();
+    let fake = Fake::new(&log).with_queued(b"a\n").with_queued(b"b\n");
+    let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
+    server.handle_request().unwrap();
+    assert_eq!(take(&log), SERVED[1..]);
+    server.transport_mut().script.push_back(Step::ShutdownWhileReady);
+    server.serve_forever(Duration::from_millis(500)).unwrap();
+    let mut expected = SERVED[1..].to_vec();
+    expected.extend(["service_actions", "select"]);
+    assert_eq!(take(&log), expected);
+    assert_eq!(*server.transport().output.borrow(), b"A\nB\n");
 }
 
 #[test]
@@ -725,7 +757,7 @@ fn server_close_is_idempotent_and_runs_on_drop() {
 }
 
 type DgramServer<const R: usize, const W: usize> =
-    Server<FakeDgram, SyncDispatch<Factory, RecHooks, R, W>, Rc<ManualClock>>;
+    Server<FakeDgram, SyncDispatch<Factory, RecHooks, [u8; R], [u8; W]>, Rc<ManualClock>>;
 
 fn dgram_server<const R: usize, const W: usize>(
     fake: Fake,
@@ -826,7 +858,7 @@ fn ready_made_handlers_serve_the_docs_examples() {
     listener.push(b"  hello world with TCP \n", 1).unwrap();
     let mut server = Server::new(
         listener,
-        SyncDispatch::<_, _, 64, 0>::new(|| UpperOnce),
+        SyncDispatch::<_, _, [u8; 64], [u8; 0]>::new(|| UpperOnce),
         ManualClock::new(),
     );
     server.handle_request().unwrap();
@@ -837,7 +869,7 @@ fn ready_made_handlers_serve_the_docs_examples() {
     listener.push(b" line one \nline two\n", 1).unwrap();
     let mut server = Server::new(
         listener,
-        SyncDispatch::<_, _, 64, 0>::new(|| UpperLine),
+        SyncDispatch::<_, _, [u8; 64], [u8; 0]>::new(|| UpperLine),
         ManualClock::new(),
     );
     server.handle_request().unwrap();
@@ -848,7 +880,7 @@ fn ready_made_handlers_serve_the_docs_examples() {
     listener.push(b"raw bytes\nand more", 1).unwrap();
     let mut server = Server::new(
         listener,
-        SyncDispatch::<_, _, 4, 0>::new(|| Echo),
+        SyncDispatch::<_, _, [u8; 4], [u8; 0]>::new(|| Echo),
         ManualClock::new(),
     );
     server.handle_request().unwrap();
@@ -882,7 +914,7 @@ fn handlers_share_server_state_through_the_factory() {
     let mut listener = MemoryListener::<4, 64>::new(&transcript, &shutdown);
     listener.push(b"", 10).unwrap();
     listener.push(b"", 11).unwrap();
-    let dispatch = SyncDispatch::<_, _, 8, 0>::new(|| Counting(&served));
+    let dispatch = SyncDispatch::<_, _, [u8; 8], [u8; 0]>::new(|| Counting(&served));
     let mut server = Server::new(listener, dispatch, ManualClock::new());
     server.handle_request().unwrap();
     server.handle_request().unwrap();

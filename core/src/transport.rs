@@ -5,6 +5,13 @@
 //! (`UDPServer`/`UnixDatagramServer`). Both share [`Transport`]: waiting for
 //! the next request with a timeout that a shutdown request interrupts, and
 //! closing.
+//!
+//! Requests are *taken, then waited for*, as with a readiness API such as
+//! mio's: [`Listener::try_accept`] and [`DatagramSocket::try_recv_from`]
+//! take a request that is ready or say at once that none is, and the
+//! server calls [`Transport::wait`] only after a take found nothing. A
+//! transport therefore keeps no state guessing what its next wait should
+//! report.
 
 use core::fmt::Debug;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -42,9 +49,10 @@ impl<T: Clone + Debug> Address for T {}
 /// What waiting for a request found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Readiness {
-    /// A request can be taken without blocking (though it may turn out to be
-    /// gone, see [`Listener::accept`]).
+    /// A request is probably ready: the next take may still find nothing
+    /// (the client went away, or the wake-up was spurious).
     Ready,
     /// The timeout passed with nothing to take.
     TimedOut,
@@ -64,8 +72,11 @@ pub trait Transport {
     /// The error of waiting, accepting, receiving and sending.
     type Error: embedded_io::Error;
 
-    /// Blocks until a request is ready, `timeout` passes (`None`: no limit),
-    /// or shutdown is requested.
+    /// Blocks until a request may be ready, `timeout` passes (`None`: no
+    /// limit), or shutdown is requested. The server calls it only after a
+    /// take found nothing ready, so it always asks the system (or polls the
+    /// stack); it need not be exact: a [`Readiness::Ready`] that a take then
+    /// finds stale only costs the take.
     ///
     /// A shutdown request made while this waits must end the wait promptly
     /// with [`Readiness::Shutdown`]; that is how `shutdown()` avoids Python's
@@ -87,13 +98,17 @@ pub trait Listener: Transport<Kind = kind::Stream> {
     /// An accepted connection.
     type Connection: Connection<Addr = Self::Addr>;
 
-    /// Python's `get_request`: takes one pending connection.
+    /// Python's `get_request`, without blocking: takes one connection that
+    /// is ready, or returns `Ok(None)` at once when none is (none arrived,
+    /// or one was reset before it was taken); the server then
+    /// [`wait`](Transport::wait)s.
     ///
-    /// `Ok(None)` means that the connection announced by
-    /// [`wait`](Transport::wait) went away before it was taken (for example
-    /// it was reset); the server then goes back to waiting.
+    /// An error means taking failed (for example the process ran out of
+    /// descriptors); the server reports it and waits before trying again,
+    /// so a transport that fails persistently should make its next wait
+    /// sleep rather than report readiness at once.
     #[allow(clippy::type_complexity)]
-    fn accept(&mut self) -> Result<Option<(Self::Connection, Self::Addr)>, Self::Error>;
+    fn try_accept(&mut self) -> Result<Option<(Self::Connection, Self::Addr)>, Self::Error>;
 }
 
 /// One accepted stream connection.
@@ -133,9 +148,10 @@ pub trait Connection: Read + Write {
     }
 }
 
-/// What [`DatagramSocket::recv_from`] received.
+/// What [`DatagramSocket::try_recv_from`] received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct Received<A> {
     /// Bytes stored in the buffer.
     pub len: usize,
@@ -145,14 +161,28 @@ pub struct Received<A> {
     pub addr: A,
 }
 
+impl<A> Received<A> {
+    /// `len` bytes from `addr`, `truncated` if the datagram did not fit.
+    pub fn new(len: usize, truncated: bool, addr: A) -> Self {
+        Received {
+            len,
+            truncated,
+            addr,
+        }
+    }
+}
+
 /// A bound datagram socket.
 pub trait DatagramSocket: Transport<Kind = kind::Datagram> {
-    /// Python's `get_request`: receives one datagram into `buf`.
+    /// Python's `get_request`, without blocking: receives one datagram
+    /// that is ready into `buf`, or returns `Ok(None)` at once when none is.
     ///
     /// A datagram longer than `buf` fills it and is reported with
-    /// `truncated: true`, never silently cut. `Ok(None)` means the datagram
-    /// announced by [`wait`](Transport::wait) was gone.
-    fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<Self::Addr>>, Self::Error>;
+    /// `truncated: true`, never silently cut.
+    fn try_recv_from(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<Received<Self::Addr>>, Self::Error>;
 
     /// Sends one datagram to `addr`, whole or not at all.
     fn send_to(&mut self, data: &[u8], addr: &Self::Addr) -> Result<(), Self::Error>;

@@ -23,6 +23,9 @@ pub enum Error {
     Unaddressable,
     /// The datagram does not fit in the socket's send buffer at all.
     TooLarge,
+    /// Closing was cut short by a shutdown request, and the connection
+    /// reset: data the peer had not acknowledged yet may be lost.
+    Aborted,
 }
 
 impl fmt::Display for Error {
@@ -36,6 +39,7 @@ impl fmt::Display for Error {
             Error::NoSocketSpace => "no free slot in the socket set",
             Error::Unaddressable => "unaddressable endpoint",
             Error::TooLarge => "datagram larger than the send buffer",
+            Error::Aborted => "close cut short by a shutdown request",
         })
     }
 }
@@ -52,6 +56,7 @@ impl embedded_io::Error for Error {
             Error::Closed => ErrorKind::NotConnected,
             Error::NoSocketSpace | Error::TooLarge => ErrorKind::OutOfMemory,
             Error::Unaddressable => ErrorKind::AddrNotAvailable,
+            Error::Aborted => ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -69,5 +74,6 @@ mod tests {
         assert_eq!(Error::WriteShut.kind(), ErrorKind::BrokenPipe);
         assert_eq!(Error::Closed.kind(), ErrorKind::NotConnected);
         assert_eq!(Error::TooLarge.kind(), ErrorKind::OutOfMemory);
+        assert_eq!(Error::Aborted.kind(), ErrorKind::ConnectionAborted);
     }
 }

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -10,6 +10,8 @@ mod stack;
 #[cfg(all(feature = "std", any(target_os = "linux", target_os = "android")))]
 pub mod tap;
 mod tcp;
+#[cfg(test)]
+mod testing;
 mod udp;
 
 pub use error::Error;

@@ -75,6 +75,11 @@ pub trait Net<'a> {
     /// have changed state.
     fn poll(&mut self) -> bool;
 
+    /// How many times [`poll`](Self::poll) has run (wrapping). A transport
+    /// that remembers the count it last looked at its sockets with knows
+    /// whether the stack may have changed since, without polling again.
+    fn polls(&self) -> u32;
+
     /// Idles until the device may have a frame, a timer of the interface is
     /// due, `deadline` passes or the stack's maximum idle time is over,
     /// whichever comes first. Never blocks when something is due now.
@@ -107,6 +112,7 @@ pub struct Stack<'a, D: Device, K: Clock, I: Idle<D> = Spin> {
     idle: I,
     max_idle: Duration,
     next_port: u16,
+    polls: u32,
 }
 
 const EPHEMERAL_FIRST: u16 = 49152;
@@ -135,6 +141,7 @@ impl<'a, D: Device, K: Clock, I: Idle<D>> Stack<'a, D, K, I> {
             idle,
             max_idle: DEFAULT_MAX_IDLE,
             next_port: EPHEMERAL_FIRST,
+            polls: 0,
         }
     }
 
@@ -158,9 +165,9 @@ impl<'a, D: Device, K: Clock, I: Idle<D>> Stack<'a, D, K, I> {
     }
 
     /// Polls, then idles until the device may have a frame, a timer is due
-    /// or `max` passes, then polls again: the step of an event loop that
-    /// serves several transports (see the `smoltcp_tap` example).
-    /// Returns early when `shutdown` is requested.
+    /// or `max` passes, then polls again: the step of a client's loop that
+    /// drives the stack between its own socket operations. Returns early
+    /// when `shutdown` is requested.
     pub fn poll_wait(&mut self, max: Duration, shutdown: &ShutdownFlag) {
         if !self.poll() && !shutdown.is_requested() {
             let deadline = self.clock.now() + max;
@@ -211,11 +218,16 @@ impl<'a, D: Device, K: Clock, I: Idle<D>> Net<'a> for Stack<'a, D, K, I> {
     }
 
     fn poll(&mut self) -> bool {
+        self.polls = self.polls.wrapping_add(1);
         let now = to_smoltcp(self.clock.now());
         matches!(
             self.iface.poll(now, &mut self.device, &mut self.sockets),
             PollResult::SocketStateChanged
         )
+    }
+
+    fn polls(&self) -> u32 {
+        self.polls
     }
 
     fn idle_until(&mut self, deadline: Option<Instant>) {
@@ -292,29 +304,80 @@ pub(crate) fn drive_until<'a>(
     }
 }
 
-/// A transport's `wait`: drives the stack until `ready`, `timeout` or a
-/// shutdown request.
-pub(crate) fn wait_ready<'a>(
-    net: &RefCell<dyn Net<'a> + '_>,
+/// A transport's `wait`: idles and polls until a poll says that a socket
+/// may have changed state, `timeout` passes or `shutdown` is requested.
+/// Never looks at the transport's sockets: the take after it does.
+///
+/// `seen` is the poll count the transport last looked at its sockets
+/// with ([`look`]); when something polled the stack since (a connection,
+/// another transport), the transport has not seen that poll yet, so this
+/// reports [`Readiness::Ready`] at once rather than sleep on a frame that
+/// is already in.
+pub(crate) fn wait_for_change(
+    net: &RefCell<dyn Net<'_> + '_>,
+    seen: u32,
     timeout: Option<Duration>,
     shutdown: &ShutdownFlag,
-    ready: &mut dyn FnMut(&mut SocketSet<'a>) -> bool,
 ) -> Readiness {
-    let mut net = lock(net);
+    let mut net = borrow_stack(net);
+    if net.polls() != seen {
+        return Readiness::Ready;
+    }
     let deadline = deadline(&*net, timeout);
-    drive_until(&mut *net, deadline, Some(shutdown), ready)
+    loop {
+        if shutdown.is_requested() {
+            return Readiness::Shutdown;
+        }
+        if deadline.is_some_and(|d| net.now() >= d) {
+            return Readiness::TimedOut;
+        }
+        net.idle_until(deadline);
+        if net.poll() {
+            return Readiness::Ready;
+        }
+    }
 }
 
-/// Borrows the stack for one operation of a transport: one copy of the
-/// borrow check and its panic in the image, not one per call site.
+/// Before a transport looks at its sockets (a take): polls, unless
+/// something polled the stack since the transport last looked (its wait,
+/// a connection, another transport), then records the count it looks with.
+/// So a take after a wait, or after serving a connection, costs no poll.
+pub(crate) fn look(net: &mut (dyn Net<'_> + '_), seen: &mut u32) {
+    if net.polls() == *seen {
+        net.poll();
+    }
+    *seen = net.polls();
+}
+
+/// Borrows the stack for one operation of a transport or a connection:
+/// one copy of the borrow check and its panic in the image, not one per
+/// call site. The borrow is released before the operation returns, and
+/// no operation calls code of the caller's while it holds it except the
+/// idle hook (which cannot reach a transport of its own stack), so it can
+/// only fail when the caller holds a `RefCell` borrow of the stack across
+/// a call of this crate.
 ///
 /// # Panics
-/// If the stack is borrowed elsewhere.
+/// If the stack is borrowed elsewhere, as `RefCell::borrow_mut` does.
 #[inline(never)]
-pub(crate) fn lock<'s, 'a>(
+pub(crate) fn borrow_stack<'s, 'a>(
     net: &'s RefCell<dyn Net<'a> + 's>,
 ) -> core::cell::RefMut<'s, dyn Net<'a> + 's> {
     net.borrow_mut()
+}
+
+/// Whether a `Drop` must leave the stack alone: the thread is unwinding
+/// from a panic and the stack is borrowed, so borrowing it would panic a
+/// second time and abort the process. In every other case a drop borrows
+/// the stack with [`borrow_stack`], and panics as every operation does.
+pub(crate) fn unwinding_while_borrowed(net: &RefCell<dyn Net<'_> + '_>) -> bool {
+    #[cfg(any(feature = "std", test))]
+    return std::thread::panicking() && net.try_borrow_mut().is_err();
+    #[cfg(not(any(feature = "std", test)))]
+    {
+        let _ = net;
+        false
+    }
 }
 
 /// The deadline `timeout` from now, if any.

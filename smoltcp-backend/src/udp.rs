@@ -8,7 +8,9 @@ use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Readiness, Received, ShutdownFlag, Transport};
 
-use crate::stack::{deadline, drive_until, lock, wait_ready};
+use crate::stack::{
+    borrow_stack, deadline, drive_until, look, unwinding_while_borrowed, wait_for_change,
+};
 use crate::tcp::NetRef;
 use crate::Error;
 
@@ -22,12 +24,20 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// receive buffer: a longer one is dropped by smoltcp before the server sees
 /// it. One that fits the socket but not the server's packet buffer
 /// (`max_packet_size`) arrives marked `truncated`.
+///
+/// As a [`TcpListener`](crate::TcpListener)'s, its take and its wait cost
+/// one poll of the stack at most:
+/// [`try_recv_from`](DatagramSocket::try_recv_from) polls only if nothing
+/// polled the stack since its last look, and [`wait`](Transport::wait)
+/// idles and polls until a poll says that a socket may have changed.
 pub struct UdpSocket<'s, 'a> {
     net: NetRef<'s, 'a>,
     handle: Option<SocketHandle>,
     endpoint: IpListenEndpoint,
     shutdown: &'s ShutdownFlag,
     send_timeout: Duration,
+    /// The stack's poll count when the socket last looked for a datagram.
+    seen: u32,
 }
 
 impl<'s, 'a> UdpSocket<'s, 'a> {
@@ -49,23 +59,23 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
     ) -> Result<Self, Error> {
         let endpoint = endpoint.into();
         socket.bind(endpoint).map_err(|_| Error::Unaddressable)?;
-        let mut stack = lock(net);
+        let mut stack = borrow_stack(net);
         if stack.free_slots() == 0 {
             return Err(Error::NoSocketSpace);
         }
         let handle = stack.parts().1.add(socket);
-        drop(stack);
         Ok(UdpSocket {
             net,
             handle: Some(handle),
             endpoint,
             shutdown,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            seen: stack.polls(),
         })
     }
 
-    /// The endpoint the socket is bound to.
-    pub fn local_endpoint(&self) -> IpListenEndpoint {
+    /// The endpoint the socket is bound to (Rust's `local_addr`).
+    pub fn local_addr(&self) -> IpListenEndpoint {
         self.endpoint
     }
 
@@ -74,21 +84,6 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
     pub fn set_send_timeout(&mut self, timeout: Duration) {
         self.send_timeout = timeout;
     }
-
-    /// Whether a datagram is waiting to be received.
-    ///
-    /// # Panics
-    /// If the stack is borrowed elsewhere.
-    pub fn pending(&self) -> bool {
-        let Some(handle) = self.handle else {
-            return false;
-        };
-        lock(self.net)
-            .parts()
-            .1
-            .get_mut::<udp::Socket>(handle)
-            .can_recv()
-    }
 }
 
 impl Transport for UdpSocket<'_, '_> {
@@ -96,19 +91,16 @@ impl Transport for UdpSocket<'_, '_> {
     type Addr = IpEndpoint;
     type Error = Error;
 
-    /// Drives the stack until a datagram arrives, `timeout` passes, or
-    /// shutdown is requested.
+    /// Idles and polls the stack until a poll says that a datagram may
+    /// have come, `timeout` passes, or shutdown is requested. Reports
+    /// [`Readiness::Ready`] at once when something polled the stack since
+    /// the last [`try_recv_from`](DatagramSocket::try_recv_from).
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        let handle = self.handle.ok_or(Error::Closed)?;
-        Ok(wait_ready(
-            self.net,
-            timeout,
-            self.shutdown,
-            &mut |sockets| sockets.get_mut::<udp::Socket>(handle).can_recv(),
-        ))
+        self.handle.ok_or(Error::Closed)?;
+        Ok(wait_for_change(self.net, self.seen, timeout, self.shutdown))
     }
 
     fn shutdown_requested(&self) -> bool {
@@ -120,31 +112,38 @@ impl Transport for UdpSocket<'_, '_> {
     }
 
     /// Removes the socket from the set.
+    ///
+    /// # Panics
+    /// If the stack is borrowed elsewhere.
     fn close(&mut self) {
-        let Some(handle) = self.handle.take() else {
-            return;
-        };
-        if let Ok(mut net) = self.net.try_borrow_mut() {
-            net.parts().1.remove(handle);
+        if let Some(handle) = self.handle.take() {
+            borrow_stack(self.net).parts().1.remove(handle);
         }
     }
 }
 
 impl DatagramSocket for UdpSocket<'_, '_> {
-    fn recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
+    /// Takes a datagram that has arrived, if there is one; never blocks.
+    /// Polls the stack first unless something polled it since the last
+    /// take.
+    ///
+    /// # Panics
+    /// If the stack is borrowed elsewhere.
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
         let handle = self.handle.ok_or(Error::Closed)?;
-        let mut net = lock(self.net);
+        let mut net = borrow_stack(self.net);
+        look(&mut *net, &mut self.seen);
         let socket = net.parts().1.get_mut::<udp::Socket>(handle);
         let Ok((data, meta)) = socket.recv() else {
             return Ok(None);
         };
         let len = data.len().min(buf.len());
         buf[..len].copy_from_slice(&data[..len]);
-        Ok(Some(Received {
+        Ok(Some(Received::new(
             len,
-            truncated: data.len() > buf.len(),
-            addr: meta.endpoint,
-        }))
+            data.len() > buf.len(),
+            meta.endpoint,
+        )))
     }
 
     /// Queues the datagram, waiting for room in the send buffer at most the
@@ -155,7 +154,7 @@ impl DatagramSocket for UdpSocket<'_, '_> {
     /// [`Error::Unaddressable`], [`Error::TimedOut`].
     fn send_to(&mut self, data: &[u8], addr: &IpEndpoint) -> Result<(), Error> {
         let handle = self.handle.ok_or(Error::Closed)?;
-        let mut net = lock(self.net);
+        let mut net = borrow_stack(self.net);
         let socket = net.parts().1.get_mut::<udp::Socket>(handle);
         if data.len() > socket.payload_send_capacity() {
             return Err(Error::TooLarge);
@@ -180,7 +179,66 @@ impl DatagramSocket for UdpSocket<'_, '_> {
 }
 
 impl Drop for UdpSocket<'_, '_> {
+    /// Closes the socket (see [`Transport::close`]).
     fn drop(&mut self) {
-        self.close();
+        if !unwinding_while_borrowed(self.net) {
+            self.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::Net;
+    use crate::testing::*;
+
+    /// The peer sends `len` bytes from port 5000 to the server's [`PORT`].
+    fn send(net: &Network, len: usize) {
+        let mut peer = net.peer.borrow_mut();
+        let handle = peer.sockets_mut().add(udp_socket());
+        let socket = peer.sockets_mut().get_mut::<udp::Socket>(handle);
+        socket.bind(5000).unwrap();
+        socket
+            .send_slice(&[b'x'; 1500][..len], (SERVER, PORT))
+            .unwrap();
+    }
+
+    /// A take uses the last poll when something polled the stack since its
+    /// last look, and polls otherwise; a wait never looks for a datagram.
+    #[test]
+    fn a_take_polls_only_when_needed() {
+        let net = network(silent);
+        let stop = ShutdownFlag::new();
+        let mut socket = UdpSocket::bind(&net.server, PORT, udp_socket(), &stop).unwrap();
+        send(&net, 12);
+        net.settle();
+        let (polls, looks) = net.counts();
+        let mut buf = [0; 64];
+        let got = socket.try_recv_from(&mut buf).unwrap().unwrap();
+        assert_eq!((got.len, got.truncated), (12, false));
+        assert_eq!(got.addr, (PEER, 5000).into());
+        assert_eq!(net.counts(), (polls, looks + 1));
+        assert!(socket.try_recv_from(&mut buf).unwrap().is_none());
+        assert_eq!(net.counts(), (polls + 1, looks + 2));
+        let waited = socket.wait(Some(Duration::from_millis(5))).unwrap();
+        assert_eq!(waited, Readiness::TimedOut);
+        assert_eq!(net.counts().1, looks + 2);
+        net.server.borrow_mut().poll();
+        assert_eq!(socket.wait(None).unwrap(), Readiness::Ready);
+    }
+
+    /// A datagram longer than the buffer fills it and says so.
+    #[test]
+    fn a_long_datagram_is_flagged_truncated() {
+        let net = network(silent);
+        let stop = ShutdownFlag::new();
+        let mut socket = UdpSocket::bind(&net.server, PORT, udp_socket(), &stop).unwrap();
+        send(&net, 100);
+        net.settle();
+        let got = socket.try_recv_from(&mut [0; 64]).unwrap().unwrap();
+        assert_eq!((got.len, got.truncated), (64, true));
+        socket.close();
+        assert_eq!(socket.try_recv_from(&mut [0; 64]), Err(Error::Closed));
     }
 }

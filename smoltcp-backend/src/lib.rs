@@ -4,6 +4,8 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "std")]
+mod clock;
 mod error;
 pub mod memory;
 mod stack;
@@ -14,6 +16,8 @@ mod tcp;
 mod testing;
 mod udp;
 
+#[cfg(feature = "std")]
+pub use clock::StdClock;
 pub use error::Error;
 pub use stack::{from_smoltcp, to_smoltcp, Busy, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
 pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};

@@ -1,5 +1,5 @@
-//! std helpers: a clock, sleeping on a device's file descriptor, and a
-//! ready-made stack on a Linux TAP device.
+//! std helpers on Linux: sleeping on a device's file descriptor, a
+//! ready-made stack on a TAP device, and a private network namespace.
 
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -8,32 +8,9 @@ use std::time::Duration;
 use smoltcp::iface::{Config, SocketStorage};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::wire::{EthernetAddress, IpCidr};
-use socketserver_core::{Clock, Instant};
 
 use crate::stack::{Idle, Stack};
-
-/// A [`Clock`] on `std::time::Instant`, counting from its creation.
-#[derive(Clone, Copy, Debug)]
-pub struct StdClock(std::time::Instant);
-
-impl StdClock {
-    /// A clock whose epoch is now.
-    pub fn new() -> Self {
-        StdClock(std::time::Instant::now())
-    }
-}
-
-impl Default for StdClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for StdClock {
-    fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX))
-    }
-}
+use crate::StdClock;
 
 /// The idle hook that sleeps until the device's file descriptor is readable
 /// (smoltcp's `phy::wait`), so a stack on a TAP device uses no CPU while
@@ -73,7 +50,7 @@ pub fn tap_stack<'a>(
     let device = TunTapInterface::new(name, Medium::Ethernet)?;
     let mut config = Config::new(TAP_MAC.into());
     config.random_seed = u64::from(std::process::id());
-    let mut stack = Stack::new(config, device, storage, StdClock::new(), FdWait);
+    let mut stack = Stack::new(config, device, storage, StdClock, FdWait);
     stack.add_ip(cidr).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -312,3 +312,52 @@ fn a_client_connection_leaves_the_socket_set() {
     drop(conn);
     assert_eq!(net.server.borrow().stack.free_slots(), free);
 }
+
+// --- served by the core ---
+
+/// With `std`, a handler's panic is caught once per request and reported
+/// to `handle_error`; the connection is shut down and the server goes on.
+#[cfg(feature = "std")]
+#[test]
+fn a_panicking_handler_is_reported_and_the_server_goes_on() {
+    use core::cell::{Cell, RefCell};
+    use socketserver_core::{Connection, Hooks, Server, ServerHooks, StreamHandler};
+    use socketserver_core::{StreamRequest, SyncDispatch};
+
+    struct Boom(bool);
+    impl StreamHandler for Boom {
+        fn handle<C: Connection>(
+            &mut self,
+            request: &mut StreamRequest<'_, C>,
+        ) -> Result<(), socketserver_core::Error> {
+            assert!(!self.0, "the handler panics");
+            request.wfile.write_all(b"ok")
+        }
+    }
+    #[derive(Default)]
+    struct Errors(RefCell<Vec<socketserver_core::Error>>);
+    impl<R: ?Sized, A> Hooks<R, A> for Errors {
+        fn handle_error(&self, _: &A, error: &socketserver_core::Error) {
+            self.0.borrow_mut().push(*error);
+        }
+    }
+    impl ServerHooks for Errors {}
+
+    let net = network(polite);
+    let listener = TcpListener::bind(&net.server, PORT, backlog::<2>(), flag()).unwrap();
+    let (built, errors) = (Cell::new(0), Errors::default());
+    let factory = || {
+        built.set(built.get() + 1);
+        Boom(built.get() == 1)
+    };
+    let dispatch = SyncDispatch::<_, _, [u8; 64], [u8; 64]>::with_hooks(factory, &errors);
+    let clock = crate::memory::StepClock::new(Duration::from_micros(100));
+    let mut server = Server::new(listener, dispatch, clock);
+    server.set_timeout(Some(Duration::from_secs(1)));
+    net.dial();
+    net.dial();
+    server.handle_request().unwrap();
+    server.handle_request().unwrap();
+    assert_eq!(built.get(), 2);
+    assert_eq!(*errors.0.borrow(), [socketserver_core::Error::Panicked]);
+}

@@ -166,6 +166,7 @@ fn serve_one<D: Device>(
         served: served.get(),
         rejected: Vec::new(),
         errors: hooks.errors.get(),
+        panics: hooks.panics.get(),
         passes: 0,
     }
 }

@@ -14,8 +14,7 @@ use socketserver::embedded_io::Write;
 use socketserver::handlers::UpperOnce;
 use socketserver::smoltcp::memory::Cable;
 use socketserver::smoltcp::smoltcp::wire::IpAddress;
-use socketserver::smoltcp::tap::StdClock;
-use socketserver::smoltcp::{Error, TcpConnection, TcpListener};
+use socketserver::smoltcp::{Error, StdClock, TcpConnection, TcpListener};
 use socketserver::{Server, SyncDispatch};
 use util::*;
 
@@ -77,11 +76,7 @@ fn full_backlog_refuses() {
             let listener =
                 TcpListener::bind(&stack, PORT, [tcp_socket(), tcp_socket()], stop).unwrap();
             bound.send(()).unwrap();
-            let mut server = Server::new(
-                listener,
-                SyncDispatch::<_>::new(|| UpperOnce),
-                StdClock::new(),
-            );
+            let mut server = Server::new(listener, SyncDispatch::<_>::new(|| UpperOnce), StdClock);
             server.serve_forever(POLL_INTERVAL).unwrap();
             Report::default()
         },
@@ -102,7 +97,7 @@ fn handle_request_times_out() {
     let mut server = Server::new(
         listener,
         SyncDispatch::<_, _>::with_hooks(|| UpperOnce, &hooks),
-        StdClock::new(),
+        StdClock,
     );
     server.set_timeout(Some(Duration::from_millis(200)));
     let start = Instant::now();
@@ -140,11 +135,7 @@ fn shutdown_is_prompt() {
     let stack = memory_stack(server_end, 1, SERVER);
     let stop = socketserver::ShutdownFlag::new();
     let listener = TcpListener::bind(&stack, PORT, [tcp_socket()], &stop).unwrap();
-    let mut server = Server::new(
-        listener,
-        SyncDispatch::<_>::new(|| UpperOnce),
-        StdClock::new(),
-    );
+    let mut server = Server::new(listener, SyncDispatch::<_>::new(|| UpperOnce), StdClock);
     server.server_close();
     server.server_close();
     assert_eq!(server.serve_forever(POLL_INTERVAL), Err(Error::Closed));

@@ -14,11 +14,10 @@ use socketserver::smoltcp::smoltcp::iface::{Config, SocketStorage};
 use socketserver::smoltcp::smoltcp::phy::Device;
 use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
 use socketserver::smoltcp::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
-use socketserver::smoltcp::tap::StdClock;
-use socketserver::smoltcp::{Idle, NetRef, Stack, TcpConnection, TcpListener, UdpSocket};
+use socketserver::smoltcp::{Idle, NetRef, Stack, StdClock, TcpConnection, TcpListener, UdpSocket};
 use socketserver::{
-    Clock, Connection, DatagramHandler, Dispatch, Error, Hooks, Server, ShutdownFlag,
-    StreamHandler, SyncDispatch, Transport,
+    Clock, Connection, DatagramHandler, Dispatch, Error, Hooks, Server, ServerHooks, ShutdownFlag,
+    StreamHandler, StreamRequest, SyncDispatch, Transport,
 };
 
 /// The port every test server listens on.
@@ -81,7 +80,7 @@ impl FastClock {
     /// A clock `speed` times faster than real time.
     pub fn new(speed: u64) -> Self {
         FastClock {
-            base: StdClock::new(),
+            base: StdClock,
             speed,
         }
     }
@@ -130,6 +129,8 @@ pub struct TestHooks {
     pub rejected: RefCell<Vec<IpEndpoint>>,
     /// `handle_error` calls.
     pub errors: Cell<usize>,
+    /// `handle_error` calls for a handler's panic.
+    pub panics: Cell<usize>,
     /// `service_actions` calls.
     pub passes: Cell<usize>,
     /// `handle_timeout` calls.
@@ -158,8 +159,13 @@ impl<R: ?Sized> Hooks<R, IpEndpoint> for TestHooks {
     fn handle_error(&self, client: &IpEndpoint, error: &Error) {
         eprintln!("handle_error: {client}: {error}");
         self.errors.set(self.errors.get() + 1);
+        if *error == Error::Panicked {
+            self.panics.set(self.panics.get() + 1);
+        }
     }
+}
 
+impl ServerHooks for TestHooks {
     fn service_actions(&self) {
         self.passes.set(self.passes.get() + 1);
     }
@@ -178,6 +184,8 @@ pub struct Report {
     pub rejected: Vec<IpEndpoint>,
     /// `handle_error` calls.
     pub errors: usize,
+    /// `handle_error` calls for a handler's panic.
+    pub panics: usize,
     /// `serve_forever` passes.
     pub passes: usize,
 }
@@ -216,7 +224,10 @@ pub fn serve_datagrams<H: DatagramHandler + Copy>(
     let socket = UdpSocket::bind(net, PORT, udp_socket(), shutdown).unwrap();
     bound.send(()).unwrap();
     let (hooks, served) = (TestHooks::rejecting(reject), Cell::new(0));
-    let dispatch = SyncDispatch::<_, _, 2048, 2048>::with_hooks(counting(&served, handler), &hooks);
+    let dispatch = SyncDispatch::<_, _, [u8; 2048], [u8; 2048]>::with_hooks(
+        counting(&served, handler),
+        &hooks,
+    );
     serve_until_stopped(socket, dispatch);
     report(served.get(), hooks)
 }
@@ -231,7 +242,7 @@ fn counting<'c, H: Copy + 'c>(served: &'c Cell<usize>, handler: H) -> impl Fn() 
 
 /// `serve_forever` until shutdown, then `server_close`.
 fn serve_until_stopped<T: Transport, D: Dispatch<T, T::Kind>>(transport: T, dispatch: D) {
-    let mut server = Server::new(transport, dispatch, StdClock::new());
+    let mut server = Server::new(transport, dispatch, StdClock);
     server.serve_forever(POLL_INTERVAL).unwrap();
     server.server_close();
 }
@@ -241,6 +252,7 @@ fn report(served: usize, hooks: TestHooks) -> Report {
         served,
         rejected: hooks.rejected.into_inner(),
         errors: hooks.errors.get(),
+        panics: hooks.panics.get(),
         passes: hooks.passes.get(),
     }
 }
@@ -289,7 +301,8 @@ macro_rules! all_cases {
             bulk,
             datagram,
             refused,
-            handler_error
+            handler_error,
+            handler_panic
         );
     };
 }
@@ -368,6 +381,18 @@ pub mod cases {
         assert_eq!(report.errors, 1);
     }
 
+    /// A handler that panics: `handle_error` is told (`Error::Panicked`,
+    /// as the `std` feature turns on the core's panic catching), the client
+    /// reads EOF, and the server goes on serving.
+    pub fn handler_panic<C: Client>(client: &C, serve: impl ServeFn) {
+        let report = serve.stream(PanickyUpper, None, || {
+            assert_eq!(client.exchange(b"panic\n"), b"");
+            assert_eq!(client.exchange(b"still serving\n"), b"STILL SERVING");
+        });
+        assert_eq!(report.served, 2);
+        assert_eq!((report.errors, report.panics), (1, 1));
+    }
+
     /// `verify_request` refuses the client's address: no handler is built,
     /// the client reads EOF at once, and the hook saw the client's address.
     pub fn refused<C: Client>(client: &C, serve: impl ServeFn) {
@@ -378,6 +403,22 @@ pub mod cases {
         assert_eq!(report.rejected.len(), 1);
         assert_eq!(report.rejected[0].addr, client.address());
         assert_ne!(report.rejected[0].port, 0);
+    }
+}
+
+/// The docs' `rfile` handler (one line, upper-cased), but it panics on the
+/// line `panic`.
+#[derive(Clone, Copy, Debug)]
+pub struct PanickyUpper;
+
+impl StreamHandler for PanickyUpper {
+    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        let line = req.rfile.read_line()?;
+        let len = line.trim_ascii_end().len();
+        let line = &mut line[..len];
+        assert!(line != b"panic", "the handler panics, as asked");
+        line.make_ascii_uppercase();
+        req.wfile.write_all(line)
     }
 }
 
@@ -551,9 +592,15 @@ impl<D: Device> Client for SmolClient<'_, D> {
         let stop = ShutdownFlag::new();
         let mut socket = UdpSocket::bind(self.stack, 40000, udp_socket(), &stop).unwrap();
         socket.send_to(msg, &(self.server, PORT).into()).unwrap();
-        assert_eq!(socket.wait(Some(IO_TIMEOUT)).unwrap(), Readiness::Ready);
         let mut buf = [0; 2048];
-        let got = socket.recv_from(&mut buf).unwrap().unwrap();
+        // Take, then wait.
+        let got = loop {
+            if let Some(got) = socket.try_recv_from(&mut buf).unwrap() {
+                break got;
+            }
+            let waited = socket.wait(Some(IO_TIMEOUT)).unwrap();
+            assert_ne!(waited, Readiness::TimedOut, "no reply");
+        };
         assert_eq!(got.addr, (self.server, PORT).into());
         buf[..got.len].to_vec()
     }

@@ -18,8 +18,8 @@ use socketserver::smoltcp::smoltcp::iface::{Config, Interface, SocketSet, Socket
 use socketserver::smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
 use socketserver::smoltcp::smoltcp::socket::tcp::{self, State};
 use socketserver::smoltcp::smoltcp::wire::{IpAddress, IpCidr};
-use socketserver::smoltcp::tap::{netns, tap_stack, StdClock, TAP_MAC};
-use socketserver::smoltcp::TcpListener;
+use socketserver::smoltcp::tap::{netns, tap_stack, TAP_MAC};
+use socketserver::smoltcp::{StdClock, TcpListener};
 use socketserver::{
     Connection, Error, Server, ShutdownFlag, StreamHandler, StreamRequest, SyncDispatch,
 };
@@ -114,12 +114,12 @@ fn framework(direction: Direction, bytes: usize, ready: Ready) -> io::Result<()>
     let _ = ready.send(());
     let served = match direction {
         Direction::Upload => {
-            Server::new(listener, SyncDispatch::<_>::new(|| Sink), StdClock::new()).handle_request()
+            Server::new(listener, SyncDispatch::<_>::new(|| Sink), StdClock).handle_request()
         }
         Direction::Download => Server::new(
             listener,
             SyncDispatch::<_>::new(move || Source(bytes)),
-            StdClock::new(),
+            StdClock,
         )
         .handle_request(),
     };

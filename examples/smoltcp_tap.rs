@@ -8,7 +8,7 @@
 //! address, in the device's subnet. Prints `listening on IP:PORT` once
 //! bound, serves until SIGINT or SIGTERM.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,15 +18,25 @@ use socketserver::handlers::{UpperDatagram, UpperOnce};
 use socketserver::smoltcp::smoltcp::iface::SocketStorage;
 use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
 use socketserver::smoltcp::smoltcp::wire::IpCidr;
-use socketserver::smoltcp::tap::{tap_stack, StdClock};
-use socketserver::smoltcp::{TcpListener, UdpSocket};
-use socketserver::{Server, ShutdownFlag, SyncDispatch};
+use socketserver::smoltcp::tap::tap_stack;
+use socketserver::smoltcp::{Net, StdClock, TcpListener, UdpSocket};
+use socketserver::{Hooks, Server, ServerHooks, ShutdownFlag, SyncDispatch};
 
 /// Python's `request_queue_size` default.
 const BACKLOG: usize = 5;
-/// The longest the loop sleeps without looking at the signal flag (a signal
-/// also ends the sleep at once).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Counts the `handle_request` calls that found nothing ready (with a zero
+/// timeout, `handle_timeout` says so).
+#[derive(Default)]
+struct NothingReady(Cell<u32>);
+
+impl<R: ?Sized, A> Hooks<R, A> for NothingReady {}
+
+impl ServerHooks for NothingReady {
+    fn handle_timeout(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
 
 struct Args {
     tap: String,
@@ -91,11 +101,9 @@ fn main() -> io::Result<()> {
     });
     let listener = TcpListener::<BACKLOG>::bind(&stack, args.port, sockets, &shutdown)
         .map_err(io::Error::other)?;
-    let mut tcp_server = Server::new(
-        listener,
-        SyncDispatch::<_>::new(|| UpperOnce),
-        StdClock::new(),
-    );
+    let nothing = NothingReady::default();
+    let dispatch = SyncDispatch::<_, _>::with_hooks(|| UpperOnce, &nothing);
+    let mut tcp_server = Server::new(listener, dispatch, StdClock);
 
     let (rx_meta, tx_meta) = udp_meta.split_at_mut(8);
     let (rx, tx) = udp_payload.split_at_mut(16 * 1024);
@@ -104,24 +112,24 @@ fn main() -> io::Result<()> {
         udp::PacketBuffer::new(tx_meta, tx),
     );
     let socket = UdpSocket::bind(&stack, args.port, socket, &shutdown).map_err(io::Error::other)?;
-    let mut udp_server = Server::new(
-        socket,
-        SyncDispatch::<_>::new(|| UpperDatagram),
-        StdClock::new(),
-    );
+    let dispatch = SyncDispatch::<_, _>::with_hooks(|| UpperDatagram, &nothing);
+    let mut udp_server = Server::new(socket, dispatch, StdClock);
 
     println!("listening on {}:{}", args.ip.address(), args.port);
     io::stdout().flush()?;
 
-    // Two servers on one stack: serve whichever has a request, and sleep on
-    // the device when neither has.
+    // Two servers on one stack: each pass takes what is ready from both (a
+    // zero timeout takes and never waits), and sleeps on the device (at most
+    // the stack's max idle time; a signal ends it too) when neither had
+    // anything. The stack is polled once per pass.
+    tcp_server.set_timeout(Some(Duration::ZERO));
+    udp_server.set_timeout(Some(Duration::ZERO));
     while !stop.load(Ordering::Relaxed) {
-        if tcp_server.transport_mut().pending() > 0 {
-            tcp_server.handle_request().map_err(io::Error::other)?;
-        } else if udp_server.transport().pending() {
-            udp_server.handle_request().map_err(io::Error::other)?;
-        } else {
-            stack.borrow_mut().poll_wait(POLL_INTERVAL, &shutdown);
+        let before = nothing.0.get();
+        tcp_server.handle_request().map_err(io::Error::other)?;
+        udp_server.handle_request().map_err(io::Error::other)?;
+        if nothing.0.get() == before + 2 {
+            stack.borrow_mut().idle_until(None);
         }
     }
     tcp_server.server_close();

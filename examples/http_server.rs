@@ -928,10 +928,7 @@ fn main() -> io::Result<()> {
     let mut server = ServerBuilder::tcp(address.as_str())
         .allow_reuse_address(true)
         .request_queue_size(1024)
-        .buffer_sizes(BufferSizes {
-            read: LINE_CAPACITY,
-            write: 0,
-        })
+        .buffer_sizes(BufferSizes::new(LINE_CAPACITY, 0))
         .build_with(|sizes| {
             ThreadingDispatch::new(factory, sizes)
                 .daemon_threads(true)

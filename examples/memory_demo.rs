@@ -14,7 +14,7 @@ fn exchange<H: StreamHandler>(name: &str, make: fn() -> H, request: &[u8]) {
         .expect("request fits the listener");
     let mut server = Server::new(
         listener,
-        SyncDispatch::<_, _, 256, 0>::new(make),
+        SyncDispatch::<_, _, [u8; 256], [u8; 0]>::new(make),
         ManualClock::new(),
     );
     server.handle_request().expect("in-memory wait cannot fail");

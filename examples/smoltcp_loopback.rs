@@ -168,7 +168,7 @@ fn main() {
     let listener = TcpListener::bind(&server_stack, PORT, [socket], &shutdown).expect("listen");
     let mut tcp_server = Server::new(
         listener,
-        SyncDispatch::<_, _, 256, 0>::new(|| UpperOnce),
+        SyncDispatch::<_, _, [u8; 256], [u8; 0]>::new(|| UpperOnce),
         clock(),
     );
     tcp_server.set_timeout(Some(Duration::from_secs(10)));
@@ -182,7 +182,7 @@ fn main() {
     let socket = UdpSocket::bind(&server_stack, PORT, socket, &shutdown).expect("bind");
     let mut udp_server = Server::new(
         socket,
-        SyncDispatch::<_, _, 256, 256>::new(|| UpperDatagram),
+        SyncDispatch::<_, _, [u8; 256], [u8; 256]>::new(|| UpperDatagram),
         clock(),
     );
     udp_server.set_timeout(Some(Duration::from_secs(10)));

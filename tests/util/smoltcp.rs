@@ -216,7 +216,10 @@ pub fn serve_datagrams<H: DatagramHandler + Copy>(
     let socket = UdpSocket::bind(net, PORT, udp_socket(), shutdown).unwrap();
     bound.send(()).unwrap();
     let (hooks, served) = (TestHooks::rejecting(reject), Cell::new(0));
-    let dispatch = SyncDispatch::<_, _, 2048, 2048>::with_hooks(counting(&served, handler), &hooks);
+    let dispatch = SyncDispatch::<_, _, [u8; 2048], [u8; 2048]>::with_hooks(
+        counting(&served, handler),
+        &hooks,
+    );
     serve_until_stopped(socket, dispatch);
     report(served.get(), hooks)
 }

@@ -17,9 +17,11 @@
 //!   (8 KiB) bounds them: a longer request line is answered 414, a longer header line or
 //!   more than 100 headers 431. Malformed requests get 400, other methods 405 with
 //!   `Allow`, a major version other than 1 gets 505; after those the connection closes.
-//! - Only files under `DIR` are served: `..` segments (also percent-encoded) are 404,
-//!   and so is a symbolic link that resolves outside `DIR` (links inside are followed).
-//!   The check is made on the opened file (its `/proc/self/fd` link on Linux).
+//! - Only regular files under `DIR` are served: `..` segments (also percent-encoded)
+//!   are 404, and so are a symbolic link that resolves outside `DIR` (links inside are
+//!   followed), FIFOs and devices. A path is opened once, without blocking, and every
+//!   check and every field of the reply is about the opened file (its `/proc/self/fd`
+//!   link on Linux, its `fstat`), so nothing swapped in after a check gets through.
 //! - Bodies are streamed in 64 KiB chunks through `wfile`; a small response (head and
 //!   body) goes out in one `send`.
 //!
@@ -34,10 +36,12 @@ use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::libc::{O_NOCTTY, O_NONBLOCK};
 use socketserver::embedded_io::Write as _;
 use socketserver::{
     BufferSizes, Connection, Error, ServerBuilder, StreamHandler, StreamOptions, StreamRequest,
@@ -406,24 +410,20 @@ impl HttpHandler {
         path.push(self.site.root.as_os_str());
         path.push("/");
         path.push(std::ffi::OsStr::from_bytes(&self.rel));
-        let mut meta = fs::metadata(&self.path).map_err(|_| Status::NotFound)?;
+        let (mut file, mut meta) = self.open_inside()?;
         let slash = self.decoded.ends_with(b"/");
         if meta.is_dir() {
             if !slash {
                 return Ok(Resolved::AddSlash);
             }
             self.path.push("index.html");
-            meta = fs::metadata(&self.path).map_err(|_| Status::NotFound)?;
+            (file, meta) = self.open_inside()?;
         } else if slash {
             // `file/` names a directory that does not exist.
             return Err(Status::NotFound);
         }
-        // Regular files only: opening a FIFO would block.
+        // Regular files only: no FIFO, device or socket.
         if !meta.is_file() {
-            return Err(Status::NotFound);
-        }
-        let file = File::open(&self.path).map_err(|_| Status::NotFound)?;
-        if !self.inside_root(&file) {
             return Err(Status::NotFound);
         }
         let modified = meta
@@ -439,23 +439,45 @@ impl HttpHandler {
         }))
     }
 
+    /// Opens `self.path`, then checks what was opened, never the path
+    /// again: a link or a FIFO swapped in after a check cannot slip past
+    /// it. `O_NONBLOCK` so that opening a FIFO does not wait for a writer
+    /// (it has no effect on reading regular files); `O_NOCTTY` so that a
+    /// terminal never becomes the server's.
+    fn open_inside(&mut self) -> Result<(File, fs::Metadata), Status> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(O_NONBLOCK | O_NOCTTY)
+            .open(&self.path)
+            .map_err(|_| Status::NotFound)?;
+        let meta = file.metadata().map_err(|_| Status::NotFound)?;
+        if !self.inside_root(&file, &meta) {
+            return Err(Status::NotFound);
+        }
+        Ok((file, meta))
+    }
+
     /// Whether `file`, opened from `self.path`, really is under the root once
-    /// symbolic links are resolved.
-    fn inside_root(&mut self, file: &File) -> bool {
-        let resolved = if self.site.proc_fd {
-            let mut digits = [0; 20];
-            let link = self.link.as_mut_os_string();
-            link.clear();
-            link.push("/proc/self/fd/");
-            link.push(std::ffi::OsStr::from_bytes(decimal(
-                file.as_raw_fd() as u64,
-                &mut digits,
-            )));
-            fs::read_link(&self.link)
-        } else {
-            fs::canonicalize(&self.path)
-        };
-        resolved.is_ok_and(|real| real.starts_with(&self.site.root))
+    /// symbolic links are resolved: by its `/proc/self/fd` link, or else by
+    /// resolving the path again and finding the same file there.
+    fn inside_root(&mut self, file: &File, meta: &fs::Metadata) -> bool {
+        let root = &self.site.root;
+        if !self.site.proc_fd {
+            return fs::canonicalize(&self.path).is_ok_and(|real| {
+                real.starts_with(root)
+                    && fs::metadata(&real)
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            });
+        }
+        let mut digits = [0; 20];
+        let link = self.link.as_mut_os_string();
+        link.clear();
+        link.push("/proc/self/fd/");
+        link.push(std::ffi::OsStr::from_bytes(decimal(
+            file.as_raw_fd() as u64,
+            &mut digits,
+        )));
+        fs::read_link(&self.link).is_ok_and(|real| real.starts_with(root))
     }
 
     fn reply_file<C: Connection>(

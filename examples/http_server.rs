@@ -9,7 +9,8 @@
 //!
 //! - `GET` and `HEAD` of the regular files under `DIR`; a directory serves its
 //!   `index.html` (a path to a directory without the final `/` is redirected with 301,
-//!   as Python does), never a listing. `If-Modified-Since` gets 304.
+//!   as Python does, to the cleaned path: never to `//host`, bpo-43223), never a
+//!   listing. `If-Modified-Since` gets 304.
 //! - HTTP/1.1 keeps the connection open unless `Connection: close`; HTTP/1.0 only with
 //!   `Connection: keep-alive`. Pipelined requests are served in order. A connection idle
 //!   for the timeout is closed (the same bound applies to every read and write).
@@ -55,7 +56,7 @@ const MAX_HEADERS: usize = 100;
 /// Empty lines tolerated before a request line (RFC 9112 section 2.2).
 const MAX_BLANK_LINES: usize = 4;
 /// Response head plus file chunks; holds any head, whose longest field
-/// (`Location`) is shorter than a request line.
+/// (`Location`: a request line's path, escaped, is at most three times as long).
 const CHUNK: usize = 64 * 1024;
 /// The idle keep-alive timeout unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -544,6 +545,11 @@ impl HttpHandler {
         }
     }
 
+    /// Redirects to the directory's path with a final `/`, spelt from the
+    /// cleaned path rather than copied from the target: a target such as
+    /// `//host` must not become `Location: //host/`, which browsers read as
+    /// another host (CPython's bpo-43223, CVE-2021-28861, collapses the
+    /// leading slashes; this also drops `.` segments and escapes `\`).
     fn reply_redirect<C: Connection>(
         &mut self,
         req: &mut StreamRequest<'_, C>,
@@ -551,16 +557,18 @@ impl HttpHandler {
     ) -> Result<(), Error> {
         let status = Status::MovedPermanently;
         let target = origin_path_and_query(&self.target);
-        let split = target
+        let query = target
             .iter()
             .position(|&b| b == b'?' || b == b'#')
-            .unwrap_or(target.len());
+            .map_or(&b""[..], |i| &target[i..]);
         let mut out = Out::new(&mut self.buf);
         out.start(status, head);
-        out.put(b"Location: ");
-        out.put(&target[..split]);
-        out.put(b"/");
-        out.put(&target[split..]);
+        out.put(b"Location: /");
+        if !self.rel.is_empty() {
+            out.put_escaped(&self.rel);
+            out.put(b"/");
+        }
+        out.put(query);
         out.put(b"\r\n");
         out.error_page(status);
         let len = out.end_page(status, head);
@@ -667,6 +675,19 @@ impl<'a> Out<'a> {
             self.put(b"Connection: close\r\n");
         } else if head.http10 {
             self.put(b"Connection: keep-alive\r\n");
+        }
+    }
+
+    /// A path, percent-encoding every byte but `/`, unreserved characters
+    /// and sub-delimiters (RFC 3986).
+    fn put_escaped(&mut self, path: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for &b in path {
+            if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+                self.put(&[b]);
+            } else {
+                self.put(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
         }
     }
 

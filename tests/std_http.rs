@@ -674,3 +674,30 @@ fn a_path_swapped_while_served_never_blocks_or_mixes_files() {
     assert!(seen[0] > 0 && seen[1] > 0, "200s and 404s: {seen:?}");
     server.stop();
 }
+
+/// Item 5 (CPython's bpo-43223, CVE-2021-28861): the `Location` of a
+/// redirect is built from the cleaned path, so it never starts with `//`
+/// (which a browser reads as another host) nor holds a `\`.
+#[test]
+fn a_redirect_never_names_another_host() {
+    let site = Site::new();
+    fs::create_dir(site.root.path("other.example")).unwrap();
+    fs::create_dir(site.root.path("\\other.example")).unwrap();
+    let server = site.start(&[]);
+    let cases = [
+        ("//other.example", "/other.example/"),
+        ("///other.example?q=1", "/other.example/?q=1"),
+        ("http://test//other.example", "/other.example/"),
+        ("/%2Fother.example", "/other.example/"),
+        ("/\\other.example", "/%5Cother.example/"),
+        ("//.", "/"),
+        ("/./sub", "/sub/"),
+    ];
+    for (target, location) in cases {
+        let response =
+            exchange_then_close(&server, get(target, "Connection: close\r\n").as_bytes());
+        assert_eq!(response.status, 301, "{target}");
+        assert_eq!(response.field("Location"), Some(location), "{target}");
+    }
+    server.stop();
+}

@@ -7,7 +7,7 @@
 mod util;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -699,5 +699,145 @@ fn a_redirect_never_names_another_host() {
         assert_eq!(response.status, 301, "{target}");
         assert_eq!(response.field("Location"), Some(location), "{target}");
     }
+    server.stop();
+}
+
+/// Whether a read ended because the peer closed or reset the connection,
+/// not because the read timed out.
+fn closed_by_peer(end: &io::Result<usize>) -> bool {
+    !matches!(end, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// Item 6, slowloris: a head sent a byte every 200 ms, each within the
+/// per-read timeout, is cut at `--header-timeout` from its first byte, and
+/// the client waiting for its place is served.
+#[test]
+fn a_trickling_request_head_is_cut_at_the_header_timeout() {
+    let site = Site::new();
+    let server = site.start(&["--header-timeout", "1", "--max-connections", "1"]);
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.set_read_timeout(Some(PATIENCE)).unwrap();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let mut out = slow.try_clone().unwrap();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+            for &b in head.iter().chain(std::iter::repeat(&b'a')) {
+                if stop.load(Ordering::Relaxed) || out.write_all(&[b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // Waits in the backlog while the trickle holds the only place.
+    let mut next = server.connect();
+    next.get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+
+    let mut rest = Vec::new();
+    let end = slow.read_to_end(&mut rest);
+    let cut = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert!(closed_by_peer(&end), "still open after {cut:?}: {end:?}");
+    assert!(rest.is_empty(), "unexpected reply {rest:?}");
+    let bound = Duration::from_secs(1)..Duration::from_secs(4);
+    assert!(bound.contains(&cut), "cut after {cut:?}, not in {bound:?}");
+    assert_eq!(read_response(&mut next, false).status, 200);
+    trickle.join().unwrap();
+    server.stop();
+}
+
+/// Item 6, slow reader: a reply must go out within `--header-timeout` plus
+/// a second per `--min-rate` bytes; a client reading ~3 MiB/s from a
+/// 128 MiB file at 128 MiB/s is cut after 2 s, and the client waiting for
+/// its place is served.
+#[test]
+fn a_slow_reader_is_cut_at_the_minimum_rate() {
+    const HUGE: u64 = 128 << 20;
+    let site = Site::new();
+    File::create(site.root.path("huge.bin"))
+        .unwrap()
+        .set_len(HUGE)
+        .unwrap();
+    let server = site.start(&[
+        "--header-timeout",
+        "1",
+        "--min-rate",
+        &HUGE.to_string(),
+        "--max-connections",
+        "1",
+    ]);
+    let mut slow = server.connect().into_inner();
+    slow.write_all(get("/huge.bin", "").as_bytes()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut buf = vec![0; 64 * 1024];
+            let mut total = 0;
+            while let Ok(n @ 1..) = slow.read(&mut buf) {
+                total += n as u64;
+                if !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+            total
+        })
+    };
+    let start = Instant::now();
+    let mut next = server.connect();
+    next.get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+    let response = read_response(&mut next, false);
+    let waited = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let received = reader.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert!(waited < Duration::from_secs(5), "served after {waited:?}");
+    assert!(received < HUGE, "all of it went out ({received} bytes)");
+    server.stop();
+}
+
+/// Item 6, at the connection bound: keep-alive connections waiting for
+/// their next request give their places up to a client in the backlog,
+/// long before their idle timeout.
+#[test]
+fn idle_keep_alive_connections_give_way_at_the_connection_bound() {
+    let site = Site::new();
+    let server = site.start(&["--max-connections", "4", "--timeout", "60"]);
+    let idle: Vec<_> = (0..4)
+        .map(|_| connection_after_one_request(&server))
+        .collect();
+
+    let start = Instant::now();
+    let mut fifth = server.connect();
+    fifth
+        .get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+    let response = read_response(&mut fifth, false);
+    let waited = start.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(waited < Duration::from_secs(5), "served after {waited:?}");
+
+    // One of the idle ones was closed to make room.
+    let (tx, rx) = mpsc::channel();
+    for mut conn in idle {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut rest = Vec::new();
+            let end = conn.read_to_end(&mut rest).map(|_| rest.len());
+            let _ = tx.send(end);
+        });
+    }
+    let end = rx
+        .recv_timeout(PATIENCE)
+        .expect("an idle connection closes");
+    assert_eq!(end.ok(), Some(0), "closed between requests, silently");
     server.stop();
 }

@@ -2,43 +2,55 @@
 //! `ThreadingHTTPServer`, both built on `socketserver`) as one [`StreamHandler`] over the
 //! threading TCP server.
 //!
-//! Usage: `cargo run --release --example http_server -- [HOST:PORT [DIR]] [--timeout SECS]`
-//! (port 0 picks a free port; `DIR` defaults to the current directory; `SECS` is the idle
-//! keep-alive timeout, 5 by default). Prints `listening on ADDRESS` once bound, serves
-//! until SIGINT or SIGTERM.
+//! Usage: `cargo run --release --example http_server -- [HOST:PORT [DIR]] [--timeout SECS]
+//! [--header-timeout SECS] [--min-rate BYTES] [--max-connections N]` (port 0 picks a free
+//! port; `DIR` defaults to the current directory; the defaults are 5 s, 10 s, 32 KiB/s
+//! and 1024, described below). Prints `listening on ADDRESS` once bound, serves until
+//! SIGINT or SIGTERM.
 //!
 //! - `GET` and `HEAD` of the regular files under `DIR`; a directory serves its
 //!   `index.html` (a path to a directory without the final `/` is redirected with 301,
-//!   as Python does), never a listing. `If-Modified-Since` gets 304.
+//!   as Python does, to the cleaned path: never to `//host`, bpo-43223), never a
+//!   listing. `If-Modified-Since` gets 304.
 //! - HTTP/1.1 keeps the connection open unless `Connection: close`; HTTP/1.0 only with
 //!   `Connection: keep-alive`. Pipelined requests are served in order. A connection idle
-//!   for the timeout is closed (the same bound applies to every read and write).
+//!   for `--timeout` is closed (the same bound applies to every read and write).
+//! - Slow clients are cut: a request head must arrive within `--header-timeout` of its
+//!   first byte, and a response of N bytes must be taken within `--header-timeout` plus
+//!   N / `--min-rate` seconds, however the client paces its bytes.
 //! - Request and header lines are read through the handler's `rfile`, whose capacity
 //!   (8 KiB) bounds them: a longer request line is answered 414, a longer header line or
 //!   more than 100 headers 431. Malformed requests get 400, other methods 405 with
 //!   `Allow`, a major version other than 1 gets 505; after those the connection closes.
-//! - Only files under `DIR` are served: `..` segments (also percent-encoded) are 404,
-//!   and so is a symbolic link that resolves outside `DIR` (links inside are followed).
-//!   The check is made on the opened file (its `/proc/self/fd` link on Linux).
+//! - Only regular files under `DIR` are served: `..` segments (also percent-encoded)
+//!   are 404, and so are a symbolic link that resolves outside `DIR` (links inside are
+//!   followed), FIFOs and devices. A path is opened once, without blocking, and every
+//!   check and every field of the reply is about the opened file (its `/proc/self/fd`
+//!   link on Linux, its `fstat`), so nothing swapped in after a check gets through.
 //! - Bodies are streamed in 64 KiB chunks through `wfile`; a small response (head and
 //!   body) goes out in one `send`.
 //!
 //! Threads: one per connection (Python's `ThreadingMixIn`), not a fixed pool, because a
 //! keep-alive connection holds its thread between requests: under `wrk -c N` with more
 //! connections than workers, the connections beyond the pool would wait until an idle
-//! one times out. The count is bounded (1024) and the idle timeout frees the threads of
-//! silent clients. Request threads are daemon threads, as in `ThreadingHTTPServer`, so
-//! a signal stops the server at once even with keep-alive connections open.
+//! one times out. The count is bounded by `--max-connections`; more clients wait in the
+//! backlog. When every place is taken, a connection idle for a second between requests
+//! (or before its first) closes to make room, so idle keep-alive connections are shed
+//! first. Request threads are daemon threads, as in `ThreadingHTTPServer`, so a signal
+//! stops the server at once even with keep-alive connections open.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use socketserver::embedded_io::Write as _;
+use nix::libc::{O_NOCTTY, O_NONBLOCK};
+use socketserver::embedded_io::{BufRead as _, ErrorKind, Write as _};
 use socketserver::{
     BufferSizes, Connection, Error, ServerBuilder, StreamHandler, StreamOptions, StreamRequest,
     ThreadingDispatch, DEFAULT_POLL_INTERVAL,
@@ -51,12 +63,23 @@ const MAX_HEADERS: usize = 100;
 /// Empty lines tolerated before a request line (RFC 9112 section 2.2).
 const MAX_BLANK_LINES: usize = 4;
 /// Response head plus file chunks; holds any head, whose longest field
-/// (`Location`) is shorter than a request line.
+/// (`Location`: a request line's path, escaped, is at most three times as long).
 const CHUNK: usize = 64 * 1024;
 /// The idle keep-alive timeout unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this many connections are served at once; more wait in the backlog.
-const MAX_THREADS: usize = 1024;
+/// How long a request head may take from its first byte, unless
+/// `--header-timeout` says otherwise.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a response may go out on average, in bytes per second,
+/// unless `--min-rate` says otherwise.
+const DEFAULT_MIN_RATE: u64 = 32 * 1024;
+/// At most this many connections are served at once, unless
+/// `--max-connections` says otherwise; more wait in the backlog.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// When every place is taken, a connection idle this long gives its own up.
+const SHED_AFTER: Duration = Duration::from_secs(1);
+/// How often an idle connection looks whether every place is taken.
+const SHED_CHECK: Duration = Duration::from_millis(200);
 /// The handler keeps its buffers on the heap.
 const THREAD_STACK: usize = 256 * 1024;
 /// After an error reply, how long and how much unread input is drained, so that
@@ -66,13 +89,60 @@ const LINGER_BYTES: usize = 1 << 20;
 
 const SERVER: &[u8] = b"Server: socketserver-http/0.1\r\n";
 
-/// What every connection shares: the directory and the settings.
+/// What every connection shares: the directory, the settings, the places.
 struct Site {
     /// `DIR`, canonical.
     root: PathBuf,
     /// Whether opened files can be resolved through `/proc/self/fd`.
     proc_fd: bool,
     timeout: Duration,
+    header_timeout: Duration,
+    min_rate: u64,
+    places: Places,
+}
+
+/// The connections being served, out of `--max-connections` places (the
+/// dispatcher's `max_threads`). The server cannot tell a handler that
+/// clients wait in the backlog; all places taken is the sign that they may.
+struct Places {
+    max: usize,
+    taken: AtomicUsize,
+}
+
+impl Places {
+    fn take(&self) -> Place<'_> {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        Place {
+            places: self,
+            held: true,
+        }
+    }
+}
+
+/// One connection's place, given back when it is dropped.
+struct Place<'a> {
+    places: &'a Places,
+    held: bool,
+}
+
+impl Place<'_> {
+    /// Gives the place up now if every place is taken, for the caller to
+    /// close its connection: one connection per missing place, whichever
+    /// asks first.
+    fn give_up_if_full(&mut self) -> bool {
+        let Places { max, taken } = self.places;
+        let full = taken.compare_exchange(*max, max - 1, Ordering::AcqRel, Ordering::Acquire);
+        self.held = full.is_err();
+        !self.held
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.places.taken.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A status this server sends.
@@ -309,8 +379,58 @@ impl HttpHandler {
         }
     }
 
-    /// Reads and answers one request.
+    /// Waits for the first byte of the next request, within the idle
+    /// timeout; `false` when the client closed, stayed idle, or had to give
+    /// its place up. Nothing can interrupt a blocked read, so once the wait
+    /// is [`SHED_AFTER`] old it goes on in [`SHED_CHECK`] steps.
+    fn await_request<C: Connection>(
+        &self,
+        req: &mut StreamRequest<'_, C>,
+        place: &mut Place<'_>,
+    ) -> bool {
+        let start = Instant::now();
+        loop {
+            let idle = start.elapsed();
+            let left = self.site.timeout.saturating_sub(idle);
+            if left.is_zero() || (idle >= SHED_AFTER && place.give_up_if_full()) {
+                return false;
+            }
+            let step = SHED_AFTER.checked_sub(idle).unwrap_or(SHED_CHECK);
+            if req
+                .connection()
+                .set_request_timeout(Some(step.min(left)))
+                .is_err()
+            {
+                return false;
+            }
+            match req.rfile.fill_buf() {
+                Ok(bytes) => return !bytes.is_empty(),
+                Err(Error::Io(ErrorKind::TimedOut)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// From now, the next `bytes` bytes must be sent within the header
+    /// timeout plus a second per `min_rate` bytes.
+    fn send_within<C: Connection>(
+        &self,
+        req: &StreamRequest<'_, C>,
+        bytes: u64,
+    ) -> Result<(), Error> {
+        // At most 2^32 s, which no `Instant` overflows on.
+        let secs = (bytes / self.site.min_rate).min(1 << 32);
+        let total = self.site.header_timeout + Duration::from_secs(secs);
+        let mut conn = req.connection();
+        conn.set_request_timeout(Some(total))
+            .map_err(Error::from_io)
+    }
+
+    /// Reads and answers one request, whose first byte has arrived.
     fn serve_one<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        req.connection()
+            .set_request_timeout(Some(self.site.header_timeout))
+            .map_err(Error::from_io)?;
         let mut blank = 0;
         let parsed = loop {
             match req.rfile.read_line() {
@@ -325,8 +445,6 @@ impl HttpHandler {
                     break Head::from_request_line(line, &mut self.target);
                 }
                 Err(Error::LineTooLong { .. }) => break Err(Status::UriTooLong),
-                // Idle timeout or the client went away between requests.
-                Err(Error::Io(_)) => return Ok(Next::Close),
                 Err(e) => return Err(e),
             }
         };
@@ -406,24 +524,20 @@ impl HttpHandler {
         path.push(self.site.root.as_os_str());
         path.push("/");
         path.push(std::ffi::OsStr::from_bytes(&self.rel));
-        let mut meta = fs::metadata(&self.path).map_err(|_| Status::NotFound)?;
+        let (mut file, mut meta) = self.open_inside()?;
         let slash = self.decoded.ends_with(b"/");
         if meta.is_dir() {
             if !slash {
                 return Ok(Resolved::AddSlash);
             }
             self.path.push("index.html");
-            meta = fs::metadata(&self.path).map_err(|_| Status::NotFound)?;
+            (file, meta) = self.open_inside()?;
         } else if slash {
             // `file/` names a directory that does not exist.
             return Err(Status::NotFound);
         }
-        // Regular files only: opening a FIFO would block.
+        // Regular files only: no FIFO, device or socket.
         if !meta.is_file() {
-            return Err(Status::NotFound);
-        }
-        let file = File::open(&self.path).map_err(|_| Status::NotFound)?;
-        if !self.inside_root(&file) {
             return Err(Status::NotFound);
         }
         let modified = meta
@@ -439,23 +553,45 @@ impl HttpHandler {
         }))
     }
 
+    /// Opens `self.path`, then checks what was opened, never the path
+    /// again: a link or a FIFO swapped in after a check cannot slip past
+    /// it. `O_NONBLOCK` so that opening a FIFO does not wait for a writer
+    /// (it has no effect on reading regular files); `O_NOCTTY` so that a
+    /// terminal never becomes the server's.
+    fn open_inside(&mut self) -> Result<(File, fs::Metadata), Status> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(O_NONBLOCK | O_NOCTTY)
+            .open(&self.path)
+            .map_err(|_| Status::NotFound)?;
+        let meta = file.metadata().map_err(|_| Status::NotFound)?;
+        if !self.inside_root(&file, &meta) {
+            return Err(Status::NotFound);
+        }
+        Ok((file, meta))
+    }
+
     /// Whether `file`, opened from `self.path`, really is under the root once
-    /// symbolic links are resolved.
-    fn inside_root(&mut self, file: &File) -> bool {
-        let resolved = if self.site.proc_fd {
-            let mut digits = [0; 20];
-            let link = self.link.as_mut_os_string();
-            link.clear();
-            link.push("/proc/self/fd/");
-            link.push(std::ffi::OsStr::from_bytes(decimal(
-                file.as_raw_fd() as u64,
-                &mut digits,
-            )));
-            fs::read_link(&self.link)
-        } else {
-            fs::canonicalize(&self.path)
-        };
-        resolved.is_ok_and(|real| real.starts_with(&self.site.root))
+    /// symbolic links are resolved: by its `/proc/self/fd` link, or else by
+    /// resolving the path again and finding the same file there.
+    fn inside_root(&mut self, file: &File, meta: &fs::Metadata) -> bool {
+        let root = &self.site.root;
+        if !self.site.proc_fd {
+            return fs::canonicalize(&self.path).is_ok_and(|real| {
+                real.starts_with(root)
+                    && fs::metadata(&real)
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            });
+        }
+        let mut digits = [0; 20];
+        let link = self.link.as_mut_os_string();
+        link.clear();
+        link.push("/proc/self/fd/");
+        link.push(std::ffi::OsStr::from_bytes(decimal(
+            file.as_raw_fd() as u64,
+            &mut digits,
+        )));
+        fs::read_link(&self.link).is_ok_and(|real| real.starts_with(root))
     }
 
     fn reply_file<C: Connection>(
@@ -486,8 +622,10 @@ impl HttpHandler {
         }
         let head_len = out.end();
         if status == Status::NotModified || head.method == Some(Method::Head) {
+            self.send_within(req, head_len as u64)?;
             return req.wfile.write_all(&self.buf[..head_len]);
         }
+        self.send_within(req, head_len as u64 + found.size)?;
         self.send_body(req, head_len, found.file, found.size)
     }
 
@@ -522,6 +660,11 @@ impl HttpHandler {
         }
     }
 
+    /// Redirects to the directory's path with a final `/`, spelt from the
+    /// cleaned path rather than copied from the target: a target such as
+    /// `//host` must not become `Location: //host/`, which browsers read as
+    /// another host (CPython's bpo-43223, CVE-2021-28861, collapses the
+    /// leading slashes; this also drops `.` segments and escapes `\`).
     fn reply_redirect<C: Connection>(
         &mut self,
         req: &mut StreamRequest<'_, C>,
@@ -529,19 +672,22 @@ impl HttpHandler {
     ) -> Result<(), Error> {
         let status = Status::MovedPermanently;
         let target = origin_path_and_query(&self.target);
-        let split = target
+        let query = target
             .iter()
             .position(|&b| b == b'?' || b == b'#')
-            .unwrap_or(target.len());
+            .map_or(&b""[..], |i| &target[i..]);
         let mut out = Out::new(&mut self.buf);
         out.start(status, head);
-        out.put(b"Location: ");
-        out.put(&target[..split]);
-        out.put(b"/");
-        out.put(&target[split..]);
+        out.put(b"Location: /");
+        if !self.rel.is_empty() {
+            out.put_escaped(&self.rel);
+            out.put(b"/");
+        }
+        out.put(query);
         out.put(b"\r\n");
         out.error_page(status);
         let len = out.end_page(status, head);
+        self.send_within(req, len as u64)?;
         req.wfile.write_all(&self.buf[..len])
     }
 
@@ -563,6 +709,7 @@ impl HttpHandler {
         }
         out.error_page(status);
         let len = out.end_page(status, &reply_head);
+        self.send_within(req, len as u64)?;
         req.wfile.write_all(&self.buf[..len])?;
         Ok(if closes {
             Next::Linger
@@ -578,12 +725,11 @@ impl HttpHandler {
     /// input resets the connection, which can destroy the reply in flight.
     fn linger<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) {
         let mut conn = req.connection();
-        if conn.shutdown_write().is_err() || conn.set_timeout(Some(LINGER)).is_err() {
+        if conn.shutdown_write().is_err() || conn.set_request_timeout(Some(LINGER)).is_err() {
             return;
         }
-        let deadline = Instant::now() + LINGER;
         let mut drained = 0;
-        while drained < LINGER_BYTES && Instant::now() < deadline {
+        while drained < LINGER_BYTES {
             match conn.read(&mut self.buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => drained += n,
@@ -600,16 +746,19 @@ impl StreamHandler for HttpHandler {
     }
 
     fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
-        loop {
+        let site = Arc::clone(&self.site);
+        let mut place = site.places.take();
+        while self.await_request(req, &mut place) {
             match self.serve_one(req)? {
                 Next::KeepAlive => {}
-                Next::Close => return Ok(()),
+                Next::Close => break,
                 Next::Linger => {
                     self.linger(req);
-                    return Ok(());
+                    break;
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -645,6 +794,19 @@ impl<'a> Out<'a> {
             self.put(b"Connection: close\r\n");
         } else if head.http10 {
             self.put(b"Connection: keep-alive\r\n");
+        }
+    }
+
+    /// A path, percent-encoding every byte but `/`, unreserved characters
+    /// and sub-delimiters (RFC 3986).
+    fn put_escaped(&mut self, path: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for &b in path {
+            if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+                self.put(&[b]);
+            } else {
+                self.put(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
         }
     }
 
@@ -885,28 +1047,46 @@ fn mime_type(path: &[u8]) -> &'static str {
     }
 }
 
+const USAGE: &str = "usage: http_server [HOST:PORT [DIR]] [--timeout SECS] \
+    [--header-timeout SECS] [--min-rate BYTES] [--max-connections N]";
+
 fn usage() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "usage: http_server [HOST:PORT [DIR]] [--timeout SECS]",
-    )
+    io::Error::new(io::ErrorKind::InvalidInput, USAGE)
+}
+
+/// A positive number of seconds.
+fn seconds(arg: Option<String>) -> io::Result<Duration> {
+    let secs: f64 = arg.and_then(|s| s.parse().ok()).ok_or_else(usage)?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(usage)
+}
+
+/// A positive integer.
+fn count<T: std::str::FromStr + Default + PartialEq>(arg: Option<String>) -> io::Result<T> {
+    let n = arg.and_then(|s| s.parse().ok()).ok_or_else(usage)?;
+    if n == T::default() {
+        return Err(usage());
+    }
+    Ok(n)
 }
 
 fn main() -> io::Result<()> {
     let mut positional = Vec::new();
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut header_timeout = DEFAULT_HEADER_TIMEOUT;
+    let mut min_rate = DEFAULT_MIN_RATE;
+    let mut max_connections = DEFAULT_MAX_CONNECTIONS;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--timeout" {
-            let secs: f64 = args.next().and_then(|s| s.parse().ok()).ok_or_else(usage)?;
-            timeout = Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|t| !t.is_zero())
-                .ok_or_else(usage)?;
-        } else if arg.starts_with("--") || positional.len() == 2 {
-            return Err(usage());
-        } else {
-            positional.push(arg);
+        match arg.as_str() {
+            "--timeout" => timeout = seconds(args.next())?,
+            "--header-timeout" => header_timeout = seconds(args.next())?,
+            "--min-rate" => min_rate = count(args.next())?,
+            "--max-connections" => max_connections = count(args.next())?,
+            _ if arg.starts_with("--") || positional.len() == 2 => return Err(usage()),
+            _ => positional.push(arg),
         }
     }
     let mut positional = positional.into_iter();
@@ -923,19 +1103,22 @@ fn main() -> io::Result<()> {
         root,
         proc_fd: Path::new("/proc/self/fd").is_dir(),
         timeout,
+        header_timeout,
+        min_rate,
+        places: Places {
+            max: max_connections,
+            taken: AtomicUsize::new(0),
+        },
     });
     let factory = move || HttpHandler::new(Arc::clone(&site));
     let mut server = ServerBuilder::tcp(address.as_str())
         .allow_reuse_address(true)
         .request_queue_size(1024)
-        .buffer_sizes(BufferSizes {
-            read: LINE_CAPACITY,
-            write: 0,
-        })
+        .buffer_sizes(BufferSizes::new(LINE_CAPACITY, 0))
         .build_with(|sizes| {
             ThreadingDispatch::new(factory, sizes)
                 .daemon_threads(true)
-                .max_threads(Some(MAX_THREADS))
+                .max_threads(Some(max_connections))
                 .stack_size(THREAD_STACK)
         })?;
     let _signals = server.shutdown_handle().stop_on_signals()?;

@@ -36,6 +36,8 @@ impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
     }
 }
 
+impl socketserver::ServerHooks for OnlyUid {}
+
 fn usage() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,

@@ -24,7 +24,7 @@
 //! let shutdown = ShutdownFlag::new();
 //! let mut listener = MemoryListener::<1, 64>::new(&transcript, &shutdown);
 //! listener.push(b"hello\n", 1).unwrap();
-//! let mut server = Server::new(listener, SyncDispatch::<_, _, 64, 0>::new(|| Upper), ManualClock::new());
+//! let mut server = Server::new(listener, SyncDispatch::<_, _, [u8; 64], [u8; 0]>::new(|| Upper), ManualClock::new());
 //! server.handle_request()?;
 //! transcript.with(|reply| assert_eq!(reply, b"HELLO\n"));
 //! # Ok::<(), socketserver::embedded_io::ErrorKind>(())

@@ -85,6 +85,8 @@ impl<A> Hooks<[u8], A> for Tally {
     }
 }
 
+impl socketserver::ServerHooks for Tally {}
+
 /// A client of either family: sends to the server, receives replies.
 trait Client: Send + Sync + 'static {
     fn send(&self, data: &[u8]);

@@ -63,6 +63,8 @@ impl<R: ?Sized, A: Debug> Hooks<R, A> for ReportErrors {
     }
 }
 
+impl socketserver::ServerHooks for ReportErrors {}
+
 #[test]
 fn forking_one_request_in_ten_panics() {
     let _serial = serial();

@@ -129,10 +129,7 @@ fn a_one_mib_line_is_refused_within_the_line_buffer() {
 fn overlong_child() {
     let mut commands = commands();
     let hooks = Recorder::default();
-    let sizes = BufferSizes {
-        read: LINE_CAPACITY,
-        write: LINE_CAPACITY,
-    };
+    let sizes = BufferSizes::new(LINE_CAPACITY, LINE_CAPACITY);
     let builder = ServerBuilder::tcp("127.0.0.1:0").buffer_sizes(sizes);
     let dispatch = match commands.next().as_deref() {
         Some("inline") => InProcess::Inline,

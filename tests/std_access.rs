@@ -183,6 +183,8 @@ impl Hooks<UnixConnection, UnixAddr> for UidHooks {
     }
 }
 
+impl socketserver::ServerHooks for UidHooks {}
+
 fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }

@@ -119,7 +119,7 @@ fn a_datagram_longer_than_max_packet_size_is_flagged_truncated() {
 fn a_reply_longer_than_the_write_buffer_is_an_error() {
     let hooks = Recorder::default();
     let server = ServerBuilder::udp("127.0.0.1:0")
-        .buffer_sizes(socketserver::BufferSizes { read: 64, write: 4 })
+        .buffer_sizes(socketserver::BufferSizes::new(64, 4))
         .build_with_hooks(|| Truncation, hooks.clone())
         .unwrap();
     let addr = *server.server_address();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use socketserver::handlers::UpperOnce;
-use socketserver::{Hooks, ServerBuilder};
+use socketserver::{Hooks, ServerBuilder, ServerHooks};
 
 const CHILD: &str = "SOCKETSERVER_EMFILE_CHILD";
 const NAME: &str = "accept_backs_off_when_descriptors_run_out";
@@ -22,7 +22,9 @@ const NAME: &str = "accept_backs_off_when_descriptors_run_out";
 #[derive(Clone, Default)]
 struct Timeouts(std::sync::Arc<AtomicUsize>);
 
-impl<R: ?Sized, A> Hooks<R, A> for Timeouts {
+impl<R: ?Sized, A> Hooks<R, A> for Timeouts {}
+
+impl ServerHooks for Timeouts {
     fn handle_timeout(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }

@@ -284,6 +284,8 @@ impl<R: ?Sized, A: Debug> Hooks<R, A> for ReportErrors {
     }
 }
 
+impl socketserver::ServerHooks for ReportErrors {}
+
 fn send_line(addr: SocketAddr, line: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();

@@ -1,18 +1,21 @@
 //! The `http_server` example, run as a process on port 0 over a temporary
 //! directory, checked with `curl` (every status code) and with raw TCP
-//! clients (malformed and oversized requests, keep-alive, pipelining).
+//! clients (malformed and oversized requests, keep-alive, pipelining,
+//! hostile clients: swapped paths, open redirects, slow clients).
 #![cfg(feature = "std")]
 
 mod util;
 
-use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use util::process::{example, wait_bounded};
 use util::{TempDir, PATIENCE};
@@ -535,4 +538,306 @@ fn a_missing_directory_is_an_error() {
         .expect("run the http_server example");
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "it never listened");
+}
+
+/// Makes a FIFO at `path`; no writer ever opens it, so opening it to read
+/// without `O_NONBLOCK` would block for ever.
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status();
+    assert!(status.expect("run mkfifo").success(), "mkfifo {path:?}");
+}
+
+#[test]
+fn fifos_and_devices_are_refused_at_once() {
+    let site = Site::new();
+    mkfifo(&site.root.path("pipe.txt"));
+    fs::create_dir(site.root.path("piped")).unwrap();
+    mkfifo(&site.root.path("piped/index.html"));
+    symlink("/dev/zero", site.root.path("zero")).unwrap();
+    let server = site.start(&[]);
+    for path in ["/pipe.txt", "/piped/", "/zero"] {
+        for method in ["GET", "HEAD"] {
+            let request =
+                format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let mut conn = server.connect();
+            conn.get_mut().write_all(request.as_bytes()).unwrap();
+            let response = read_response(&mut conn, method == "HEAD");
+            assert_eq!(response.status, 404, "{method} {path}");
+        }
+    }
+    server.stop();
+}
+
+/// The text of a `Last-Modified` that only the file outside has.
+const OUTSIDE_DATE: &str = "Mon, 01 Jan 2001";
+/// The file inside, and its length as the head says it.
+const INSIDE: &str = "inside the root\n";
+const INSIDE_LENGTH: &str = "Content-Length: 16\r\n";
+
+/// Replaces `path` with a hard link to each of `protos` in turn (through a
+/// `rename`, so the path always exists) until `stop` is set; returns how
+/// many swaps it made.
+fn keep_swapping(
+    path: PathBuf,
+    protos: Vec<PathBuf>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let tmp = path.with_extension("tmp");
+        let mut swaps = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for proto in &protos {
+                let _ = fs::remove_file(&tmp);
+                fs::hard_link(proto, &tmp).unwrap();
+                fs::rename(&tmp, &path).unwrap();
+                swaps += 1;
+            }
+        }
+        swaps
+    })
+}
+
+/// Sends `GET /race` on new connections until `until`; counts the 200s with
+/// the inside file and the 404s, and fails on anything else (no reply, a
+/// reply mixing the two files).
+fn race_client(address: &str, until: Instant) -> Result<[usize; 2], String> {
+    let mut seen = [0, 0];
+    while Instant::now() < until {
+        let mut conn = TcpStream::connect(address).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(PATIENCE)).unwrap();
+        conn.write_all(get("/race", "Connection: close\r\n").as_bytes())
+            .unwrap();
+        let mut reply = Vec::new();
+        if let Err(e) = conn.read_to_end(&mut reply) {
+            return Err(format!("no reply within {PATIENCE:?} ({e})"));
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        if reply.starts_with("HTTP/1.1 404 ") {
+            seen[1] += 1;
+        } else if reply.starts_with("HTTP/1.1 200 ")
+            && reply.contains(INSIDE_LENGTH)
+            && !reply.contains(OUTSIDE_DATE)
+            && reply.ends_with(&format!("\r\n\r\n{INSIDE}"))
+        {
+            seen[0] += 1;
+        } else {
+            return Err(format!("a reply that is neither file's: {reply:?}"));
+        }
+    }
+    Ok(seen)
+}
+
+/// Hostile clients round 2, item 4: the path is opened once, without
+/// blocking, and the reply (status, size, date, body) describes the opened
+/// file. `race` flips between a file inside, a FIFO and a link to a smaller,
+/// older file outside; checking the path and then opening it would block on
+/// the FIFO or send the outside file's size and date with the inside body.
+#[test]
+fn a_path_swapped_while_served_never_blocks_or_mixes_files() {
+    const RACE: Duration = Duration::from_secs(2);
+    let site = Site::new();
+    let secret = site.outside.path("secret.txt");
+    let jan_2001 = SystemTime::UNIX_EPOCH + Duration::from_secs(978_307_200);
+    let secret_file = File::options().write(true).open(&secret).unwrap();
+    secret_file.set_modified(jan_2001).unwrap();
+    // Outside the root, on its filesystem (hard links need that).
+    let protos = TempDir::new("http-protos");
+    let file = protos.path("file");
+    fs::write(&file, INSIDE).unwrap();
+    let fifo = protos.path("fifo");
+    mkfifo(&fifo);
+    let link = protos.path("link");
+    symlink(&secret, &link).unwrap();
+    fs::hard_link(&file, site.root.path("race")).unwrap();
+    let server = site.start(&[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = keep_swapping(
+        site.root.path("race"),
+        vec![file, fifo, link],
+        Arc::clone(&stop),
+    );
+    let until = Instant::now() + RACE;
+    let results: Vec<_> = thread::scope(|s| {
+        let clients: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| race_client(&server.address, until)))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let mut seen = [0, 0];
+    for result in results {
+        let [ok, missing] = result.unwrap_or_else(|e| panic!("{e} ({swaps} swaps)"));
+        seen = [seen[0] + ok, seen[1] + missing];
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "200s and 404s: {seen:?}");
+    server.stop();
+}
+
+/// Item 5 (CPython's bpo-43223, CVE-2021-28861): the `Location` of a
+/// redirect is built from the cleaned path, so it never starts with `//`
+/// (which a browser reads as another host) nor holds a `\`.
+#[test]
+fn a_redirect_never_names_another_host() {
+    let site = Site::new();
+    fs::create_dir(site.root.path("other.example")).unwrap();
+    fs::create_dir(site.root.path("\\other.example")).unwrap();
+    let server = site.start(&[]);
+    let cases = [
+        ("//other.example", "/other.example/"),
+        ("///other.example?q=1", "/other.example/?q=1"),
+        ("http://test//other.example", "/other.example/"),
+        ("/%2Fother.example", "/other.example/"),
+        ("/\\other.example", "/%5Cother.example/"),
+        ("//.", "/"),
+        ("/./sub", "/sub/"),
+    ];
+    for (target, location) in cases {
+        let response =
+            exchange_then_close(&server, get(target, "Connection: close\r\n").as_bytes());
+        assert_eq!(response.status, 301, "{target}");
+        assert_eq!(response.field("Location"), Some(location), "{target}");
+    }
+    server.stop();
+}
+
+/// Whether a read ended because the peer closed or reset the connection,
+/// not because the read timed out.
+fn closed_by_peer(end: &io::Result<usize>) -> bool {
+    !matches!(end, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// Item 6, slowloris: a head sent a byte every 200 ms, each within the
+/// per-read timeout, is cut at `--header-timeout` from its first byte, and
+/// the client waiting for its place is served.
+#[test]
+fn a_trickling_request_head_is_cut_at_the_header_timeout() {
+    let site = Site::new();
+    let server = site.start(&["--header-timeout", "1", "--max-connections", "1"]);
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.set_read_timeout(Some(PATIENCE)).unwrap();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let mut out = slow.try_clone().unwrap();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+            for &b in head.iter().chain(std::iter::repeat(&b'a')) {
+                if stop.load(Ordering::Relaxed) || out.write_all(&[b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // Waits in the backlog while the trickle holds the only place.
+    let mut next = server.connect();
+    next.get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+
+    let mut rest = Vec::new();
+    let end = slow.read_to_end(&mut rest);
+    let cut = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert!(closed_by_peer(&end), "still open after {cut:?}: {end:?}");
+    assert!(rest.is_empty(), "unexpected reply {rest:?}");
+    let bound = Duration::from_secs(1)..Duration::from_secs(4);
+    assert!(bound.contains(&cut), "cut after {cut:?}, not in {bound:?}");
+    assert_eq!(read_response(&mut next, false).status, 200);
+    trickle.join().unwrap();
+    server.stop();
+}
+
+/// Item 6, slow reader: a reply must go out within `--header-timeout` plus
+/// a second per `--min-rate` bytes; a client reading ~3 MiB/s from a
+/// 128 MiB file at 128 MiB/s is cut after 2 s, and the client waiting for
+/// its place is served.
+#[test]
+fn a_slow_reader_is_cut_at_the_minimum_rate() {
+    const HUGE: u64 = 128 << 20;
+    let site = Site::new();
+    File::create(site.root.path("huge.bin"))
+        .unwrap()
+        .set_len(HUGE)
+        .unwrap();
+    let server = site.start(&[
+        "--header-timeout",
+        "1",
+        "--min-rate",
+        &HUGE.to_string(),
+        "--max-connections",
+        "1",
+    ]);
+    let mut slow = server.connect().into_inner();
+    slow.write_all(get("/huge.bin", "").as_bytes()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut buf = vec![0; 64 * 1024];
+            let mut total = 0;
+            while let Ok(n @ 1..) = slow.read(&mut buf) {
+                total += n as u64;
+                if !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+            total
+        })
+    };
+    let start = Instant::now();
+    let mut next = server.connect();
+    next.get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+    let response = read_response(&mut next, false);
+    let waited = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let received = reader.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert!(waited < Duration::from_secs(5), "served after {waited:?}");
+    assert!(received < HUGE, "all of it went out ({received} bytes)");
+    server.stop();
+}
+
+/// Item 6, at the connection bound: keep-alive connections waiting for
+/// their next request give their places up to a client in the backlog,
+/// long before their idle timeout.
+#[test]
+fn idle_keep_alive_connections_give_way_at_the_connection_bound() {
+    let site = Site::new();
+    let server = site.start(&["--max-connections", "4", "--timeout", "60"]);
+    let idle: Vec<_> = (0..4)
+        .map(|_| connection_after_one_request(&server))
+        .collect();
+
+    let start = Instant::now();
+    let mut fifth = server.connect();
+    fifth
+        .get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+    let response = read_response(&mut fifth, false);
+    let waited = start.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(waited < Duration::from_secs(5), "served after {waited:?}");
+
+    // One of the idle ones was closed to make room.
+    let (tx, rx) = mpsc::channel();
+    for mut conn in idle {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut rest = Vec::new();
+            let end = conn.read_to_end(&mut rest).map(|_| rest.len());
+            let _ = tx.send(end);
+        });
+    }
+    let end = rx
+        .recv_timeout(PATIENCE)
+        .expect("an idle connection closes");
+    assert_eq!(end.ok(), Some(0), "closed between requests, silently");
+    server.stop();
 }

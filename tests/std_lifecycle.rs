@@ -66,13 +66,15 @@ struct ShutdownFromInside {
     result: mpsc::Sender<Result<(), ShutdownError>>,
 }
 
-impl<R: ?Sized, A> socketserver::Hooks<R, A> for ShutdownFromInside {
+impl socketserver::ServerHooks for ShutdownFromInside {
     fn service_actions(&self) {
         let handle = self.handle.get().expect("handle set before serving");
         let _ = self.result.send(handle.shutdown());
         handle.request_shutdown();
     }
 }
+
+impl<R: ?Sized, A> socketserver::Hooks<R, A> for ShutdownFromInside {}
 
 #[test]
 fn shutdown_from_the_serving_thread_is_an_error_not_a_deadlock() {

@@ -26,8 +26,8 @@ mod tests;
 pub use datagram::{serve_datagram, DatagramRequest, PacketReader, PacketWriter};
 pub use error::Error;
 pub use handler::{
-    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, ServerHooks,
-    StreamHandler, StreamOptions,
+    report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, ServerHooks, StreamHandler,
+    StreamOptions,
 };
 pub use server::{
     handle_datagram_request, handle_stream_request, take_datagram_request, take_stream_request,

@@ -45,6 +45,11 @@ pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
     /// Default: nothing.
     fn service_actions(&mut self) {}
 
+    /// The dispatch's own work when [`handle_request`](Server::handle_request)
+    /// timed out, before the hooks' `handle_timeout` (a forking dispatch
+    /// reaps its children here). Default: nothing.
+    fn handle_timeout(&mut self) {}
+
     /// The server is closing, after its transport was closed
     /// (`server_close`; a threaded dispatch waits for its threads here).
     /// Default: nothing.
@@ -432,7 +437,9 @@ where
             error: None,
         };
         if seam::take_or_wait(&mut steps, timeout) {
-            steps.server.dispatch.hooks().handle_timeout();
+            let dispatch = &mut steps.server.dispatch;
+            dispatch.handle_timeout();
+            dispatch.hooks().handle_timeout();
         }
         match steps.error {
             Some(err) => Err(err),

@@ -631,7 +631,10 @@ fn a_ready_request_is_taken_without_waiting() {
     let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
     server.handle_request().unwrap();
     assert_eq!(take(&log), SERVED[1..]);
-    server.transport_mut().script.push_back(Step::ShutdownWhileReady);
+    server
+        .transport_mut()
+        .script
+        .push_back(Step::ShutdownWhileReady);
     server.serve_forever(Duration::from_millis(500)).unwrap();
     let mut expected = SERVED[1..].to_vec();
     expected.extend(["service_actions", "select"]);

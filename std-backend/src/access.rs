@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use socketserver_core::{Error, Hooks};
+use socketserver_core::{Error, Hooks, ServerHooks};
 
 /// An IPv4 or IPv6 network: an address and a prefix length, written
 /// `10.0.0.0/8` or `fd00::/8`; a bare address is the network of that one
@@ -371,6 +371,8 @@ impl<R: ?Sized> Hooks<R, SocketAddr> for AllowList {
     }
 }
 
+impl ServerHooks for AllowList {}
+
 /// Hooks `H` behind an [`AllowList`] (made by [`AllowList::guard`]): a
 /// client outside the list is refused before `H::verify_request` is asked;
 /// every other hook is `H`'s.
@@ -400,7 +402,9 @@ impl<R: ?Sized, H: Hooks<R, SocketAddr>> Hooks<R, SocketAddr> for Guarded<H> {
     fn handle_error(&self, client_address: &SocketAddr, error: &Error) {
         self.inner.handle_error(client_address, error);
     }
+}
 
+impl<H: ServerHooks> ServerHooks for Guarded<H> {
     fn handle_timeout(&self) {
         self.inner.handle_timeout();
     }
@@ -529,6 +533,9 @@ mod tests {
             self.0.set(self.0.get() + 1);
             client_address.port() != 666
         }
+    }
+
+    impl ServerHooks for Inner {
         fn service_actions(&self) {
             self.0.set(self.0.get() + 100);
         }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use socket2::Socket;
 use socketserver_core::{
-    get_datagram_request, get_stream_request, serve_connection, serve_datagram, DatagramHandler,
-    Error, HandlerFactory, Hooks, Listener, StreamHandler, Taken, Transport,
+    serve_connection, serve_datagram, take_datagram_request, take_stream_request, DatagramHandler,
+    Error, HandlerFactory, Hooks, Incoming, Listener, StreamHandler, Took, Transport,
 };
 
-use crate::dispatch::{BufferSizes, CatchUnwind};
+use crate::dispatch::BufferSizes;
 use crate::family::Family;
 use crate::transport::{send_datagram, DatagramTransport};
 
@@ -58,16 +58,13 @@ pub(crate) type Job = Box<dyn FnOnce(&mut Buffers) + Send + 'static>;
 
 /// Where jobs run: a thread each, or a pool's workers.
 pub(crate) trait Runner {
-    /// Blocks until one more request may be taken (the thread or queue
-    /// bound), and takes that room. Returns `false`, taking nothing, once
-    /// `stop` says the server is shutting down; a full server asks it every
+    /// Blocks until one more request may run (the thread or queue bound),
+    /// and takes that room. Returns `false`, taking nothing, once `stop`
+    /// says the server is shutting down; a full server asks it every
     /// [`ADMIT_RECHECK`] while it waits.
     fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool;
 
-    /// Gives back the room of [`admit`](Self::admit) when no request came.
-    fn withdraw(&mut self);
-
-    /// Starts `job`, which owns the room. On error the job was dropped,
+    /// Starts `job`, which owns the room of [`admit`](Self::admit). On error the job was dropped,
     /// closing its connection.
     fn run(&mut self, job: Job) -> io::Result<()>;
 
@@ -81,14 +78,14 @@ pub(crate) trait Runner {
 pub(crate) const ADMIT_RECHECK: Duration = Duration::from_millis(20);
 
 /// The factory and hooks, shared by the serving thread and the requests.
-struct Shared<F, H> {
-    factory: CatchUnwind<F>,
+struct Served<F, H> {
+    factory: F,
     hooks: H,
 }
 
 /// A dispatch that hands every request to a [`Runner`].
 pub(crate) struct Concurrent<R, F, H> {
-    shared: Arc<Shared<F, H>>,
+    served: Arc<Served<F, H>>,
     read_size: usize,
     /// The serving thread's datagram receive buffer, allocated on first use.
     packet: Vec<u8>,
@@ -100,10 +97,7 @@ pub(crate) struct Concurrent<R, F, H> {
 impl<R: Runner, F, H> Concurrent<R, F, H> {
     pub(crate) fn new(factory: F, hooks: H, sizes: BufferSizes, runner: R) -> Self {
         Concurrent {
-            shared: Arc::new(Shared {
-                factory: CatchUnwind(factory),
-                hooks,
-            }),
+            served: Arc::new(Served { factory, hooks }),
             read_size: sizes.read,
             packet: Vec::new(),
             reply: None,
@@ -112,17 +106,24 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     }
 
     pub(crate) fn hooks(&self) -> &H {
-        &self.shared.hooks
+        &self.served.hooks
     }
 
     pub(crate) fn factory(&self) -> &F {
-        &self.shared.factory.0
+        &self.served.factory
+    }
+
+    /// Waits for room for a request that was taken; `false` when shutdown
+    /// was requested meanwhile (the request is then dropped unserved, as
+    /// one that arrives during a shutdown).
+    fn admit<T: Transport>(&mut self, transport: &T) -> bool {
+        self.runner.admit(&|| transport.shutdown_requested())
     }
 
     /// Python's `_handle_request_noblock` with a threading
-    /// `process_request`: the job is `process_request_thread`. Returns
-    /// whether a request was taken.
-    pub(crate) fn stream_request<L>(&mut self, listener: &mut L) -> bool
+    /// `process_request`: takes a ready connection, waits for room, and
+    /// hands the job (`process_request_thread`) to the runner.
+    pub(crate) fn stream_request<L>(&mut self, listener: &mut L) -> Took
     where
         L: Listener,
         L::Connection: Send + 'static,
@@ -131,72 +132,64 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         F::Handler: StreamHandler,
         H: Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
     {
-        if !self.runner.admit(&|| listener.shutdown_requested()) {
-            // Shutting down: the request is left, as at a shutdown request.
-            return true;
-        }
-        let (conn, addr) = match get_stream_request(listener, &self.shared.hooks) {
-            Taken::Request(request) => request,
-            other => {
-                self.runner.withdraw();
-                return other.took();
-            }
+        let (conn, addr) = match take_stream_request(listener, &self.served.hooks) {
+            Incoming::Request(request) => request,
+            other => return other.took(),
         };
+        if !self.admit(listener) {
+            return Took::Request;
+        }
         let client = addr.clone();
-        let shared = Arc::clone(&self.shared);
+        let served = Arc::clone(&self.served);
         let job = Box::new(move |bufs: &mut Buffers| {
-            let Shared { factory, hooks } = &*shared;
+            let Served { factory, hooks } = &*served;
             serve_connection(conn, addr, factory, hooks, &mut bufs.read, &mut bufs.write);
         });
         if let Err(err) = self.runner.run(job) {
-            self.shared
+            self.served
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
-        true
+        Took::Request
     }
 
     /// The datagram twin of [`stream_request`](Self::stream_request): the
     /// job owns a copy of the packet and replies through a second
     /// descriptor of the server socket.
-    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>) -> bool
+    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>) -> Took
     where
         Fam: Family,
         F: HandlerFactory + Send + Sync + 'static,
         F::Handler: DatagramHandler,
         H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
     {
-        if !self.runner.admit(&|| socket.shutdown_requested()) {
-            return true;
-        }
         if self.packet.len() != self.read_size {
             self.packet = vec![0; self.read_size];
         }
-        let rx = match get_datagram_request(socket, &self.shared.hooks, &mut self.packet) {
-            Taken::Request(rx) => rx,
-            other => {
-                self.runner.withdraw();
-                return other.took();
-            }
+        let rx = match take_datagram_request(socket, &self.served.hooks, &mut self.packet) {
+            Incoming::Request(rx) => rx,
+            other => return other.took(),
         };
         let reply = match &self.reply {
             Some(reply) => Arc::clone(reply),
             None => match socket.reply_socket() {
                 Ok(reply) => Arc::clone(self.reply.insert(Arc::new(reply))),
                 Err(err) => {
-                    self.runner.withdraw();
-                    self.shared
+                    self.served
                         .hooks
                         .handle_error(&rx.addr, &Error::from_io(err));
-                    return true;
+                    return Took::Request;
                 }
             },
         };
+        if !self.admit(socket) {
+            return Took::Request;
+        }
         let packet = self.packet[..rx.len].to_vec();
         let client = rx.addr.clone();
-        let shared = Arc::clone(&self.shared);
+        let served = Arc::clone(&self.served);
         let job = Box::new(move |bufs: &mut Buffers| {
-            let Shared { factory, hooks } = &*shared;
+            let Served { factory, hooks } = &*served;
             let send = |data: &[u8], addr: &Fam::Addr| {
                 send_datagram::<Fam>(&reply, data, addr).map_err(Error::from_io)
             };
@@ -211,25 +204,11 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
             );
         });
         if let Err(err) = self.runner.run(job) {
-            self.shared
+            self.served
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
-        true
-    }
-
-    pub(crate) fn handle_timeout<Req: ?Sized, A>(&mut self)
-    where
-        H: Hooks<Req, A>,
-    {
-        self.shared.hooks.handle_timeout();
-    }
-
-    pub(crate) fn service_actions<Req: ?Sized, A>(&mut self)
-    where
-        H: Hooks<Req, A>,
-    {
-        self.shared.hooks.service_actions();
+        Took::Request
     }
 
     pub(crate) fn server_close(&mut self) {
@@ -251,18 +230,20 @@ macro_rules! concurrent_dispatch {
             L::Addr: Send + 'static,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,
             F::Handler: socketserver_core::StreamHandler,
-            H: socketserver_core::Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
+            H: socketserver_core::Hooks<L::Connection, L::Addr>
+                + socketserver_core::ServerHooks
+                + Send
+                + Sync
+                + 'static,
         {
-            fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
+            type Hooks = H;
+
+            fn take(&mut self, listener: &mut L) -> socketserver_core::Took {
                 self.inner.stream_request(listener)
             }
 
-            fn handle_timeout(&mut self) {
-                self.inner.handle_timeout::<L::Connection, L::Addr>();
-            }
-
-            fn service_actions(&mut self) {
-                self.inner.service_actions::<L::Connection, L::Addr>();
+            fn hooks(&self) -> &H {
+                self.inner.hooks()
             }
 
             fn server_close(&mut self) {
@@ -279,21 +260,23 @@ macro_rules! concurrent_dispatch {
             Fam: $crate::Family,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,
             F::Handler: socketserver_core::DatagramHandler,
-            H: socketserver_core::Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
+            H: socketserver_core::Hooks<[u8], Fam::Addr>
+                + socketserver_core::ServerHooks
+                + Send
+                + Sync
+                + 'static,
         {
-            fn handle_request_noblock(
+            type Hooks = H;
+
+            fn take(
                 &mut self,
                 socket: &mut $crate::DatagramTransport<Fam>,
-            ) -> bool {
+            ) -> socketserver_core::Took {
                 self.inner.datagram_request(socket)
             }
 
-            fn handle_timeout(&mut self) {
-                self.inner.handle_timeout::<[u8], Fam::Addr>();
-            }
-
-            fn service_actions(&mut self) {
-                self.inner.service_actions::<[u8], Fam::Addr>();
+            fn hooks(&self) -> &H {
+                self.inner.hooks()
             }
 
             fn server_close(&mut self) {

@@ -33,12 +33,6 @@ pub(crate) struct Endpoint {
     registered: bool,
     backoff_until: Option<Instant>,
     file: Option<SocketFile>,
-    /// The last accept or receive took a request. Under load another one is
-    /// then usually queued, so the next wait reports readiness without
-    /// asking the OS; when the queue is empty after all, that costs one
-    /// accept or receive that finds nothing, and the wait after it is a real
-    /// one.
-    took: bool,
 }
 
 fn closed() -> io::Error {
@@ -59,7 +53,6 @@ impl Endpoint {
             registered: false,
             backoff_until: None,
             file: None,
-            took: false,
         })
     }
 
@@ -129,9 +122,6 @@ impl Endpoint {
         if self.shared.is_requested() {
             return Ok(Readiness::Shutdown);
         }
-        if std::mem::take(&mut self.took) {
-            return Ok(Readiness::Ready);
-        }
         let start = Instant::now();
         let mut limit = timeout;
         if let Some(until) = self.backoff_until {
@@ -156,10 +146,15 @@ impl Endpoint {
         })
     }
 
-    /// Records whether the accept or receive after the last wait took a
-    /// request (see `took`).
-    pub(crate) fn set_took(&mut self, took: bool) {
-        self.took = took;
+    /// Whether a take may look at the socket: it is activated (and so
+    /// non-blocking; before that, the wait reports the error), and
+    /// accepting is not paused after running out of descriptors (until the
+    /// back-off ends, takes find nothing and waits sleep).
+    pub(crate) fn may_take(&self) -> bool {
+        self.registered
+            && self
+                .backoff_until
+                .is_none_or(|until| until <= Instant::now())
     }
 
     /// Stops waiting on the socket for [`BACKOFF`] (still woken by

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use socketserver_core::transport::{kind, Address};
 use socketserver_core::{
-    get_datagram_request, get_stream_request, serve_connection, serve_datagram, shutdown_request,
+    serve_connection, serve_datagram, shutdown_request, take_datagram_request, take_stream_request,
     DatagramHandler, DatagramSocket, DefaultHooks, Dispatch, Error, HandlerFactory, Hooks,
-    Listener, StreamHandler, Taken,
+    Incoming, Listener, ServerHooks, StreamHandler, Took,
 };
 
-use crate::dispatch::{BufferSizes, CatchUnwind};
+use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
 use crate::sys::{self, Child, Forked};
 use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
@@ -55,10 +55,10 @@ pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
 /// Python's. The crate's own locks are not used in the child.
 #[derive(Debug)]
 pub struct ForkingDispatch<F, H = DefaultHooks> {
-    factory: CatchUnwind<F>,
+    factory: F,
     hooks: H,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
+    rbuf: Box<[u8]>,
+    wbuf: Box<[u8]>,
     max_children: usize,
     block_on_close: bool,
     /// Python's `active_children`, oldest first.
@@ -78,10 +78,10 @@ impl<F, H> ForkingDispatch<F, H> {
     /// Serves with handlers from `factory`, calling `hooks`.
     pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
         ForkingDispatch {
-            factory: CatchUnwind(factory),
+            factory,
             hooks,
-            rbuf: vec![0; sizes.read],
-            wbuf: vec![0; sizes.write],
+            rbuf: sizes.read_buffer(),
+            wbuf: sizes.write_buffer(),
             max_children: DEFAULT_MAX_CHILDREN,
             block_on_close: true,
             children: Vec::new(),
@@ -156,10 +156,11 @@ impl<F, H> ForkingDispatch<F, H> {
 
     /// The handler factory.
     pub fn factory(&self) -> &F {
-        &self.factory.0
+        &self.factory
     }
 
-    /// Reaps, then blocks until fewer than `max_children` children run.
+    /// Reaps, then blocks until fewer than `max_children` children run:
+    /// called with a request in hand, so the wait is for one that exists.
     fn make_room(&mut self) {
         self.collect_children(false);
         while self.children.len() >= self.max_children {
@@ -212,14 +213,6 @@ impl<R: ?Sized, A, H: Hooks<R, A>> Hooks<R, A> for NoteErrors<'_, H> {
         self.failed.set(true);
         self.inner.handle_error(client_address, error);
     }
-
-    fn handle_timeout(&self) {
-        self.inner.handle_timeout();
-    }
-
-    fn service_actions(&self) {
-        self.inner.service_actions();
-    }
 }
 
 impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
@@ -227,14 +220,16 @@ where
     L: Listener,
     F: HandlerFactory,
     F::Handler: StreamHandler,
-    H: Hooks<L::Connection, L::Addr>,
+    H: Hooks<L::Connection, L::Addr> + ServerHooks,
 {
-    fn handle_request_noblock(&mut self, listener: &mut L) -> bool {
-        self.make_room();
-        let (conn, addr) = match get_stream_request(listener, &self.hooks) {
-            Taken::Request(request) => request,
+    type Hooks = H;
+
+    fn take(&mut self, listener: &mut L) -> Took {
+        let (conn, addr) = match take_stream_request(listener, &self.hooks) {
+            Incoming::Request(request) => request,
             other => return other.took(),
         };
+        self.make_room();
         match sys::fork() {
             Ok(Forked::Parent(pid)) => {
                 self.children.push(pid);
@@ -250,17 +245,19 @@ where
                 shutdown_request(conn);
             }
         }
-        true
+        Took::Request
+    }
+
+    fn hooks(&self) -> &H {
+        &self.hooks
     }
 
     fn handle_timeout(&mut self) {
         self.collect_children(false);
-        self.hooks.handle_timeout();
     }
 
     fn service_actions(&mut self) {
         self.collect_children(false);
-        self.hooks.service_actions();
     }
 
     fn server_close(&mut self) {
@@ -273,14 +270,16 @@ where
     S: DatagramSocket,
     F: HandlerFactory,
     F::Handler: DatagramHandler,
-    H: Hooks<[u8], S::Addr>,
+    H: Hooks<[u8], S::Addr> + ServerHooks,
 {
-    fn handle_request_noblock(&mut self, socket: &mut S) -> bool {
-        self.make_room();
-        let rx = match get_datagram_request(socket, &self.hooks, &mut self.rbuf) {
-            Taken::Request(rx) => rx,
+    type Hooks = H;
+
+    fn take(&mut self, socket: &mut S) -> Took {
+        let rx = match take_datagram_request(socket, &self.hooks, &mut self.rbuf) {
+            Incoming::Request(rx) => rx,
             other => return other.took(),
         };
+        self.make_room();
         match sys::fork() {
             Ok(Forked::Parent(pid)) => self.children.push(pid),
             Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
@@ -296,17 +295,19 @@ where
             }),
             Err(err) => self.hooks.handle_error(&rx.addr, &Error::from_io(err)),
         }
-        true
+        Took::Request
+    }
+
+    fn hooks(&self) -> &H {
+        &self.hooks
     }
 
     fn handle_timeout(&mut self) {
         self.collect_children(false);
-        self.hooks.handle_timeout();
     }
 
     fn service_actions(&mut self) {
         self.collect_children(false);
-        self.hooks.service_actions();
     }
 
     fn server_close(&mut self) {

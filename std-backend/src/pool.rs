@@ -255,8 +255,6 @@ impl Runner for Pool {
         true
     }
 
-    fn withdraw(&mut self) {}
-
     fn run(&mut self, job: Job) -> io::Result<()> {
         if self.handles.is_empty() {
             return Err(io::Error::other("no pool worker could be started"));

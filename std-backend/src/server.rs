@@ -440,7 +440,7 @@ impl<T: SocketTransport> ServerBuilder<T> {
         F: HandlerFactory,
         InlineDispatch<F>: Dispatch<T, T::Kind>,
     {
-        self.build_with(|sizes| InlineDispatch::new(factory, sizes))
+        self.build_with_hooks(factory, DefaultHooks)
     }
 
     /// Like [`build`](Self::build), calling `hooks` (Python's overridable
@@ -457,13 +457,31 @@ impl<T: SocketTransport> ServerBuilder<T> {
         F: HandlerFactory,
         InlineDispatch<F, H>: Dispatch<T, T::Kind>,
     {
-        self.build_with(|sizes| InlineDispatch::with_hooks(factory, hooks, sizes))
+        self.build_with(|sizes| sizes.inline(factory, hooks))
     }
 }
 
 /// `new(address, factory)` on the alias of a server type, as Python's
 /// `Server(address, Handler)`: CPython's defaults, bound and activated.
 macro_rules! new_with_defaults {
+    ($transport:ty, InlineDispatch, $ctor:ident, $arg:ty, $python:literal) => {
+        impl<F> $crate::SocketServer<$transport, $crate::InlineDispatch<F>>
+        where
+            F: socketserver_core::HandlerFactory,
+            $crate::InlineDispatch<F>: socketserver_core::Dispatch<
+                $transport,
+                <$transport as socketserver_core::Transport>::Kind,
+            >,
+        {
+            #[doc = concat!($python, ": bound and activated, with CPython's defaults.")]
+            ///
+            /// # Errors
+            /// When creating, binding or listening on the socket fails.
+            pub fn new(address: $arg, factory: F) -> std::io::Result<Self> {
+                $crate::ServerBuilder::$ctor(address).build(factory)
+            }
+        }
+    };
     ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal) => {
         $crate::server::new_with_defaults!($transport, $dispatch, $ctor, $arg, $python, build_with);
     };

@@ -266,10 +266,6 @@ impl Runner for Threads {
         self.live.enter(self.max_threads, stop)
     }
 
-    fn withdraw(&mut self) {
-        self.live.release();
-    }
-
     fn run(&mut self, job: Job) -> io::Result<()> {
         let slot = Slot(Arc::clone(&self.live));
         self.spawned += 1;

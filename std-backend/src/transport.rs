@@ -109,11 +109,8 @@ macro_rules! common_impls {
             type Error = io::Error;
 
             /// Waits on the OS for the socket to be readable; a shutdown
-            /// request wakes it. Right after an accept or receive that took
-            /// a request it answers [`Readiness::Ready`] without asking the
-            /// OS, betting that a busy server has another one queued: a
-            /// lost bet costs one accept or receive that finds nothing,
-            /// and the server then waits for real.
+            /// request wakes it. After running out of descriptors the
+            /// socket is left out of the wait for 100 ms.
             fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Readiness> {
                 self.base.endpoint.wait(timeout)
             }
@@ -189,14 +186,17 @@ common_impls!(DatagramTransport, kind::Datagram, Type::DGRAM, |_| Ok(()));
 impl<F: Family> Listener for StreamTransport<F> {
     type Connection = SocketConnection<F>;
 
-    /// Takes one pending connection. A connection that went away before it
-    /// was taken gives `Ok(None)`. Running out of descriptors (`EMFILE`,
-    /// `ENFILE`) is returned as the error (the server logs it), and the
-    /// next waits ignore the socket for 100 ms instead of spinning on it.
-    fn accept(&mut self) -> io::Result<Option<(SocketConnection<F>, F::Addr)>> {
-        let accepted = self.base.endpoint.socket()?.accept();
-        self.base.endpoint.set_took(accepted.is_ok());
-        match accepted {
+    /// Takes one pending connection without blocking (the socket is
+    /// non-blocking once activated): `Ok(None)` when none is pending, or
+    /// one went away before it was taken. Running out of descriptors
+    /// (`EMFILE`, `ENFILE`) is returned as the error (the server logs it),
+    /// and the next waits ignore the socket for 100 ms instead of spinning
+    /// on it.
+    fn try_accept(&mut self) -> io::Result<Option<(SocketConnection<F>, F::Addr)>> {
+        if !self.base.endpoint.may_take() {
+            return Ok(None);
+        }
+        match self.base.endpoint.socket()?.accept() {
             Ok((socket, addr)) => {
                 let conn = SocketConnection::new(socket)?;
                 Ok(Some((conn, F::from_sock_addr(&addr))))
@@ -212,20 +212,16 @@ impl<F: Family> Listener for StreamTransport<F> {
 }
 
 impl<F: Family> DatagramSocket for DatagramTransport<F> {
-    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
-        let endpoint = &mut self.base.endpoint;
-        endpoint.set_took(false);
-        let socket = endpoint.socket()?;
+    /// Receives one pending datagram without blocking; `Ok(None)` when
+    /// none is pending.
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
+        if !self.base.endpoint.may_take() {
+            return Ok(None);
+        }
+        let socket = self.base.endpoint.socket()?;
         loop {
             match sys::recv_datagram(socket, buf, F::from_sock_addr) {
-                Ok((len, truncated, addr)) => {
-                    endpoint.set_took(true);
-                    return Ok(Some(Received {
-                        len,
-                        truncated,
-                        addr,
-                    }));
-                }
+                Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) => return Err(err),

@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socketserver::os::SocketTransport;
-use socketserver::{Dispatch, Error, Hooks, ShutdownHandle, SocketServer};
+use socketserver::{Dispatch, Error, Hooks, ServerHooks, ShutdownHandle, SocketServer};
 
 /// The longest any test waits for a state before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -163,7 +163,9 @@ impl<R: ?Sized, A: Debug> Hooks<R, A> for Recorder {
         let client = format!("{client_address:?}");
         self.update(|s| s.errors.push((client, *error)));
     }
+}
 
+impl ServerHooks for Recorder {
     fn handle_timeout(&self) {
         self.update(|s| s.timeouts += 1);
     }

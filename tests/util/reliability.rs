@@ -66,9 +66,7 @@ where
         )
     }
     match dispatch {
-        InProcess::Inline => {
-            start(builder.build_with(|sizes| InlineDispatch::with_hooks(factory, hooks, sizes)))
-        }
+        InProcess::Inline => start(builder.build_with(|sizes| sizes.inline(factory, hooks))),
         InProcess::Threading => {
             start(builder.build_with(|sizes| ThreadingDispatch::with_hooks(factory, hooks, sizes)))
         }

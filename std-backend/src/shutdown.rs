@@ -134,7 +134,11 @@ impl ShutdownHandle {
     /// announcing the server, so no signal can kill the process meanwhile.
     ///
     /// While the guard lives those signals no longer terminate the process;
-    /// after it is dropped they are still caught, and ignored.
+    /// a handler the program had for them still runs after the request.
+    /// Dropping the last guard puts back the dispositions it found (the
+    /// default action, `SIG_IGN` or the program's handler), unless the
+    /// program has installed others since. At most 32 guards may live at
+    /// once.
     ///
     /// On Linux the signal handler itself makes the request (it sets a flag
     /// and writes to an eventfd), so no thread is started and a

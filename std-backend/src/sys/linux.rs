@@ -12,7 +12,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use socket2::{SockAddr, Socket};
 
-use super::{as_uninit, STOP_SIGNALS};
+use super::as_uninit;
+use super::signal::{register, Registration};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -153,35 +154,29 @@ pub(crate) fn recv_datagram<A>(
 /// shortcuts.
 #[derive(Debug)]
 pub(crate) struct SignalWatch {
-    ids: Vec<signal_hook::SigId>,
+    // Dropped first: once it is gone, no handler uses `_shared` any more.
+    _registration: Registration,
+    _shared: Arc<Shared>,
 }
 
 impl SignalWatch {
     pub(crate) fn start(shared: &Arc<Shared>) -> io::Result<Self> {
-        let mut watch = SignalWatch { ids: Vec::new() };
-        for signal in STOP_SIGNALS {
-            let shared = Arc::clone(shared);
-            // SAFETY: `register` requires an async-signal-safe action.
-            // `Shared::request` stores to an atomic and writes 8 bytes to
-            // an eventfd with write(2), which POSIX lists as
-            // async-signal-safe; it allocates nothing and takes no lock, and
-            // a failure only yields an errno value (signal-hook restores
-            // errno after its handler). The closure, with its `Arc`, is
-            // dropped by `unregister` only once no handler runs it.
-            let id = unsafe { signal_hook::low_level::register(signal, move || shared.request()) }?;
-            // If the next registration fails, dropping `watch` removes this.
-            watch.ids.push(id);
-        }
-        Ok(watch)
+        let shared = Arc::clone(shared);
+        Ok(SignalWatch {
+            _registration: register(&shared)?,
+            _shared: shared,
+        })
     }
 }
 
-impl Drop for SignalWatch {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
+/// What the stop-signal handler wakes: a server's shutdown state.
+pub(super) type Target = Shared;
+
+/// Requests the shutdown from the signal handler. `Shared::request` stores
+/// to an atomic and writes 8 bytes to an eventfd with write(2), which POSIX
+/// lists as async-signal-safe; it allocates nothing and takes no lock.
+pub(super) fn deliver(shared: &Shared) {
+    shared.request();
 }
 
 /// Blocks until some child of this process has ended, without reaping it,

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
     path = "other_unix.rs"
 )]
 mod platform;
+mod signal;
 
 pub(crate) use platform::{
     mode_before_bind, peer_credentials, prepare_stream, recv_datagram, wait_any_ended, SignalWatch,
@@ -53,7 +54,10 @@ pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
 }
 
 /// The signals [`SignalWatch`] turns into shutdown requests.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+const STOP_SIGNALS: [nix::sys::signal::Signal; 2] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+];
 
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
@@ -70,7 +74,7 @@ pub(crate) enum Forked {
 /// when the parent had handlers for them: a handler installed through
 /// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) would
 /// otherwise wake the *parent's* loop through the descriptor both share
-/// (the waiter's eventfd, or the watcher thread's pipe).
+/// (the waiter's eventfd, or the watcher thread's socket).
 pub(crate) fn fork() -> io::Result<Forked> {
     // SAFETY: `fork` itself cannot break memory safety here: the child gets
     // a copy of this thread's memory, and the caller never lets it return
@@ -92,7 +96,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
 }
 
 fn default_stop_signals() {
-    for signal in STOP_SIGNALS {
+    for signal in STOP_SIGNALS.map(|s| s as libc::c_int) {
         // SAFETY: `sigaction` with a null new action only reads the
         // current disposition into `old`, a zeroed plain C struct; `signal`
         // installs the default action, which needs no handler code.

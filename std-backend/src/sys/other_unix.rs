@@ -3,7 +3,9 @@
 //! and `getpeereid`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
-use super::{as_uninit, STOP_SIGNALS};
+use super::as_uninit;
+use super::signal::{register, Registration};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -123,26 +126,39 @@ pub(crate) fn recv_datagram<A>(
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
 /// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)).
 ///
-/// A thread waits for the signals and makes the request, because the
-/// waiter's wake-up is not known to be async-signal-safe here.
+/// The signal handler writes a byte to a socket, and a thread reading the
+/// other end makes the request, because the waiter's wake-up is not known
+/// to be async-signal-safe here.
 #[derive(Debug)]
 pub(crate) struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
+    registration: Option<Registration>,
+    wake: Option<Box<OwnedFd>>,
     watcher: Option<JoinHandle<()>>,
 }
 
 impl SignalWatch {
     pub(crate) fn start(shared: &Arc<Shared>) -> io::Result<Self> {
-        let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
-        let handle = signals.handle();
+        let (mut woken, wake) = UnixStream::pair()?;
+        // The handler must never block on a full socket.
+        wake.set_nonblocking(true)?;
+        let wake = Box::new(OwnedFd::from(wake));
+        let registration = register(&wake)?;
         let shared = Arc::clone(shared);
         let watcher = std::thread::spawn(move || {
-            for _ in signals.forever() {
-                shared.request();
+            let mut byte = [0u8; 1];
+            loop {
+                match woken.read(&mut byte) {
+                    // The write end is closed: the watch is over.
+                    Ok(0) => return,
+                    Ok(_) => shared.request(),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
             }
         });
         Ok(SignalWatch {
-            handle,
+            registration: Some(registration),
+            wake: Some(wake),
             watcher: Some(watcher),
         })
     }
@@ -150,11 +166,23 @@ impl SignalWatch {
 
 impl Drop for SignalWatch {
     fn drop(&mut self) {
-        self.handle.close();
+        // In this order: no handler writes to `wake` once the registration
+        // is gone, and closing `wake` ends the watcher.
+        drop(self.registration.take());
+        drop(self.wake.take());
         if let Some(watcher) = self.watcher.take() {
             let _ = watcher.join();
         }
     }
+}
+
+/// What the stop-signal handler wakes: the write end of a watcher's socket.
+pub(super) type Target = OwnedFd;
+
+/// Wakes the watcher from the signal handler: one write(2), which POSIX
+/// lists as async-signal-safe. A full socket already holds a wake-up.
+pub(super) fn deliver(wake: &OwnedFd) {
+    let _ = nix::unistd::write(wake, &[1]);
 }
 
 /// Blocks until some child of this process has ended, without reaping it,

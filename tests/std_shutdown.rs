@@ -1,6 +1,7 @@
 //! Stopping ends, and leaves the process as it was: `shutdown()` returns
 //! once the loop it stopped has returned, whatever the serving thread does
-//! next; the stop-signal guard gives the signals back when dropped.
+//! next; the stop-signal guard gives the signals back when dropped, and a
+//! second stop signal ends the process at once.
 //!
 //! The signal tests run this binary again as the process they signal, so
 //! the harness's own dispositions are never touched.
@@ -125,6 +126,16 @@ impl Rerun {
         drop(stdin);
         status
     }
+
+    /// Checks that the child ends, and by `signal`.
+    fn assert_killed_by(self, signal: i32) {
+        let status = self.status();
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "the child ended with {status}"
+        );
+    }
 }
 
 /// The child's part: blocks until the test ends (its stdin closes).
@@ -147,12 +158,29 @@ fn a_dropped_signal_guard_leaves_sigterm_fatal() {
     let child = Rerun::start(NAME);
     child.expect("guard dropped");
     child.signal("-TERM");
-    let status = child.status();
-    assert_eq!(
-        status.signal(),
-        Some(SIGTERM),
-        "the child ended with {status}"
-    );
+    child.assert_killed_by(SIGTERM);
+}
+
+/// A second `SIGTERM` while the guard lives (a server draining after the
+/// first) ends the process at once, by `SIGTERM`'s default action.
+#[test]
+fn a_second_stop_signal_ends_the_process() {
+    const NAME: &str = "a_second_stop_signal_ends_the_process";
+    if std::env::var_os(CHILD).is_some() {
+        let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
+        let _guard = server.shutdown_handle().stop_on_signals().unwrap();
+        println!("serving");
+        server.serve_forever(Duration::from_secs(60)).unwrap();
+        println!("stopped by the first");
+        block();
+        return;
+    }
+    let child = Rerun::start(NAME);
+    child.expect("serving");
+    child.signal("-TERM");
+    child.expect("stopped by the first");
+    child.signal("-TERM");
+    child.assert_killed_by(SIGTERM);
 }
 
 /// A handler the program had for `SIGINT` still runs while the guard lives,

@@ -133,8 +133,13 @@ impl ShutdownHandle {
     /// `serve_forever` ended by `KeyboardInterrupt`). Call it before
     /// announcing the server, so no signal can kill the process meanwhile.
     ///
-    /// While the guard lives those signals no longer terminate the process;
-    /// a handler the program had for them still runs after the request.
+    /// While the guard lives the first of those signals no longer
+    /// terminates the process, and a handler the program had for them still
+    /// runs after the request. A second one (while a server drains, say, or
+    /// hangs) ends the process at once by that signal's default action, as
+    /// if no handler were installed. The count starts again once no guard
+    /// lives.
+    ///
     /// Dropping the last guard puts back the dispositions it found (the
     /// default action, `SIG_IGN` or the program's handler), unless the
     /// program has installed others since. At most 32 guards may live at

@@ -5,7 +5,8 @@
 //! replaced are put back, so a dropped guard leaves the process as it found
 //! it. The handler wakes each registered target (the platform's
 //! async-signal-safe [`deliver`](super::platform::deliver)) and then runs
-//! the handler it replaced, if any.
+//! the handler it replaced, if any. A second stop signal while it is
+//! installed ends the process at once, by that signal's default action.
 
 use std::ffi::{c_int, c_void};
 use std::io;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::platform::{deliver, Target};
 use super::STOP_SIGNALS;
@@ -28,6 +29,8 @@ static TARGETS: [AtomicPtr<Target>; MAX_WATCHES] =
 /// Handlers running now, on any thread: a target is released only once
 /// this is zero after its slot was cleared.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Stop signals received since the handler was installed.
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 /// The replaced handler of each stop signal, as an address (0: none to
 /// run), and whether it takes `siginfo`. Written only while the handler is
 /// not installed and no instance of it runs.
@@ -100,12 +103,13 @@ fn install() -> io::Result<[SigAction; 2]> {
         SaFlags::SA_RESTART,
         mask,
     );
+    RECEIVED.store(0, SeqCst);
     let mut previous = [action; 2];
     for (i, signal) in STOP_SIGNALS.into_iter().enumerate() {
         // SAFETY: `on_stop_signal` only does what a signal handler may: it
         // touches atomics, calls `deliver` (async-signal-safe by its
-        // contract) and the handler it replaced, which was installed to run
-        // as a handler.
+        // contract), sigaction(2) and raise(3) (both async-signal-safe), and
+        // the handler it replaced, which was installed to run as a handler.
         // It allocates nothing, takes no lock, and restores errno.
         let replaced = unsafe { sigaction(signal, &action) };
         match replaced {
@@ -155,19 +159,25 @@ fn is_ours(action: &SigAction) -> bool {
     matches!(action.handler(), SigHandler::SigAction(f) if f as usize == on_stop_signal as *const () as usize)
 }
 
-/// The handler: wakes the targets, then runs the handler it replaced.
+/// The handler: counts the signal, ends the process on the second one,
+/// wakes the targets, then runs the handler it replaced.
 extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     let errno = Errno::last_raw();
     RUNNING.fetch_add(1, SeqCst);
-    for target in &TARGETS {
-        // SAFETY: a non-null target stays valid until its registration is
-        // dropped, which waits for this handler (`RUNNING`).
-        if let Some(target) = unsafe { target.load(SeqCst).as_ref() } {
-            deliver(target);
+    let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
+    if RECEIVED.fetch_add(1, SeqCst) > 0 {
+        exit_by(signo);
+    } else {
+        for target in &TARGETS {
+            // SAFETY: a non-null target stays valid until its registration
+            // is dropped, which waits for this handler (`RUNNING`).
+            if let Some(target) = unsafe { target.load(SeqCst).as_ref() } {
+                deliver(target);
+            }
         }
-    }
-    if let Some(i) = STOP_SIGNALS.iter().position(|s| *s as c_int == signo) {
-        run_chained(i, signo, info, context);
+        if let Some(i) = index {
+            run_chained(i, signo, info, context);
+        }
     }
     RUNNING.fetch_sub(1, SeqCst);
     Errno::set_raw(errno);
@@ -191,5 +201,19 @@ fn run_chained(i: usize, signo: c_int, info: *mut libc::siginfo_t, context: *mut
         // SAFETY: as above, from a `SigHandler::Handler`.
         let handler: Handler = unsafe { std::mem::transmute::<usize, Handler>(address) };
         handler(signo);
+    }
+}
+
+/// Ends the process by `signo`'s default action, as if no handler had been
+/// installed: the signal is raised again, pending while this handler runs
+/// (it is in the handler's mask) and delivered when it returns.
+fn exit_by(signo: c_int) {
+    let Ok(signal) = Signal::try_from(signo) else {
+        return;
+    };
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default action runs no code of ours.
+    if unsafe { sigaction(signal, &default) }.is_ok() {
+        let _ = nix::sys::signal::raise(signal);
     }
 }

@@ -218,6 +218,8 @@ impl<F: Family> DatagramSocket for DatagramTransport<F> {
         let socket = endpoint.socket()?;
         loop {
             match sys::recv_datagram(socket, buf, F::from_sock_addr) {
+                // Answering the server's own address would loop for ever.
+                Ok((.., addr)) if F::is_own_address(&self.base.address, &addr) => {}
                 Ok((len, truncated, addr)) => {
                     endpoint.set_took(true);
                     return Ok(Some(Received {

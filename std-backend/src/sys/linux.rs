@@ -10,6 +10,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
+use nix::unistd::{getppid, Pid};
 use socket2::{SockAddr, Socket};
 
 use super::as_uninit;
@@ -177,6 +180,21 @@ pub(super) type Target = Shared;
 /// lists as async-signal-safe; it allocates nothing and takes no lock.
 pub(super) fn deliver(shared: &Shared) {
     shared.request();
+}
+
+/// Makes this forked child end when its parent does: the kernel sends it
+/// `SIGKILL` then (`PR_SET_PDEATHSIG`), so no child keeps serving for a
+/// server that was killed. Linux sends it when the *thread* that forked
+/// ends, which for a server is the thread that serves (see
+/// `ForkingDispatch`).
+pub(super) fn end_with_parent(parent: Pid) {
+    // Refused only by a sandbox: the child then serves unguarded, as
+    // before, rather than not at all.
+    let _ = set_pdeathsig(Signal::SIGKILL);
+    if getppid() != parent {
+        // The parent died before the signal was asked for.
+        super::exit_child(1);
+    }
 }
 
 /// Blocks until some child of this process has ended, without reaping it,

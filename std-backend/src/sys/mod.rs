@@ -74,8 +74,11 @@ pub(crate) enum Forked {
 /// when the parent had handlers for them: a handler installed through
 /// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) would
 /// otherwise wake the *parent's* loop through the descriptor both share
-/// (the waiter's eventfd, or the watcher thread's socket).
+/// (the waiter's eventfd, or the watcher thread's socket). And the child
+/// ends when its parent does, where the system can say so
+/// ([`platform::end_with_parent`]).
 pub(crate) fn fork() -> io::Result<Forked> {
+    let parent = nix::unistd::getpid();
     // SAFETY: `fork` itself cannot break memory safety here: the child gets
     // a copy of this thread's memory, and the caller never lets it return
     // into the parent's loop (it ends with `exit_child`). What nix's
@@ -90,6 +93,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
         }
         nix::unistd::ForkResult::Child => {
             default_stop_signals();
+            platform::end_with_parent(parent);
             Ok(Forked::Child)
         }
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::unistd::Pid;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
@@ -183,6 +184,34 @@ pub(super) type Target = OwnedFd;
 /// lists as async-signal-safe. A full socket already holds a wake-up.
 pub(super) fn deliver(wake: &OwnedFd) {
     let _ = nix::unistd::write(wake, &[1]);
+}
+
+/// Makes this forked child end when its parent process does, where the
+/// system can: FreeBSD sends it `SIGKILL` then (`PROC_PDEATHSIG_CTL`).
+/// macOS and the other BSDs have no such signal: there a child whose
+/// parent was killed finishes its request first (see `ForkingDispatch`).
+pub(super) fn end_with_parent(parent: Pid) {
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut signal = libc::SIGKILL;
+        // SAFETY: `PROC_PDEATHSIG_CTL` on this process (`P_PID`, 0) reads
+        // one `c_int`, the signal, from `data`, which points to a live one.
+        // A refusal leaves the child unguarded, as on other systems.
+        unsafe {
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                std::ptr::from_mut(&mut signal).cast(),
+            );
+        }
+        if nix::unistd::getppid() != parent {
+            // The parent died before the signal was asked for.
+            super::exit_child(1);
+        }
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    let _ = parent;
 }
 
 /// Blocks until some child of this process has ended, without reaping it,

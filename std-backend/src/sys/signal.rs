@@ -67,12 +67,16 @@ pub(super) fn register(target: &Target) -> io::Result<Registration> {
                 "more than {MAX_WATCHES} stop_on_signals guards at once"
             ))
         })?;
-    let registration = Registration { slot };
     if installed.is_none() {
-        // On error, dropping `registration` frees the slot again.
-        *installed = Some(install()?);
+        match install() {
+            Ok(previous) => *installed = Some(previous),
+            Err(err) => {
+                TARGETS[slot].store(ptr::null_mut(), SeqCst);
+                return Err(err);
+            }
+        }
     }
-    Ok(registration)
+    Ok(Registration { slot })
 }
 
 impl Drop for Registration {
@@ -215,5 +219,47 @@ fn exit_by(signo: c_int) {
     // SAFETY: the default action runs no code of ours.
     if unsafe { sigaction(signal, &default) }.is_ok() {
         let _ = nix::sys::signal::raise(signal);
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+    use crate::shutdown::Shared;
+
+    /// The address of `signal`'s handler now (or `SIG_DFL`, `SIG_IGN`).
+    fn handler_of(signal: Signal) -> usize {
+        let mut now = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: a null new action only reads the disposition into `now`.
+        let rc = unsafe { libc::sigaction(signal as c_int, ptr::null(), now.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: sigaction(2) filled it in.
+        unsafe { now.assume_init() }.sa_sigaction
+    }
+
+    fn set(signal: Signal, handler: SigHandler) {
+        let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+        // SAFETY: only the default action and `SIG_IGN`, which run no code.
+        unsafe { sigaction(signal, &action) }.unwrap();
+    }
+
+    /// The first registration installs the handler, the last one puts back
+    /// what it found, except where the program installed another since.
+    #[test]
+    fn the_last_registration_gives_the_dispositions_back() {
+        let ours = on_stop_signal as *const () as usize;
+        let (a, b) = (Shared::new().unwrap(), Shared::new().unwrap());
+        let first = register(&a).unwrap();
+        let second = register(&b).unwrap();
+        assert_eq!(handler_of(Signal::SIGTERM), ours);
+        drop(first);
+        assert_eq!(handler_of(Signal::SIGINT), ours, "one registration left");
+        set(Signal::SIGINT, SigHandler::SigIgn);
+        drop(second);
+        assert_eq!(handler_of(Signal::SIGTERM), libc::SIG_DFL);
+        assert_eq!(handler_of(Signal::SIGINT), libc::SIG_IGN, "left alone");
+        set(Signal::SIGINT, SigHandler::SigDfl);
+        assert!(installed().is_none());
+        assert!(TARGETS.iter().all(|t| t.load(SeqCst).is_null()));
     }
 }

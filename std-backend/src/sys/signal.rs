@@ -4,7 +4,7 @@
 //! The first watch installs it; when the last one ends, the dispositions it
 //! replaced are put back, so a dropped guard leaves the process as it found
 //! it. The handler wakes each registered target (the platform's
-//! async-signal-safe [`deliver`](super::platform::deliver)) and then runs
+//! async-signal-safe [`deliver`]) and then runs
 //! the handler it replaced, if any. A second stop signal while it is
 //! installed ends the process at once, by that signal's default action.
 

@@ -10,15 +10,14 @@
 mod util;
 
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
+use std::sync::{Arc, Mutex};
 
 use socketserver::handlers::{UpperDatagram, UpperOnce};
 use socketserver::os::socket2::{Domain, SockAddr, Socket, Type};
@@ -26,6 +25,7 @@ use socketserver::os::{AllowList, PeerCredentials, UnixConnection};
 use socketserver::{
     Hooks, ServerBuilder, ThreadingDispatch, UnixAddr, DEFAULT_POLL_INTERVAL as POLL,
 };
+use util::announce::first_line;
 use util::process::{example, output_bounded, Running};
 use util::{Builds, Recorder, Serving, TempDir, PATIENCE};
 
@@ -368,17 +368,8 @@ fn uid_server_example() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the uid_server example");
-    let stdout = child.stdout.take().unwrap();
+    let line = first_line(&mut child);
     let mut running = Running(Some(child));
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(PATIENCE)
-        .expect("the example prints its address");
     assert_eq!(line.trim_end(), format!("listening on {}", path.display()));
     assert_eq!(file_mode(&path), 0o666);
 

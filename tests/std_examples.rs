@@ -5,14 +5,12 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 
+use util::announce::announced_address;
 use util::process::{example, wait_bounded, Running};
-use util::{TempDir, PATIENCE};
+use util::TempDir;
 
 fn run(example_name: &str, client: &str, address: &str, message: &str) {
     let expected = format!("Received: {}", message.to_uppercase());
@@ -67,23 +65,8 @@ fn start(example_name: &str, address: &str, args: &[&str]) -> (Running, String) 
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(Some(child));
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(PATIENCE)
-        .expect("the example prints its address");
-    let bound = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (running, bound)
+    let bound = announced_address(&mut child);
+    (Running(Some(child)), bound)
 }
 
 /// Sends `signal` (`-TERM`, `-INT`) to the example; it must exit 0.

@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use util::announce::announced_address;
 use util::process::{example, wait_bounded};
 use util::{TempDir, PATIENCE};
 
@@ -46,32 +47,19 @@ impl Server {
     /// `listening on` line.
     fn start(dir: &Path, args: &[&str]) -> Self {
         require_curl();
-        let mut child = Command::new(example("http_server"))
+        let child = Command::new(example("http_server"))
             .arg("127.0.0.1:0")
             .arg(dir)
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("run the http_server example");
-        let stdout = child.stdout.take().unwrap();
+        // Killed on drop even if it announces nothing.
         let mut server = Server {
             child: Some(child),
             address: String::new(),
         };
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .expect("the example prints its address");
-        server.address = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        server.address = announced_address(server.child.as_mut().unwrap());
         server
     }
 

@@ -4,11 +4,13 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use socketserver_core::Readiness;
 
@@ -18,12 +20,110 @@ use crate::{sys, Options};
 /// How long the loop stops accepting after running out of descriptors.
 pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
 
-/// A socket file this server created, removed on close if it is still ours.
+/// A socket file this server created, removed on close if it is still ours
+/// (unless kept), and the lock that makes the path ours meanwhile.
 #[derive(Debug)]
 struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    keep: bool,
+    /// Released after the file is removed: dropped last.
+    _lock: PathLock,
+}
+
+/// `PATH.lock` beside a Unix socket file, locked with `flock` for as long
+/// as the server holds the path, from before `bind` to its close (as
+/// daemons do). A socket file only refuses connections when nobody is
+/// bound to it *or* its server has bound it and not yet listened; the lock
+/// tells the two apart, so only a file nobody holds is ever replaced.
+///
+/// Removed on drop if the path still names the file that was locked.
+#[derive(Debug)]
+struct PathLock {
+    path: PathBuf,
+    file: Flock<fs::File>,
+}
+
+/// How often [`PathLock::take`] tries again when the lock file it locked
+/// was removed meanwhile (by the previous holder, as it released it).
+const LOCK_ATTEMPTS: usize = 8;
+
+impl PathLock {
+    /// Locks `PATH.lock` for the socket file `socket`, creating it if need
+    /// be; fails with `AddrInUse` when another server holds it.
+    fn take(socket: &Path) -> io::Result<Self> {
+        let mut path = socket.as_os_str().to_owned();
+        path.push(".lock");
+        let mut path = PathBuf::from(path);
+        for _ in 0..LOCK_ATTEMPTS {
+            let file = match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
+                Ok(file) => file,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} belongs to another server (it holds {})",
+                            socket.display(),
+                            path.display()
+                        ),
+                    ))
+                }
+                Err((_, err)) => return Err(err.into()),
+            };
+            let lock = PathLock { path, file };
+            // The lock only counts on the file the path names now.
+            if lock.is_at_path() {
+                return Ok(lock);
+            }
+            path = lock.forget();
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} keeps being replaced", path.display()),
+        ))
+    }
+
+    /// Whether the path still names the locked file.
+    fn is_at_path(&self) -> bool {
+        match (self.file.metadata(), fs::symlink_metadata(&self.path)) {
+            (Ok(locked), Ok(named)) => locked.dev() == named.dev() && locked.ino() == named.ino(),
+            _ => false,
+        }
+    }
+
+    /// Unlocks without removing anything; returns the path.
+    fn forget(mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so that whoever locks the path next
+        // locks a new file (see `take`).
+        if !self.path.as_os_str().is_empty() && self.is_at_path() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Opens (or creates) a lock file, never through a symbolic link. Another
+/// user's lock file can still be locked when it can only be read.
+fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    let open = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match open {
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        other => other,
+    }
 }
 
 #[derive(Debug)]
@@ -178,16 +278,20 @@ impl Endpoint {
         if let Some(file) = self.file.take() {
             // Only remove the file if it is still the one we created.
             if let Ok(meta) = fs::symlink_metadata(&file.path) {
-                if meta.dev() == file.dev && meta.ino() == file.ino {
+                if !file.keep && meta.dev() == file.dev && meta.ino() == file.ino {
                     let _ = fs::remove_file(&file.path);
                 }
             }
+            // Dropping `file` now releases the path's lock.
         }
     }
 
-    /// Leaves the socket file in place when the server closes.
+    /// Leaves the socket file in place when the server closes (its lock is
+    /// still released).
     pub(crate) fn keep_file(&mut self) {
-        self.file = None;
+        if let Some(file) = &mut self.file {
+            file.keep = true;
+        }
     }
 }
 
@@ -203,6 +307,7 @@ fn bind_unix_path(
     path: &Path,
     options: &Options,
 ) -> io::Result<SocketFile> {
+    let lock = PathLock::take(path)?;
     create_socket_file(socket, addr, path, options.socket_mode)?;
     if let Some(mode) = options.socket_mode {
         // Exactly `mode`: the umask may have taken bits away.
@@ -213,12 +318,15 @@ fn bind_unix_path(
         path: path.to_owned(),
         dev: meta.dev(),
         ino: meta.ino(),
+        keep: options.keep_socket_file,
+        _lock: lock,
     })
 }
 
-/// Binds to `path`, replacing a stale socket file; with `mode`, the file
-/// is created with no more than those permission bits where the system
-/// allows (see [`sys::mode_before_bind`]).
+/// Binds to `path`, replacing a stale socket file (the caller holds the
+/// path's [`PathLock`], so no server of ours is bound to it); with `mode`,
+/// the file is created with no more than those permission bits where the
+/// system allows (see [`sys::mode_before_bind`]).
 fn create_socket_file(
     socket: &Socket,
     addr: &SockAddr,

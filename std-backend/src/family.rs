@@ -30,6 +30,23 @@ pub trait Family: sealed::Sealed + Send + Sync + 'static {
 
     /// The address the kernel reported.
     fn from_sock_addr(addr: &SockAddr) -> Self::Addr;
+
+    /// Whether a datagram from `source`, received by a server bound at
+    /// `server`, comes from the server's own address: answering it would
+    /// make the server answer itself, for ever. Datagram servers drop such
+    /// datagrams before any handler sees them.
+    ///
+    /// For [`Inet`], that is any source with the server's port on this
+    /// host: the server's address, an unspecified or loopback address, or
+    /// (asked of the kernel by binding a probe socket to it, only for
+    /// datagrams from the server's port) any other address of this host,
+    /// which a wildcard server also receives on. So a twin instance on the
+    /// same port of this host is not answered either. A forged source
+    /// naming *another* responder (a different port, or another host)
+    /// cannot be told from a client, and is answered; see the README's
+    /// guarantees. For [`Unix`], it is the server's own name, which no
+    /// other socket can hold while the server is bound to it.
+    fn is_own_address(server: &Self::Addr, source: &Self::Addr) -> bool;
 }
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
@@ -54,6 +71,37 @@ impl Family for Inet {
         addr.as_socket()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
+
+    #[inline]
+    fn is_own_address(server: &SocketAddr, source: &SocketAddr) -> bool {
+        // Almost every datagram stops here.
+        if source.port() != server.port() {
+            return false;
+        }
+        let ip = source.ip().to_canonical();
+        ip == server.ip().to_canonical()
+            || ip.is_unspecified()
+            || ip.is_loopback()
+            || is_local(source)
+    }
+}
+
+/// Whether `addr`'s IP address is one of this host's: a socket can be
+/// bound to it. `false` when that cannot be asked (no descriptor left).
+/// Where non-local binds are allowed (`ip_nonlocal_bind`), every address
+/// counts as local.
+#[cold]
+fn is_local(addr: &SocketAddr) -> bool {
+    let mut probe = *addr;
+    probe.set_port(0);
+    if let SocketAddr::V6(v6) = probe {
+        if let Some(v4) = v6.ip().to_ipv4_mapped() {
+            probe = SocketAddr::from((v4, 0));
+        }
+    }
+    socket2::Socket::new(Domain::for_address(probe), socket2::Type::DGRAM, None)
+        .and_then(|socket| socket.bind(&probe.into()))
+        .is_ok()
 }
 
 /// Unix domain sockets: Unix stream and Unix datagram servers.
@@ -145,6 +193,11 @@ impl Family for Unix {
             UnixAddr::Unnamed
         }
     }
+
+    #[inline]
+    fn is_own_address(server: &UnixAddr, source: &UnixAddr) -> bool {
+        *source != UnixAddr::Unnamed && source == server
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +217,32 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
         assert_eq!(UnixAddr::from("/a").to_string(), "/a");
         assert_eq!(UnixAddr::Abstract(b"n\0".to_vec()).to_string(), "@n\\x00");
+    }
+
+    #[test]
+    fn own_addresses_are_the_servers_port_on_this_host() {
+        let own = |server: &str, source: &str| {
+            Inet::is_own_address(&server.parse().unwrap(), &source.parse().unwrap())
+        };
+        assert!(own("127.0.0.1:7", "127.0.0.1:7"));
+        assert!(own("0.0.0.0:7", "127.0.0.1:7"));
+        assert!(own("0.0.0.0:7", "127.0.0.2:7"), "all of 127/8 is loopback");
+        assert!(own("[::]:7", "[::ffff:127.0.0.1]:7"), "v4-mapped");
+        assert!(own("[::]:7", "[::1]:7"));
+        assert!(
+            own("127.0.0.1:7", "0.0.0.0:7"),
+            "a reply to 0.0.0.0 is local"
+        );
+        assert!(own("127.0.0.1:7", "127.0.0.2:7"), "a twin on this host");
+        assert!(!own("127.0.0.1:7", "127.0.0.1:8"), "another port");
+        assert!(!own("0.0.0.0:7", "203.0.113.7:7"), "another host");
+        assert!(!own("[::]:7", "[2001:db8::7]:7"), "another host");
+
+        let path = UnixAddr::from("/run/s.sock");
+        assert!(Unix::is_own_address(&path, &path));
+        assert!(!Unix::is_own_address(&path, &UnixAddr::from("/run/c.sock")));
+        let unnamed = UnixAddr::Unnamed;
+        assert!(!Unix::is_own_address(&unnamed, &unnamed));
     }
 
     #[test]

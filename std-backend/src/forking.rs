@@ -48,6 +48,17 @@ pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
 /// ([`block_on_close`](Self::block_on_close), bpo-31151); without that, a
 /// background thread reaps them as they end, so no zombie is left either.
 ///
+/// # When the parent dies
+/// A child ends with its parent: whether the server exits or is killed
+/// (`SIGKILL`, `SIGHUP`), it takes its children along, so none keeps
+/// serving a client for a server that is gone. On Linux the kernel sends the child
+/// `SIGKILL` when the *thread* that forked it ends (`PR_SET_PDEATHSIG`),
+/// which is the thread that serves: serve from a thread that outlives the
+/// children, as [`block_on_close`](Self::block_on_close) (the default)
+/// ensures; with it off, a serving thread that returns ends the children
+/// still running. FreeBSD does the same per process. macOS and the other
+/// BSDs have no such signal: there a child finishes its request first.
+///
 /// # Threads
 /// The child is a copy of the serving thread only. If other threads of the
 /// program may hold a lock at the moment of the fork (a logger's, say), a

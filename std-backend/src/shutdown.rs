@@ -14,8 +14,17 @@ use crate::sys::{SignalWatch, Waiter};
 pub(crate) struct Shared {
     pub(crate) waiter: Waiter,
     requested: AtomicBool,
-    serving: Mutex<Option<ThreadId>>,
+    serving: Mutex<Serving>,
     stopped: Condvar,
+}
+
+/// Which thread runs `serve_forever`, and how many of its loops have
+/// returned: [`ShutdownHandle::shutdown`] waits for the count to move past
+/// the loop it stopped, so a loop started right after it is not waited for.
+#[derive(Debug, Default)]
+struct Serving {
+    thread: Option<ThreadId>,
+    ended: u64,
 }
 
 impl Shared {
@@ -23,7 +32,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             waiter: Waiter::new()?,
             requested: AtomicBool::new(false),
-            serving: Mutex::new(None),
+            serving: Mutex::new(Serving::default()),
             stopped: Condvar::new(),
         }))
     }
@@ -46,13 +55,13 @@ impl Shared {
         let _ = self.waiter.notify();
     }
 
-    fn serving(&self) -> MutexGuard<'_, Option<ThreadId>> {
+    fn serving(&self) -> MutexGuard<'_, Serving> {
         self.serving.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks the calling thread as serving until the guard is dropped.
     pub(crate) fn enter_serving(self: &Arc<Self>) -> ServingGuard {
-        *self.serving() = Some(thread::current().id());
+        self.serving().thread = Some(thread::current().id());
         ServingGuard(Arc::clone(self))
     }
 }
@@ -62,7 +71,10 @@ pub(crate) struct ServingGuard(Arc<Shared>);
 
 impl Drop for ServingGuard {
     fn drop(&mut self) {
-        *self.0.serving() = None;
+        let mut serving = self.0.serving();
+        serving.thread = None;
+        serving.ended += 1;
+        drop(serving);
         self.0.stopped.notify_all();
     }
 }
@@ -78,9 +90,12 @@ impl ShutdownHandle {
     /// Asks `serve_forever` to stop and blocks until it has returned.
     ///
     /// The loop is woken at once, whatever its poll interval; the request
-    /// being handled, if any, is finished first. When no thread is serving,
-    /// this returns at once and the next `serve_forever` returns as soon as
-    /// it starts (as in Python, bpo-2302).
+    /// being handled, if any, is finished first. This returns once the loop
+    /// that was running when it was called has returned, even if the
+    /// serving thread has meanwhile called `serve_forever` again (as
+    /// CPython's does). When no thread is serving, this returns at once and
+    /// the next `serve_forever` returns as soon as it starts (as in Python,
+    /// bpo-2302).
     ///
     /// # Errors
     /// [`ShutdownError::FromServingThread`] when called from the thread
@@ -89,11 +104,15 @@ impl ShutdownHandle {
     /// [`request_shutdown`](Self::request_shutdown) there.
     pub fn shutdown(&self) -> Result<(), ShutdownError> {
         let mut serving = self.0.serving();
-        if *serving == Some(thread::current().id()) {
+        if serving.thread == Some(thread::current().id()) {
             return Err(ShutdownError::FromServingThread);
         }
         self.0.request();
-        while serving.is_some() {
+        if serving.thread.is_none() {
+            return Ok(());
+        }
+        let running = serving.ended;
+        while serving.ended == running {
             serving = self
                 .0
                 .stopped
@@ -114,8 +133,17 @@ impl ShutdownHandle {
     /// `serve_forever` ended by `KeyboardInterrupt`). Call it before
     /// announcing the server, so no signal can kill the process meanwhile.
     ///
-    /// While the guard lives those signals no longer terminate the process;
-    /// after it is dropped they are still caught, and ignored.
+    /// While the guard lives the first of those signals no longer
+    /// terminates the process, and a handler the program had for them still
+    /// runs after the request. A second one (while a server drains, say, or
+    /// hangs) ends the process at once by that signal's default action, as
+    /// if no handler were installed. The count starts again once no guard
+    /// lives.
+    ///
+    /// Dropping the last guard puts back the dispositions it found (the
+    /// default action, `SIG_IGN` or the program's handler), unless the
+    /// program has installed others since. At most 32 guards may live at
+    /// once.
     ///
     /// On Linux the signal handler itself makes the request (it sets a flag
     /// and writes to an eventfd), so no thread is started and a

@@ -221,6 +221,8 @@ impl<F: Family> DatagramSocket for DatagramTransport<F> {
         let socket = self.base.endpoint.socket()?;
         loop {
             match sys::recv_datagram(socket, buf, F::from_sock_addr) {
+                // Answering the server's own address would loop for ever.
+                Ok((.., addr)) if F::is_own_address(&self.base.address, &addr) => {}
                 Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),

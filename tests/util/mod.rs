@@ -218,6 +218,7 @@ impl Recorder {
     }
 }
 
+pub mod announce;
 pub mod concurrent;
 pub mod gauge;
 pub mod process;

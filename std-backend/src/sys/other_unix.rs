@@ -1,0 +1,242 @@
+//! macOS and the BSDs: the `polling` crate for waiting, `recvmsg` for
+//! datagram lengths, a thread that turns signals into shutdown requests,
+//! and `getpeereid`.
+
+use std::io;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use polling::{Event, Events, PollMode, Poller};
+use socket2::{SockAddr, Socket};
+
+use super::as_uninit;
+use super::signal::{register, Registration};
+use crate::shutdown::Shared;
+
+/// Flags for `send` on stream sockets: a peer that closed its end makes the
+/// write fail with `EPIPE` instead of raising `SIGPIPE`. Apple systems get
+/// `SO_NOSIGPIPE` in [`prepare_stream`] instead.
+pub(crate) const SEND_FLAGS: libc::c_int = if cfg!(target_vendor = "apple") {
+    0
+} else {
+    libc::MSG_NOSIGNAL
+};
+
+/// Prepares an accepted stream socket: blocking (these systems may pass
+/// `O_NONBLOCK` on from the listener) and, on Apple systems,
+/// `SO_NOSIGPIPE`.
+pub(crate) fn prepare_stream(socket: &Socket) -> io::Result<()> {
+    socket.set_nonblocking(false)?;
+    #[cfg(target_vendor = "apple")]
+    socket.set_nosigpipe(true)?;
+    Ok(())
+}
+
+/// The socket's mode does not carry over to its file here: the file gets
+/// the umask's mode at `bind` and `mode` by the `chmod` right after.
+pub(crate) fn mode_before_bind(_socket: &Socket, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// Waits until one socket is readable, a timeout passes, or another thread
+/// calls [`notify`](Self::notify): the server loop's `select`, over the
+/// `polling` crate (kqueue).
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    poller: Poller,
+    events: Mutex<Events>,
+}
+
+const SOCKET: usize = 0;
+
+impl Waiter {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Waiter {
+            poller: Poller::new()?,
+            events: Mutex::new(Events::new()),
+        })
+    }
+
+    /// Starts watching `fd` for readability.
+    pub(crate) fn add(&self, fd: impl AsFd) -> io::Result<()> {
+        // SAFETY: every transport deletes its socket from the waiter before
+        // closing it (`Endpoint::close`, which `Drop` also runs), so the
+        // poller never holds a descriptor number that was closed and
+        // possibly reused.
+        unsafe {
+            self.poller.add_with_mode(
+                fd.as_fd().as_raw_fd(),
+                Event::readable(SOCKET),
+                PollMode::Level,
+            )
+        }
+    }
+
+    /// Watches `fd` for readability again (`true`) or not (`false`) while
+    /// it stays registered.
+    pub(crate) fn watch(&self, fd: impl AsFd, readable: bool) -> io::Result<()> {
+        let event = if readable {
+            Event::readable(SOCKET)
+        } else {
+            Event::none(SOCKET)
+        };
+        self.poller.modify_with_mode(fd, event, PollMode::Level)
+    }
+
+    /// Stops watching `fd`; call before closing it.
+    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        self.poller.delete(fd)
+    }
+
+    /// Waits at most `timeout` (`None` waits for ever) and says whether the
+    /// socket is readable. A notification ends the wait early.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.clear();
+        self.poller.wait(&mut events, timeout)?;
+        let readable = events.iter().any(|e| e.key == SOCKET && e.readable);
+        Ok(readable)
+    }
+
+    /// Ends the current or the next [`wait`](Self::wait) at once. Not
+    /// known to be async-signal-safe.
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
+}
+
+/// Receives one datagram into `buf`: the bytes kept, whether the datagram
+/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`), and its sender (as
+/// `sender` converts it).
+#[inline]
+pub(crate) fn recv_datagram<A>(
+    socket: &Socket,
+    buf: &mut [u8],
+    sender: impl FnOnce(&SockAddr) -> A,
+) -> io::Result<(usize, bool, A)> {
+    let mut bufs = [socket2::MaybeUninitSlice::new(as_uninit(buf))];
+    let (len, flags, addr) = socket.recv_from_vectored(&mut bufs)?;
+    Ok((len, flags.is_truncated(), sender(&addr)))
+}
+
+/// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
+/// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)).
+///
+/// The signal handler writes a byte to a socket, and a thread reading the
+/// other end makes the request, because the waiter's wake-up is not known
+/// to be async-signal-safe here.
+#[derive(Debug)]
+pub(crate) struct SignalWatch {
+    registration: Option<Registration>,
+    wake: Option<Box<OwnedFd>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl SignalWatch {
+    pub(crate) fn start(shared: &Arc<Shared>) -> io::Result<Self> {
+        let (mut woken, wake) = UnixStream::pair()?;
+        // The handler must never block on a full socket.
+        wake.set_nonblocking(true)?;
+        let wake = Box::new(OwnedFd::from(wake));
+        let registration = register(&wake)?;
+        let shared = Arc::clone(shared);
+        let watcher = std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            loop {
+                match woken.read(&mut byte) {
+                    // The write end is closed: the watch is over.
+                    Ok(0) => return,
+                    Ok(_) => shared.request(),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(SignalWatch {
+            registration: Some(registration),
+            wake: Some(wake),
+            watcher: Some(watcher),
+        })
+    }
+}
+
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        // In this order: no handler writes to `wake` once the registration
+        // is gone, and closing `wake` ends the watcher.
+        drop(self.registration.take());
+        drop(self.wake.take());
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
+/// What the stop-signal handler wakes: the write end of a watcher's socket.
+pub(super) type Target = OwnedFd;
+
+/// Wakes the watcher from the signal handler: one write(2), which POSIX
+/// lists as async-signal-safe. A full socket already holds a wake-up.
+pub(super) fn deliver(wake: &OwnedFd) {
+    let _ = nix::unistd::write(wake, &[1]);
+}
+
+/// Makes this forked child end when its parent process does, where the
+/// system can: FreeBSD sends it `SIGKILL` then (`PROC_PDEATHSIG_CTL`).
+/// macOS and the other BSDs have no such signal: there a child whose
+/// parent was killed finishes its request first (see `ForkingDispatch`).
+pub(super) fn end_with_parent(parent: Pid) {
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut signal = libc::SIGKILL;
+        // SAFETY: `PROC_PDEATHSIG_CTL` on this process (`P_PID`, 0) reads
+        // one `c_int`, the signal, from `data`, which points to a live one.
+        // A refusal leaves the child unguarded, as on other systems.
+        unsafe {
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                std::ptr::from_mut(&mut signal).cast(),
+            );
+        }
+        if nix::unistd::getppid() != parent {
+            // The parent died before the signal was asked for.
+            super::exit_child(1);
+        }
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    let _ = parent;
+}
+
+/// Blocks until some child of this process has ended, without reaping it,
+/// and returns its pid; `None` when this cannot be asked (FreeBSD has
+/// `waitid`, the others do not) or failed.
+pub(crate) fn wait_any_ended() -> Option<u32> {
+    #[cfg(target_os = "freebsd")]
+    {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        loop {
+            return match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Ok(status) => status.pid().map(|p| p.as_raw().unsigned_abs()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => None,
+            };
+        }
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    None
+}
+
+/// The `(pid, uid, gid)` of the process that connected the Unix stream
+/// socket `socket` (`getpeereid`): its effective ids as the kernel
+/// recorded them at `connect`. The pid is not available here and is 0.
+pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
+    let (uid, gid) = nix::unistd::getpeereid(socket)?;
+    Ok((0, uid.as_raw(), gid.as_raw()))
+}

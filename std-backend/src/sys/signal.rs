@@ -1,0 +1,265 @@
+//! The process's handler of the stop signals (`SIGINT`, `SIGTERM`), shared
+//! by every live [`SignalWatch`](super::SignalWatch).
+//!
+//! The first watch installs it; when the last one ends, the dispositions it
+//! replaced are put back, so a dropped guard leaves the process as it found
+//! it. The handler wakes each registered target (the platform's
+//! async-signal-safe [`deliver`]) and then runs
+//! the handler it replaced, if any. A second stop signal while it is
+//! installed ends the process at once, by that signal's default action.
+
+use std::ffi::{c_int, c_void};
+use std::io;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use nix::errno::Errno;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use super::platform::{deliver, Target};
+use super::STOP_SIGNALS;
+
+/// How many watches (servers that called `stop_on_signals`) may live at once.
+const MAX_WATCHES: usize = 32;
+
+/// What the handler wakes; null slots are free.
+static TARGETS: [AtomicPtr<Target>; MAX_WATCHES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_WATCHES];
+/// Handlers running now, on any thread: a target is released only once
+/// this is zero after its slot was cleared.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Stop signals received since the handler was installed.
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// The replaced handler of each stop signal, as an address (0: none to
+/// run), and whether it takes `siginfo`. Written only while the handler is
+/// not installed and no instance of it runs.
+static CHAINED: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static CHAINED_SIGINFO: [AtomicBool; 2] = [const { AtomicBool::new(false) }; 2];
+
+/// The dispositions the handler replaced, while it is installed.
+static INSTALLED: Mutex<Option<[SigAction; 2]>> = Mutex::new(None);
+
+fn installed() -> MutexGuard<'static, Option<[SigAction; 2]>> {
+    INSTALLED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A target's place in the handler's table; dropping it removes the
+/// target, and once no handler can still be using it, returns.
+#[derive(Debug)]
+pub(super) struct Registration {
+    slot: usize,
+}
+
+/// Has the handler wake `target` until the registration is dropped.
+/// `target` must stay valid until then.
+pub(super) fn register(target: &Target) -> io::Result<Registration> {
+    let mut installed = installed();
+    let target = ptr::from_ref(target).cast_mut();
+    let slot = TARGETS
+        .iter()
+        .position(|t| {
+            t.compare_exchange(ptr::null_mut(), target, SeqCst, SeqCst)
+                .is_ok()
+        })
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "more than {MAX_WATCHES} stop_on_signals guards at once"
+            ))
+        })?;
+    if installed.is_none() {
+        match install() {
+            Ok(previous) => *installed = Some(previous),
+            Err(err) => {
+                TARGETS[slot].store(ptr::null_mut(), SeqCst);
+                return Err(err);
+            }
+        }
+    }
+    Ok(Registration { slot })
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut installed = installed();
+        TARGETS[self.slot].store(ptr::null_mut(), SeqCst);
+        if TARGETS.iter().all(|t| t.load(SeqCst).is_null()) {
+            if let Some(previous) = installed.take() {
+                restore(&previous);
+            }
+        }
+        // A handler that loaded this target before the store above has
+        // counted itself in `RUNNING` before loading it.
+        while RUNNING.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Installs [`on_stop_signal`] for both signals; returns what it replaced.
+fn install() -> io::Result<[SigAction; 2]> {
+    let mut mask = SigSet::empty();
+    for signal in STOP_SIGNALS {
+        mask.add(signal);
+    }
+    let action = SigAction::new(
+        SigHandler::SigAction(on_stop_signal),
+        SaFlags::SA_RESTART,
+        mask,
+    );
+    RECEIVED.store(0, SeqCst);
+    let mut previous = [action; 2];
+    for (i, signal) in STOP_SIGNALS.into_iter().enumerate() {
+        // SAFETY: `on_stop_signal` only does what a signal handler may: it
+        // touches atomics, calls `deliver` (async-signal-safe by its
+        // contract), sigaction(2) and raise(3) (both async-signal-safe), and
+        // the handler it replaced, which was installed to run as a handler.
+        // It allocates nothing, takes no lock, and restores errno.
+        let replaced = unsafe { sigaction(signal, &action) };
+        match replaced {
+            Ok(old) => {
+                previous[i] = old;
+                chain_to(i, &old);
+            }
+            Err(err) => {
+                restore(&previous[..i]);
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(previous)
+}
+
+/// Records `old` as the handler to run after ours for `STOP_SIGNALS[i]`.
+fn chain_to(i: usize, old: &SigAction) {
+    let (address, siginfo) = match old.handler() {
+        SigHandler::SigDfl | SigHandler::SigIgn => (0, false),
+        SigHandler::Handler(f) => (f as usize, false),
+        SigHandler::SigAction(f) => (f as usize, true),
+    };
+    CHAINED[i].store(address, SeqCst);
+    CHAINED_SIGINFO[i].store(siginfo, SeqCst);
+}
+
+/// Puts `previous` back for the stop signals whose handler is still ours
+/// (one that the program installed since is left alone).
+fn restore(previous: &[SigAction]) {
+    for (signal, old) in STOP_SIGNALS.into_iter().zip(previous) {
+        // SAFETY: `old` is what sigaction(2) returned for `signal` when
+        // ours was installed: the program's own disposition, which was
+        // valid to run as a handler then and is put back as it was.
+        let Ok(current) = (unsafe { sigaction(signal, old) }) else {
+            continue;
+        };
+        if !is_ours(&current) {
+            // SAFETY: as above, `current` was the installed disposition a
+            // moment ago.
+            let _ = unsafe { sigaction(signal, &current) };
+        }
+    }
+}
+
+fn is_ours(action: &SigAction) -> bool {
+    matches!(action.handler(), SigHandler::SigAction(f) if f as usize == on_stop_signal as *const () as usize)
+}
+
+/// The handler: counts the signal, ends the process on the second one,
+/// wakes the targets, then runs the handler it replaced.
+extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+    let errno = Errno::last_raw();
+    RUNNING.fetch_add(1, SeqCst);
+    let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
+    if RECEIVED.fetch_add(1, SeqCst) > 0 {
+        exit_by(signo);
+    } else {
+        for target in &TARGETS {
+            // SAFETY: a non-null target stays valid until its registration
+            // is dropped, which waits for this handler (`RUNNING`).
+            if let Some(target) = unsafe { target.load(SeqCst).as_ref() } {
+                deliver(target);
+            }
+        }
+        if let Some(i) = index {
+            run_chained(i, signo, info, context);
+        }
+    }
+    RUNNING.fetch_sub(1, SeqCst);
+    Errno::set_raw(errno);
+}
+
+/// Runs the handler that ours replaced for `STOP_SIGNALS[i]`, if any.
+fn run_chained(i: usize, signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+    let address = CHAINED[i].load(SeqCst);
+    if address == 0 {
+        return;
+    }
+    if CHAINED_SIGINFO[i].load(SeqCst) {
+        type Action = extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+        // SAFETY: `address` came from a `SigHandler::SigAction` that
+        // sigaction(2) reported as installed for this signal, a function
+        // of exactly this type; it gets the kernel's own arguments.
+        let action: Action = unsafe { std::mem::transmute::<usize, Action>(address) };
+        action(signo, info, context);
+    } else {
+        type Handler = extern "C" fn(c_int);
+        // SAFETY: as above, from a `SigHandler::Handler`.
+        let handler: Handler = unsafe { std::mem::transmute::<usize, Handler>(address) };
+        handler(signo);
+    }
+}
+
+/// Ends the process by `signo`'s default action, as if no handler had been
+/// installed: the signal is raised again, pending while this handler runs
+/// (it is in the handler's mask) and delivered when it returns.
+fn exit_by(signo: c_int) {
+    let Ok(signal) = Signal::try_from(signo) else {
+        return;
+    };
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default action runs no code of ours.
+    if unsafe { sigaction(signal, &default) }.is_ok() {
+        let _ = nix::sys::signal::raise(signal);
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+    use crate::shutdown::Shared;
+
+    /// The address of `signal`'s handler now (or `SIG_DFL`, `SIG_IGN`).
+    fn handler_of(signal: Signal) -> usize {
+        let mut now = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: a null new action only reads the disposition into `now`.
+        let rc = unsafe { libc::sigaction(signal as c_int, ptr::null(), now.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: sigaction(2) filled it in.
+        unsafe { now.assume_init() }.sa_sigaction
+    }
+
+    fn set(signal: Signal, handler: SigHandler) {
+        let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+        // SAFETY: only the default action and `SIG_IGN`, which run no code.
+        unsafe { sigaction(signal, &action) }.unwrap();
+    }
+
+    /// The first registration installs the handler, the last one puts back
+    /// what it found, except where the program installed another since.
+    #[test]
+    fn the_last_registration_gives_the_dispositions_back() {
+        let ours = on_stop_signal as *const () as usize;
+        let (a, b) = (Shared::new().unwrap(), Shared::new().unwrap());
+        let first = register(&a).unwrap();
+        let second = register(&b).unwrap();
+        assert_eq!(handler_of(Signal::SIGTERM), ours);
+        drop(first);
+        assert_eq!(handler_of(Signal::SIGINT), ours, "one registration left");
+        set(Signal::SIGINT, SigHandler::SigIgn);
+        drop(second);
+        assert_eq!(handler_of(Signal::SIGTERM), libc::SIG_DFL);
+        assert_eq!(handler_of(Signal::SIGINT), libc::SIG_IGN, "left alone");
+        set(Signal::SIGINT, SigHandler::SigDfl);
+        assert!(installed().is_none());
+        assert!(TARGETS.iter().all(|t| t.load(SeqCst).is_null()));
+    }
+}

@@ -125,7 +125,7 @@ impl SocketConnection<Unix> {
     ///
     /// ```no_run
     /// use socketserver_core::handlers::UpperOnce;
-    /// use socketserver_core::Hooks;
+    /// use socketserver_core::{Hooks, ServerHooks};
     /// use socketserver_std::{ServerBuilder, UnixAddr, UnixConnection};
     ///
     /// /// Serves only the user `0` (root).
@@ -137,6 +137,8 @@ impl SocketConnection<Unix> {
     ///     }
     /// }
     ///
+    /// impl ServerHooks for RootOnly {}
+    ///
     /// let server = ServerBuilder::unix_stream("/run/example.sock")
     ///     .socket_mode(0o666)
     ///     .build_with_hooks(|| UpperOnce, RootOnly)?;
@@ -144,9 +146,12 @@ impl SocketConnection<Unix> {
     /// # std::io::Result::Ok(())
     /// ```
     ///
+    /// On Linux and Android the pid, uid and gid come from `SO_PEERCRED`;
+    /// on macOS and the BSDs the uid and gid come from `getpeereid`, and the
+    /// pid is 0.
+    ///
     /// # Errors
-    /// The system call failed, or (on systems other than Linux and
-    /// Android) [`io::ErrorKind::Unsupported`].
+    /// The system call failed.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         let (pid, uid, gid) = sys::peer_credentials(&self.socket)?;
         Ok(PeerCredentials { pid, uid, gid })

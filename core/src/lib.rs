@@ -34,6 +34,8 @@ pub use server::{
     Dispatch, Incoming, Server, SyncDispatch, Took,
 };
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
+#[cfg(feature = "std")]
+pub use time::StdClock;
 pub use time::{Clock, Instant};
 pub use transport::{
     Address, Connection, DatagramSocket, Listener, Readiness, Received, ShutdownFlag, Transport,

@@ -451,8 +451,9 @@ where
     /// `serve_forever`), calling `service_actions` after every pass.
     ///
     /// A pass takes one request that is ready, or, when none is, waits at
-    /// most `poll_interval` for one; a shutdown request ends the wait at
-    /// once, and one made before this call makes it return at once. A
+    /// most `poll_interval` for one and takes it, then calls
+    /// `service_actions` (so once per request or per quiet `poll_interval`,
+    /// as in Python); a shutdown request ends the wait at once, and one made before this call makes it return at once. A
     /// request that became ready while shutdown was being requested is left
     /// unserved. The shutdown request is cleared on return, so the server
     /// can be served again.
@@ -461,7 +462,6 @@ where
     /// The transport's wait failed (for example after close).
     pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<(), T::Error> {
         let result = loop {
-            // bpo-35017: a shutdown requested during the wait wins.
             if self.transport.shutdown_requested() {
                 break Ok(());
             }
@@ -469,8 +469,14 @@ where
                 match self.transport.wait(Some(poll_interval)) {
                     Err(err) => break Err(err),
                     Ok(Readiness::Shutdown) => break Ok(()),
-                    // Take it first: the pass ends after the request.
-                    Ok(Readiness::Ready) => continue,
+                    Ok(Readiness::Ready) => {
+                        // bpo-35017: a shutdown requested during the wait wins.
+                        if self.transport.shutdown_requested() {
+                            break Ok(());
+                        }
+                        // Stale readiness takes nothing; the pass ends anyway.
+                        let _ = self.dispatch.take(&mut self.transport);
+                    }
                     Ok(_) => {}
                 }
             }

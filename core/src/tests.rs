@@ -593,6 +593,28 @@ fn serve_forever_runs_service_actions_every_pass() {
 }
 
 #[test]
+fn stale_readiness_still_ends_the_pass_with_service_actions() {
+    // A stack that reports every frame as readiness must not starve
+    // service_actions: Python runs it after every select.
+    let log = new_log();
+    let mut fake = Fake::new(&log);
+    fake.script
+        .extend([Step::Stale, Step::Stale, Step::ShutdownWhileReady]);
+    let mut server = stream_server::<64, 0>(fake, Behaviour::default(), true);
+    server.serve_forever(Duration::from_millis(500)).unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "service_actions",
+            "select",
+            "service_actions",
+            "select"
+        ]
+    );
+}
+
+#[test]
 fn failed_accept_is_dropped_and_serving_goes_on() {
     let log = new_log();
     let mut fake = Fake::new(&log);

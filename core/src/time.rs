@@ -92,6 +92,22 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
 }
 
+/// The host's clock (feature `std`): [`Clock`] read from
+/// [`std::time::Instant`], counting from its first reading in the process,
+/// so every `StdClock` (in either backend) tells the same time.
+#[cfg(feature = "std")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdClock;
+
+#[cfg(feature = "std")]
+impl Clock for StdClock {
+    fn now(&self) -> Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        Instant::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,6 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-#[cfg(feature = "std")]
-mod clock;
 mod error;
 pub mod memory;
 mod stack;
@@ -16,9 +14,9 @@ mod tcp;
 mod testing;
 mod udp;
 
-#[cfg(feature = "std")]
-pub use clock::StdClock;
 pub use error::Error;
+#[cfg(feature = "std")]
+pub use socketserver_core::StdClock;
 pub use stack::{from_smoltcp, to_smoltcp, Busy, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
 pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};
 pub use udp::{UdpSocket, DEFAULT_SEND_TIMEOUT};

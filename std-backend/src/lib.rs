@@ -67,7 +67,7 @@ pub use forking::{
 };
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
 pub use server::{
-    Options, ServerBuilder, SocketServer, StdClock, TcpServer, UdpServer, UnixDatagramServer,
+    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
@@ -85,3 +85,4 @@ pub type UnixConnection = SocketConnection<Unix>;
 
 pub use socket2;
 pub use socketserver_core as core;
+pub use socketserver_core::StdClock;

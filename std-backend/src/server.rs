@@ -5,11 +5,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use socket2::Socket;
-use socketserver_core::{Clock, DefaultHooks, Dispatch, HandlerFactory, Instant, Server};
+use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
 
 use crate::dispatch::{BufferSizes, InlineDispatch};
 use crate::family::UnixAddr;
@@ -21,19 +20,6 @@ use crate::transport::{
 /// Python's default `poll_interval` for `serve_forever` (0.5 s). With this
 /// crate it only paces `service_actions`; shutdown does not wait for it.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// The core [`Clock`] read from [`std::time::Instant`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StdClock;
-
-impl Clock for StdClock {
-    fn now(&self) -> Instant {
-        static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
-        let micros = epoch.elapsed().as_micros();
-        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
-    }
-}
 
 /// Python's socket servers (`TCPServer`, `UDPServer`, `UnixStreamServer`,
 /// `UnixDatagramServer`): a [`SocketTransport`] served by a dispatch `D`.

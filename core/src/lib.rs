@@ -31,7 +31,7 @@ pub use handler::{
 };
 pub use server::{
     handle_datagram_request, handle_stream_request, take_datagram_request, take_stream_request,
-    Dispatch, Incoming, Server, SyncDispatch, Took,
+    Dispatch, Incoming, Lifecycle, Server, SyncDispatch, Took,
 };
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
 #[cfg(feature = "std")]

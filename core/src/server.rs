@@ -17,14 +17,10 @@ use crate::Error;
 /// and the mix-ins that override it).
 ///
 /// `K` is the transport's [`kind`], so one strategy type can serve both
-/// stream and datagram transports. A dispatch owns the handler factory and
-/// the hooks; the [`Server`] calls the hooks' [`ServerHooks`] methods
-/// itself, through [`hooks`](Self::hooks).
-pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
-    /// The hooks of the server: the request-level [`Hooks`] the dispatch
-    /// calls, and the [`ServerHooks`] the server calls.
-    type Hooks: ServerHooks;
-
+/// stream and datagram transports: [`take`](Self::take) is written per
+/// kind, and everything that does not depend on the kind is in the
+/// [`Lifecycle`] supertrait, written once per dispatch type.
+pub trait Dispatch<T: Transport, K = <T as Transport>::Kind>: Lifecycle {
     /// Python's `_handle_request_noblock`, without blocking: takes one
     /// request that is ready (`get_request`, `verify_request`) and
     /// processes it (`process_request`). Errors are reported through the
@@ -35,6 +31,16 @@ pub trait Dispatch<T: Transport, K = <T as Transport>::Kind> {
     /// before it takes again, so a failure that persists (no descriptors
     /// left) never makes it spin.
     fn take(&mut self, transport: &mut T) -> Took;
+}
+
+/// What a dispatch does besides taking requests, whatever the transport:
+/// it owns the hooks, and has work of its own at the server's
+/// `service_actions`, `handle_timeout` and `server_close`. The [`Server`]
+/// calls the hooks' [`ServerHooks`] methods itself, after the dispatch's.
+pub trait Lifecycle {
+    /// The hooks of the server: the request-level [`Hooks`] the dispatch
+    /// calls, and the [`ServerHooks`] the server calls.
+    type Hooks: ServerHooks;
 
     /// The hooks.
     fn hooks(&self) -> &Self::Hooks;
@@ -277,15 +283,17 @@ impl<F: HandlerFactory, H, R, W> SyncDispatch<F, H, R, W> {
         }
     }
 
-    /// The hooks (also [`Dispatch::hooks`]; this one needs no transport
-    /// type to pick the implementation).
-    pub fn hooks(&self) -> &H {
-        &self.hooks
-    }
-
     /// The handler factory.
     pub fn factory(&self) -> &F {
         &self.factory
+    }
+}
+
+impl<F, H: ServerHooks, R, W> Lifecycle for SyncDispatch<F, H, R, W> {
+    type Hooks = H;
+
+    fn hooks(&self) -> &H {
+        &self.hooks
     }
 }
 
@@ -298,20 +306,9 @@ where
     R: AsMut<[u8]>,
     W: AsMut<[u8]>,
 {
-    type Hooks = H;
-
     fn take(&mut self, listener: &mut L) -> Took {
-        handle_stream_request(
-            listener,
-            &self.factory,
-            &self.hooks,
-            self.rbuf.as_mut(),
-            self.wbuf.as_mut(),
-        )
-    }
-
-    fn hooks(&self) -> &H {
-        &self.hooks
+        let (rbuf, wbuf) = (self.rbuf.as_mut(), self.wbuf.as_mut());
+        handle_stream_request(listener, &self.factory, &self.hooks, rbuf, wbuf)
     }
 }
 
@@ -324,20 +321,9 @@ where
     R: AsMut<[u8]>,
     W: AsMut<[u8]>,
 {
-    type Hooks = H;
-
     fn take(&mut self, socket: &mut S) -> Took {
-        handle_datagram_request(
-            socket,
-            &self.factory,
-            &self.hooks,
-            self.rbuf.as_mut(),
-            self.wbuf.as_mut(),
-        )
-    }
-
-    fn hooks(&self) -> &H {
-        &self.hooks
+        let (rbuf, wbuf) = (self.rbuf.as_mut(), self.wbuf.as_mut());
+        handle_datagram_request(socket, &self.factory, &self.hooks, rbuf, wbuf)
     }
 }
 

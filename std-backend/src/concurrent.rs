@@ -222,6 +222,18 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
 /// (a field `inner`), for stream listeners and the datagram transports.
 macro_rules! concurrent_dispatch {
     ($ty:ident) => {
+        impl<F, H: socketserver_core::ServerHooks> socketserver_core::Lifecycle for $ty<F, H> {
+            type Hooks = H;
+
+            fn hooks(&self) -> &H {
+                self.inner.hooks()
+            }
+
+            fn server_close(&mut self) {
+                self.inner.server_close();
+            }
+        }
+
         impl<L, F, H> socketserver_core::Dispatch<L, socketserver_core::transport::kind::Stream>
             for $ty<F, H>
         where
@@ -236,18 +248,8 @@ macro_rules! concurrent_dispatch {
                 + Sync
                 + 'static,
         {
-            type Hooks = H;
-
             fn take(&mut self, listener: &mut L) -> socketserver_core::Took {
                 self.inner.stream_request(listener)
-            }
-
-            fn hooks(&self) -> &H {
-                self.inner.hooks()
-            }
-
-            fn server_close(&mut self) {
-                self.inner.server_close();
             }
         }
 
@@ -266,21 +268,11 @@ macro_rules! concurrent_dispatch {
                 + Sync
                 + 'static,
         {
-            type Hooks = H;
-
             fn take(
                 &mut self,
                 socket: &mut $crate::DatagramTransport<Fam>,
             ) -> socketserver_core::Took {
                 self.inner.datagram_request(socket)
-            }
-
-            fn hooks(&self) -> &H {
-                self.inner.hooks()
-            }
-
-            fn server_close(&mut self) {
-                self.inner.server_close();
             }
         }
     };

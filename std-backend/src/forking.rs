@@ -12,7 +12,7 @@ use socketserver_core::transport::{kind, Address};
 use socketserver_core::{
     serve_connection, serve_datagram, shutdown_request, take_datagram_request, take_stream_request,
     DatagramHandler, DatagramSocket, DefaultHooks, Dispatch, Error, HandlerFactory, Hooks,
-    Incoming, Listener, ServerHooks, StreamHandler, Took,
+    Incoming, Lifecycle, Listener, ServerHooks, StreamHandler, Took,
 };
 
 use crate::dispatch::BufferSizes;
@@ -226,6 +226,26 @@ impl<R: ?Sized, A, H: Hooks<R, A>> Hooks<R, A> for NoteErrors<'_, H> {
     }
 }
 
+impl<F, H: ServerHooks> Lifecycle for ForkingDispatch<F, H> {
+    type Hooks = H;
+
+    fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    fn handle_timeout(&mut self) {
+        self.collect_children(false);
+    }
+
+    fn service_actions(&mut self) {
+        self.collect_children(false);
+    }
+
+    fn server_close(&mut self) {
+        close_children(self);
+    }
+}
+
 impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
 where
     L: Listener,
@@ -233,8 +253,6 @@ where
     F::Handler: StreamHandler,
     H: Hooks<L::Connection, L::Addr> + ServerHooks,
 {
-    type Hooks = H;
-
     fn take(&mut self, listener: &mut L) -> Took {
         let (conn, addr) = match take_stream_request(listener, &self.hooks) {
             Incoming::Request(request) => request,
@@ -258,22 +276,6 @@ where
         }
         Took::Request
     }
-
-    fn hooks(&self) -> &H {
-        &self.hooks
-    }
-
-    fn handle_timeout(&mut self) {
-        self.collect_children(false);
-    }
-
-    fn service_actions(&mut self) {
-        self.collect_children(false);
-    }
-
-    fn server_close(&mut self) {
-        close_children(self);
-    }
 }
 
 impl<S, F, H> Dispatch<S, kind::Datagram> for ForkingDispatch<F, H>
@@ -283,8 +285,6 @@ where
     F::Handler: DatagramHandler,
     H: Hooks<[u8], S::Addr> + ServerHooks,
 {
-    type Hooks = H;
-
     fn take(&mut self, socket: &mut S) -> Took {
         let rx = match take_datagram_request(socket, &self.hooks, &mut self.rbuf) {
             Incoming::Request(rx) => rx,
@@ -307,22 +307,6 @@ where
             Err(err) => self.hooks.handle_error(&rx.addr, &Error::from_io(err)),
         }
         Took::Request
-    }
-
-    fn hooks(&self) -> &H {
-        &self.hooks
-    }
-
-    fn handle_timeout(&mut self) {
-        self.collect_children(false);
-    }
-
-    fn service_actions(&mut self) {
-        self.collect_children(false);
-    }
-
-    fn server_close(&mut self) {
-        close_children(self);
     }
 }
 

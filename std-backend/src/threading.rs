@@ -27,9 +27,10 @@ use crate::SocketServer;
 /// (bpo-37193); closing waits for the count to drop to zero instead of
 /// joining handles.
 ///
-/// With [`max_threads`](Self::max_threads), taking a request blocks while
-/// that many request threads run, instead of refusing it: clients wait in
-/// the listen backlog (or the socket's receive queue).
+/// With [`max_threads`](Self::max_threads), the serving thread, having
+/// taken a request, waits while that many request threads run instead of
+/// refusing it: further clients wait in the listen backlog (or the
+/// socket's receive queue).
 ///
 /// The factory and the hooks are shared by all request threads, hence
 /// `Send + Sync`; the handlers themselves are built on their thread and

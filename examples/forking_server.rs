@@ -16,8 +16,8 @@ use socketserver::{
 /// Replies with the serving process's id and the data.
 struct ForkedRequestHandler;
 
-impl StreamHandler for ForkedRequestHandler {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
         let n = req.connection().read(&mut data).map_err(Error::from_io)?;
         let reply = format!(

@@ -738,14 +738,14 @@ impl HttpHandler {
     }
 }
 
-impl StreamHandler for HttpHandler {
+impl<C: Connection> StreamHandler<C> for HttpHandler {
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
             .timeout(Some(self.site.timeout))
             .disable_nagle_algorithm(true)
     }
 
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let site = Arc::clone(&self.site);
         let mut place = site.places.take();
         while self.await_request(req, &mut place) {

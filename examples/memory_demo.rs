@@ -2,10 +2,14 @@
 //! transport: no sockets, no threads, no heap. Prints each exchange.
 
 use socketserver::handlers::{UpperLine, UpperOnce};
-use socketserver::memory::{ManualClock, MemoryListener, Transcript};
+use socketserver::memory::{ManualClock, MemoryConnection, MemoryListener, Transcript};
 use socketserver::{Server, ShutdownFlag, StreamHandler, SyncDispatch};
 
-fn exchange<H: StreamHandler>(name: &str, make: fn() -> H, request: &[u8]) {
+fn exchange<H: for<'t> StreamHandler<MemoryConnection<'t, 256>>>(
+    name: &str,
+    make: fn() -> H,
+    request: &[u8],
+) {
     let transcript = Transcript::<256>::new();
     let shutdown = ShutdownFlag::new();
     let mut listener = MemoryListener::<1, 256>::new(&transcript, &shutdown);

@@ -18,8 +18,8 @@ use socketserver::{
 /// The docs' `ThreadedTCPRequestHandler`.
 struct ThreadedTcpRequestHandler;
 
-impl StreamHandler for ThreadedTcpRequestHandler {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for ThreadedTcpRequestHandler {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
         let n = req.connection().read(&mut data).map_err(Error::from_io)?;
         let current = thread::current();

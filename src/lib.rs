@@ -11,8 +11,8 @@
 //! /// Python's docs example with `rfile`: read a line, reply upper-cased.
 //! struct Upper;
 //!
-//! impl StreamHandler for Upper {
-//!     fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+//! impl<C: Connection> StreamHandler<C> for Upper {
+//!     fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
 //!         let line = req.rfile.read_line()?; // bounded by the server's line buffer
 //!         line.make_ascii_uppercase();
 //!         req.wfile.write_all(line)

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use reliability::{serve, wait_until, InProcess};
 use socketserver::embedded_io::{ErrorKind, Write as _};
-use socketserver::transport::Address;
 use socketserver::{DatagramHandler, DatagramRequest, Error, Hooks, ServerBuilder, UnixAddr};
 use util::{TempDir, PATIENCE};
 
@@ -44,8 +43,8 @@ impl Describe {
     }
 }
 
-impl DatagramHandler for Describe {
-    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+impl<S: socketserver::ReplySocket> DatagramHandler<S> for Describe {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         self.0.fetch_add(1, Ordering::SeqCst);
         let packet = req.rfile.packet();
         write!(req.wfile, "{} {} ", packet.len(), req.truncated)?;

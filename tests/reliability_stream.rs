@@ -68,14 +68,14 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 #[derive(Clone, Copy, Default)]
 struct Patient;
 
-impl StreamHandler for Patient {
+impl<C: Connection> StreamHandler<C> for Patient {
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
             .timeout(Some(TIMEOUT))
             .request_timeout(Some(TIMEOUT))
     }
 
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         EchoLines.handle(req)
     }
 }
@@ -176,8 +176,8 @@ struct Fragile;
 
 const FLOOD: usize = 8 << 20;
 
-impl StreamHandler for Fragile {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Fragile {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         req.wfile.write_all(b"ready\n")?;
         let command = socketserver::handlers::strip(req.rfile.read_line()?);
         if let Some(size) = command.strip_prefix(b"sized ") {

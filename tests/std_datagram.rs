@@ -90,11 +90,8 @@ fn reply_to_an_unbound_client_is_reported_and_serving_goes_on() {
 #[derive(Default)]
 struct Truncation;
 
-impl DatagramHandler for Truncation {
-    fn handle<A: socketserver::transport::Address>(
-        &mut self,
-        req: &mut DatagramRequest<'_, A>,
-    ) -> Result<(), Error> {
+impl<S: socketserver::ReplySocket> DatagramHandler<S> for Truncation {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         req.wfile
             .write_all(if req.truncated { b"T" } else { b"W" })?;
         let packet = req.rfile.packet();

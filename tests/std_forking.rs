@@ -23,7 +23,6 @@ use std::time::Duration;
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 use socketserver::embedded_io::Write as _;
-use socketserver::transport::Address;
 use socketserver::{
     Connection, DatagramHandler, DatagramRequest, Error, ForkingDispatch, ForkingTcpServer,
     ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer, Hooks, ServerBuilder,
@@ -91,8 +90,8 @@ fn assert_no_zombies(pids: &[u32]) {
 #[derive(Default)]
 struct PidEcho;
 
-impl StreamHandler for PidEcho {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for PidEcho {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let reply = {
             let line = req.rfile.read_line()?;
             format!("{}: {}", std::process::id(), String::from_utf8_lossy(line))
@@ -101,8 +100,8 @@ impl StreamHandler for PidEcho {
     }
 }
 
-impl DatagramHandler for PidEcho {
-    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+impl<S: socketserver::ReplySocket> DatagramHandler<S> for PidEcho {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let reply = format!(
             "{}: {}",
             std::process::id(),

@@ -125,8 +125,8 @@ fn a_single_worker_survives_errors_and_panics() {
 /// Waits for the test's word before answering `done`.
 struct Held(mpsc::Receiver<()>);
 
-impl StreamHandler for Held {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Held {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         self.0
             .recv_timeout(PATIENCE)
             .map_err(|_| Error::Handler("never released"))?;

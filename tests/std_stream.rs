@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socketserver::embedded_io::Write as _;
 use socketserver::handlers::{EchoLines, UpperLine};
-use socketserver::os::{SocketTransport, TcpTransport};
+use socketserver::os::{SocketTransport, TcpConnection, TcpTransport};
 use socketserver::{
     finish_request, Connection, Error, Listener, ServerBuilder, StreamHandler, StreamOptions,
     StreamRequest, TcpServer, Transport, UnixStreamServer,
@@ -44,7 +44,9 @@ fn tcp_exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
 }
 
 /// A TCP server on a free port with recording hooks, serving until dropped.
-fn serve_tcp<H: StreamHandler + 'static>(factory: fn() -> H) -> (SocketAddr, Recorder, Serving) {
+fn serve_tcp<H: StreamHandler<TcpConnection> + 'static>(
+    factory: fn() -> H,
+) -> (SocketAddr, Recorder, Serving) {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(factory, hooks.clone())
@@ -96,8 +98,8 @@ fn unix_stream_echo() {
 #[derive(Default)]
 struct Moody;
 
-impl StreamHandler for Moody {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Moody {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let line = socketserver::handlers::strip(req.rfile.read_line()?);
         match &*line {
             b"fail" => Err(Error::Handler("asked to fail")),
@@ -109,7 +111,7 @@ impl StreamHandler for Moody {
         }
     }
 
-    fn finish<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn finish(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         req.wfile.write_all(b".")
     }
 }
@@ -169,8 +171,8 @@ struct Flood;
 
 const FLOOD: usize = 16 << 20;
 
-impl StreamHandler for Flood {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Flood {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let data = vec![b'x'; FLOOD];
         req.wfile.write_all(&data)
     }
@@ -207,14 +209,14 @@ fn writing_to_a_closed_peer_is_an_error_not_a_signal() {
 #[derive(Default)]
 struct Impatient;
 
-impl StreamHandler for Impatient {
+impl<C: Connection> StreamHandler<C> for Impatient {
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
             .timeout(Some(Duration::from_millis(100)))
             .disable_nagle_algorithm(true)
     }
 
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         req.rfile.read_line().map(drop)
     }
 }

@@ -244,8 +244,8 @@ impl Gate {
 
 struct Gated(Gate);
 
-impl StreamHandler for Gated {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Gated {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         if socketserver::handlers::strip(req.rfile.read_line()?) == b"wait" {
             self.0.pass()?;
         }

@@ -68,8 +68,8 @@ impl Direction {
 #[derive(Clone, Copy)]
 struct Sink;
 
-impl StreamHandler for Sink {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Sink {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut chunk = [0; CHUNK];
         while req.rfile.read(&mut chunk)? > 0 {}
         Ok(())
@@ -80,8 +80,8 @@ impl StreamHandler for Sink {
 #[derive(Clone, Copy)]
 struct Source(usize);
 
-impl StreamHandler for Source {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Source {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let chunk = [0x5a; CHUNK];
         let mut left = self.0;
         while left > 0 {

@@ -3,36 +3,49 @@
 use embedded_io::{BufRead, ErrorType, Read, Write};
 
 use crate::handler::{DatagramHandler, HandlerFactory, Hooks};
-use crate::transport::Address;
+use crate::transport::ReplySocket;
 use crate::Error;
 
-/// One datagram as a handler sees it.
-pub struct DatagramRequest<'a, A> {
+/// One datagram received on a socket `S`, as a handler sees it.
+#[non_exhaustive]
+pub struct DatagramRequest<'a, S: ReplySocket> {
     /// Reader over the received packet.
     pub rfile: PacketReader<'a>,
-    /// The reply, sent to the client after `finish` if not empty.
+    /// The reply, sent to the client after `finish` if not empty (or if
+    /// [`send_empty`](PacketWriter::send_empty) asked for it).
     pub wfile: PacketWriter<'a>,
     /// Who sent the packet; the reply goes there.
-    pub client_address: A,
+    pub client_address: S::Addr,
     /// The datagram was longer than the server's packet buffer
     /// (`max_packet_size`) and `rfile` holds only its head.
     pub truncated: bool,
+    socket: &'a mut S,
 }
 
-impl<'a, A: Address> DatagramRequest<'a, A> {
-    /// A request for `packet` from `client_address`, replying through `reply_buf`.
+impl<'a, S: ReplySocket> DatagramRequest<'a, S> {
+    /// A request for `packet` from `client_address`, replying through
+    /// `reply_buf` and then `socket`.
     pub fn new(
         packet: &'a [u8],
         truncated: bool,
-        client_address: A,
+        client_address: S::Addr,
         reply_buf: &'a mut [u8],
+        socket: &'a mut S,
     ) -> Self {
         DatagramRequest {
             rfile: PacketReader::new(packet),
             wfile: PacketWriter::new(reply_buf),
             client_address,
             truncated,
+            socket,
         }
+    }
+
+    /// The server's socket (Python's `self.request[1]`): send more
+    /// datagrams, larger ones than `wfile` holds, or to other addresses.
+    /// On a threaded server this is a second descriptor of the same socket.
+    pub fn socket(&mut self) -> &mut S {
+        self.socket
     }
 }
 
@@ -99,12 +112,30 @@ impl BufRead for PacketReader<'_> {
 pub struct PacketWriter<'a> {
     buf: &'a mut [u8],
     len: usize,
+    send_empty: bool,
 }
 
 impl<'a> PacketWriter<'a> {
     /// An empty reply in `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
-        PacketWriter { buf, len: 0 }
+        PacketWriter {
+            buf,
+            len: 0,
+            send_empty: false,
+        }
+    }
+
+    /// Sends the reply even if nothing is written to it: an empty datagram,
+    /// as Python's `DatagramRequestHandler` always sends. By default an
+    /// empty reply sends nothing.
+    pub fn send_empty(&mut self) {
+        self.send_empty = true;
+    }
+
+    /// Whether the reply goes out: something was written, or
+    /// [`send_empty`](Self::send_empty) asked for it.
+    pub fn will_send(&self) -> bool {
+        self.len > 0 || self.send_empty
     }
 
     /// The reply so far.
@@ -152,40 +183,48 @@ impl Write for PacketWriter<'_> {
 }
 
 /// Serves one received datagram to the end: builds a handler, runs
-/// `setup`, `handle`, `finish`, hands a non-empty reply to `send`, and
+/// `setup`, `handle`, `finish`, sends the reply through `socket` (if
+/// anything was written, or the handler asked for an empty one), and
 /// reports the first error to `handle_error`.
 ///
 /// As in Python, the reply is sent even when `handle` failed (it is part of
 /// `finish`), but not when `setup` did. `reply_buf` bounds the reply. With
 /// the core's `std` feature, a panic in the handler is caught here, once
 /// per request, and reported as [`Error::Panicked`] (no reply is sent).
-pub fn serve_datagram<A, F, H, S>(
+pub fn serve_datagram<S, F, H>(
     packet: &[u8],
     truncated: bool,
-    client_address: A,
+    client_address: S::Addr,
     factory: &F,
     hooks: &H,
     reply_buf: &mut [u8],
-    send: S,
+    socket: &mut S,
 ) where
-    A: Address,
+    S: ReplySocket,
     F: HandlerFactory + ?Sized,
-    F::Handler: DatagramHandler,
-    H: Hooks<[u8], A> + ?Sized,
-    S: FnOnce(&[u8], &A) -> Result<(), Error>,
+    F::Handler: DatagramHandler<S>,
+    H: Hooks<[u8], S::Addr> + ?Sized,
 {
     let client = client_address.clone();
     let result = crate::unwind::catch(|| {
         let mut handler = factory.build();
-        let mut request = DatagramRequest::new(packet, truncated, client_address, reply_buf);
+        let mut request =
+            DatagramRequest::new(packet, truncated, client_address, reply_buf, socket);
         handler.setup(&mut request)?;
         let handled = handler.handle(&mut request);
         let finished = handler.finish(&mut request);
-        let reply = request.wfile.written();
-        let sent = if reply.is_empty() {
-            Ok(())
+        let sent = if request.wfile.will_send() {
+            let DatagramRequest {
+                wfile,
+                client_address,
+                socket,
+                ..
+            } = request;
+            socket
+                .send_to(wfile.written(), &client_address)
+                .map_err(Error::from_io)
         } else {
-            send(reply, &request.client_address)
+            Ok(())
         };
         handled.and(finished).and(sent)
     });

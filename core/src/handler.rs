@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use crate::datagram::DatagramRequest;
 use crate::stream::StreamRequest;
-use crate::transport::{Address, Connection};
+use crate::transport::{Address, Connection, ReplySocket};
 use crate::Error;
 
 /// Per-request settings of a stream handler: Python's `StreamRequestHandler`
@@ -66,54 +66,72 @@ impl StreamOptions {
     }
 }
 
-/// Handles one stream request (Python's `StreamRequestHandler`).
+/// Handles one stream request over a connection `C` (Python's
+/// `StreamRequestHandler`).
 ///
-/// A new handler is built for every request by a [`HandlerFactory`]. Its
-/// methods are generic over the [`Connection`], so one handler serves every
-/// backend. The lifecycle follows Python: [`setup`](Self::setup), then
+/// A new handler is built for every request by a [`HandlerFactory`]. The
+/// handler chooses how portable it is:
+///
+/// - `impl<C: Connection> StreamHandler<C> for MyHandler` serves every
+///   backend (std sockets, smoltcp, firmware) from one impl;
+/// - `impl StreamHandler<TcpConnection> for MyHandler` (a backend's
+///   connection type) serves only that backend, and reaches its socket
+///   through [`StreamRequest::connection`] with no downcast: socket
+///   options, the descriptor, peer credentials, `client_address` as the
+///   backend's address type.
+///
+/// The lifecycle follows Python: [`setup`](Self::setup), then
 /// [`handle`](Self::handle), then [`finish`](Self::finish), which runs even
 /// when `handle` failed but not when `setup` did. The first error is passed
 /// to the server's [`Hooks::handle_error`].
-pub trait StreamHandler {
+pub trait StreamHandler<C: Connection> {
     /// The settings applied to the connection before `setup`.
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
     }
 
     /// Prepares the request. An error here skips `handle` and `finish`.
-    fn setup<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn setup(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let _ = request;
         Ok(())
     }
 
     /// Serves the request.
-    fn handle<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error>;
+    fn handle(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error>;
 
     /// Cleans up after `handle`, whether it succeeded or not. A buffered
     /// `wfile` is flushed after this returns.
-    fn finish<C: Connection>(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn finish(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let _ = request;
         Ok(())
     }
 }
 
-/// Handles one datagram (Python's `DatagramRequestHandler`).
+/// Handles one datagram received on a socket `S` (Python's
+/// `DatagramRequestHandler`).
 ///
 /// `rfile` reads the packet, `wfile` collects the reply, which is sent to the
-/// client after [`finish`](Self::finish) if anything was written. Same
-/// lifecycle rules as [`StreamHandler`].
-pub trait DatagramHandler {
+/// client after [`finish`](Self::finish) if anything was written (or if the
+/// handler asked for an empty one, [`PacketWriter::send_empty`]). The
+/// server's socket is there too ([`DatagramRequest::socket`], Python's
+/// `self.request[1]`), to send more datagrams or to other addresses. As
+/// with [`StreamHandler`], `impl<S: ReplySocket> DatagramHandler<S>` serves
+/// every backend, and a bound such as `S: AsFd` or a concrete socket type
+/// makes a handler specific. Same lifecycle rules as [`StreamHandler`].
+///
+/// [`PacketWriter::send_empty`]: crate::PacketWriter::send_empty
+pub trait DatagramHandler<S: ReplySocket> {
     /// Prepares the request. An error here skips `handle` and `finish`.
-    fn setup<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn setup(&mut self, request: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let _ = request;
         Ok(())
     }
 
     /// Serves the request.
-    fn handle<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error>;
+    fn handle(&mut self, request: &mut DatagramRequest<'_, S>) -> Result<(), Error>;
 
     /// Cleans up after `handle`, whether it succeeded or not.
-    fn finish<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn finish(&mut self, request: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let _ = request;
         Ok(())
     }

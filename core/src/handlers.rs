@@ -5,7 +5,7 @@
 
 use embedded_io::{Read, Write};
 
-use crate::transport::{Address, Connection};
+use crate::transport::{Connection, ReplySocket};
 use crate::{DatagramHandler, DatagramRequest, Error, StreamHandler, StreamRequest};
 
 /// The docs' `MyTCPHandler`: one read of at most 1024 bytes, stripped of
@@ -13,8 +13,8 @@ use crate::{DatagramHandler, DatagramRequest, Error, StreamHandler, StreamReques
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpperOnce;
 
-impl StreamHandler for UpperOnce {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for UpperOnce {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
         let n = req.connection().read(&mut data).map_err(Error::from_io)?;
         let reply = strip(&mut data[..n]);
@@ -28,8 +28,8 @@ impl StreamHandler for UpperOnce {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpperLine;
 
-impl StreamHandler for UpperLine {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for UpperLine {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let line = strip(req.rfile.read_line()?);
         line.make_ascii_uppercase();
         req.wfile.write_all(line)
@@ -41,8 +41,8 @@ impl StreamHandler for UpperLine {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EchoLines;
 
-impl StreamHandler for EchoLines {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for EchoLines {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         loop {
             let line = req.rfile.read_line()?;
             if line.is_empty() {
@@ -57,8 +57,8 @@ impl StreamHandler for EchoLines {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
-impl StreamHandler for Echo {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Echo {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut chunk = [0u8; 1024];
         loop {
             let n = req.rfile.read(&mut chunk)?;
@@ -75,8 +75,8 @@ impl StreamHandler for Echo {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpperDatagram;
 
-impl DatagramHandler for UpperDatagram {
-    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+impl<S: ReplySocket> DatagramHandler<S> for UpperDatagram {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let data = req.rfile.packet().trim_ascii();
         for chunk in data.chunks(64) {
             let mut upper = [0u8; 64];

@@ -38,7 +38,8 @@ pub use stream::{finish_request, serve_connection, shutdown_request, RFile, Stre
 pub use time::StdClock;
 pub use time::{Clock, Instant};
 pub use transport::{
-    Address, Connection, DatagramSocket, Listener, Readiness, Received, ShutdownFlag, Transport,
+    Address, Connection, DatagramSocket, Listener, Readiness, Received, ReplySocket, ShutdownFlag,
+    Transport,
 };
 
 /// Re-export of the embedded-io version whose traits handlers use.

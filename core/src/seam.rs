@@ -93,7 +93,7 @@ impl<C, F> Serve<C> for Factory<'_, F>
 where
     C: Connection,
     F: HandlerFactory + ?Sized,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<C>,
 {
     fn serve(
         &self,

@@ -11,7 +11,6 @@ use crate::time::{Clock, Instant};
 use crate::transport::{
     kind, Connection, DatagramSocket, Listener, Readiness, Received, Transport,
 };
-use crate::Error;
 
 /// How a ready request is taken and processed (Python's `process_request`
 /// and the mix-ins that override it).
@@ -183,7 +182,7 @@ pub fn handle_stream_request<L, F, H>(
 where
     L: Listener,
     F: HandlerFactory + ?Sized,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<L::Connection>,
     H: Hooks<L::Connection, L::Addr> + ?Sized,
 {
     seam::serve_accepted(
@@ -208,7 +207,7 @@ pub fn handle_datagram_request<S, F, H>(
 where
     S: DatagramSocket,
     F: HandlerFactory + ?Sized,
-    F::Handler: DatagramHandler,
+    F::Handler: DatagramHandler<S>,
     H: Hooks<[u8], S::Addr> + ?Sized,
 {
     let rx = match take_datagram_request(socket, hooks, rbuf) {
@@ -222,7 +221,7 @@ where
         factory,
         hooks,
         wbuf,
-        |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+        socket,
     );
     Took::Request
 }
@@ -301,7 +300,7 @@ impl<L, F, H, R, W> Dispatch<L, kind::Stream> for SyncDispatch<F, H, R, W>
 where
     L: Listener,
     F: HandlerFactory,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<L::Connection>,
     H: Hooks<L::Connection, L::Addr> + ServerHooks,
     R: AsMut<[u8]>,
     W: AsMut<[u8]>,
@@ -316,7 +315,7 @@ impl<S, F, H, R, W> Dispatch<S, kind::Datagram> for SyncDispatch<F, H, R, W>
 where
     S: DatagramSocket,
     F: HandlerFactory,
-    F::Handler: DatagramHandler,
+    F::Handler: DatagramHandler<S>,
     H: Hooks<[u8], S::Addr> + ServerHooks,
     R: AsMut<[u8]>,
     W: AsMut<[u8]>,

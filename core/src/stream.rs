@@ -246,7 +246,7 @@ impl<C: Connection> Write for WFile<'_, C> {
 ///
 /// Returns the first error; `finish` runs after a failed `handle` but not
 /// after a failed `setup`.
-pub fn finish_request<C: Connection, H: StreamHandler>(
+pub fn finish_request<C: Connection, H: StreamHandler<C>>(
     handler: &mut H,
     conn: &RefCell<C>,
     client_address: C::Addr,
@@ -277,7 +277,7 @@ pub fn finish_request<C: Connection, H: StreamHandler>(
 
 /// `setup`, `handle` and `finish` of a handler over the request, then the
 /// final flush of `wfile`'s buffer.
-fn run_lifecycle<C: Connection, H: StreamHandler>(
+fn run_lifecycle<C: Connection, H: StreamHandler<C>>(
     handler: &mut H,
     conn: &RefCell<C>,
     client_address: C::Addr,
@@ -323,7 +323,7 @@ pub fn serve_connection<C, F, H>(
 ) where
     C: Connection,
     F: HandlerFactory + ?Sized,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<C>,
     H: Hooks<C, C::Addr> + ?Sized,
 {
     crate::seam::serve_with(

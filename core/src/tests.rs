@@ -293,18 +293,18 @@ struct RecHandler {
     truncated: Rc<RefCell<Option<bool>>>,
 }
 
-impl StreamHandler for RecHandler {
+impl<C: crate::Connection> StreamHandler<C> for RecHandler {
     fn options(&self) -> StreamOptions {
         self.how.options
     }
-    fn setup<C: Connection>(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn setup(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         self.log.borrow_mut().push("setup");
         if self.how.fail_setup {
             return Err(Error::Handler("setup failed"));
         }
         Ok(())
     }
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         self.log.borrow_mut().push("handle");
         if self.how.fail_handle {
             return Err(Error::Handler("handle failed"));
@@ -313,25 +313,25 @@ impl StreamHandler for RecHandler {
         line.make_ascii_uppercase();
         req.wfile.write_all(line)
     }
-    fn finish<C: Connection>(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    fn finish(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         self.log.borrow_mut().push("finish");
         Ok(())
     }
 }
 
-impl DatagramHandler for RecHandler {
-    fn setup<A: Address>(&mut self, _: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+impl<S: crate::ReplySocket> DatagramHandler<S> for RecHandler {
+    fn setup(&mut self, _: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         self.log.borrow_mut().push("setup");
         Ok(())
     }
-    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         self.log.borrow_mut().push("handle");
         *self.truncated.borrow_mut() = Some(req.truncated);
         let packet = req.rfile.packet();
         req.wfile.write_all(packet)?;
         req.wfile.write_all(b"!")
     }
-    fn finish<A: Address>(&mut self, _: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn finish(&mut self, _: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         self.log.borrow_mut().push("finish");
         Ok(())
     }
@@ -920,8 +920,8 @@ fn handlers_share_server_state_through_the_factory() {
 
     /// Python's `self.server.count`: state every handler reaches.
     struct Counting<'s>(&'s Cell<u32>);
-    impl StreamHandler for Counting<'_> {
-        fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+    impl<C: crate::Connection> StreamHandler<C> for Counting<'_> {
+        fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
             self.0.set(self.0.get() + 1);
             write!(
                 req.wfile,

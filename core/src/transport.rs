@@ -172,6 +172,28 @@ impl<A> Received<A> {
     }
 }
 
+/// What a datagram handler sends through (Python's `self.request[1]`):
+/// the server's socket, or on a threaded server a second descriptor of it.
+/// Every [`DatagramSocket`] is one.
+pub trait ReplySocket {
+    /// How peers are addressed.
+    type Addr: Address;
+    /// The error of sending.
+    type Error: embedded_io::Error;
+
+    /// Sends one datagram to `addr`, whole or not at all.
+    fn send_to(&mut self, data: &[u8], addr: &Self::Addr) -> Result<(), Self::Error>;
+}
+
+impl<T: DatagramSocket> ReplySocket for T {
+    type Addr = T::Addr;
+    type Error = T::Error;
+
+    fn send_to(&mut self, data: &[u8], addr: &T::Addr) -> Result<(), T::Error> {
+        DatagramSocket::send_to(self, data, addr)
+    }
+}
+
 /// A bound datagram socket.
 pub trait DatagramSocket: Transport<Kind = kind::Datagram> {
     /// Python's `get_request`, without blocking: receives one datagram

@@ -21,8 +21,8 @@ use socketserver_core::embedded_io::{BufRead, ErrorKind, Read, Write};
 use socketserver_core::handlers::UpperDatagram;
 use socketserver_core::transport::kind;
 use socketserver_core::{
-    handle_datagram_request, Address, DatagramHandler, DatagramRequest, DatagramSocket, Error,
-    Hooks, Readiness, Received, Transport,
+    handle_datagram_request, DatagramHandler, DatagramRequest, DatagramSocket, Error, Hooks,
+    Readiness, Received, ReplySocket, Transport,
 };
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -125,7 +125,7 @@ struct Scripted<'a> {
 }
 
 impl Scripted<'_> {
-    fn run<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>, ops: &[Op]) {
+    fn run<S: ReplySocket>(&mut self, req: &mut DatagramRequest<'_, S>, ops: &[Op]) {
         assert_eq!(req.truncated, self.truncated);
         assert_eq!(req.rfile.packet(), self.visible);
         assert_eq!(req.wfile.capacity(), self.capacity);
@@ -185,15 +185,15 @@ impl Scripted<'_> {
     }
 }
 
-impl DatagramHandler for Scripted<'_> {
-    fn setup<A: Address>(&mut self, _req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+impl<S: socketserver_core::ReplySocket> DatagramHandler<S> for Scripted<'_> {
+    fn setup(&mut self, _req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         if self.input.setup_fails {
             return Err(Error::Handler("setup"));
         }
         Ok(())
     }
 
-    fn handle<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn handle(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let ops = &self.input.handle;
         self.run(req, ops);
         if self.input.handle_fails {
@@ -202,7 +202,7 @@ impl DatagramHandler for Scripted<'_> {
         Ok(())
     }
 
-    fn finish<A: Address>(&mut self, req: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
+    fn finish(&mut self, req: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
         let ops = &self.input.finish;
         self.run(req, ops);
         *self.expected_reply.borrow_mut() = self.reply.clone();

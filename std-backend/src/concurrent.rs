@@ -15,7 +15,7 @@ use socketserver_core::{
 
 use crate::dispatch::BufferSizes;
 use crate::family::Family;
-use crate::transport::{send_datagram, DatagramTransport};
+use crate::transport::{DatagramReply, DatagramTransport};
 
 /// The buffers one request thread serves with.
 pub(crate) struct Buffers {
@@ -129,7 +129,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         L::Connection: Send + 'static,
         L::Addr: Send + 'static,
         F: HandlerFactory + Send + Sync + 'static,
-        F::Handler: StreamHandler,
+        F::Handler: StreamHandler<L::Connection>,
         H: Hooks<L::Connection, L::Addr> + Send + Sync + 'static,
     {
         let (conn, addr) = match take_stream_request(listener, &self.served.hooks) {
@@ -160,7 +160,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     where
         Fam: Family,
         F: HandlerFactory + Send + Sync + 'static,
-        F::Handler: DatagramHandler,
+        F::Handler: DatagramHandler<DatagramReply<Fam>>,
         H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
     {
         if self.packet.len() != self.read_size {
@@ -188,19 +188,18 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         let packet = self.packet[..rx.len].to_vec();
         let client = rx.addr.clone();
         let served = Arc::clone(&self.served);
+        let mut reply = DatagramReply::<Fam>::new(reply);
         let job = Box::new(move |bufs: &mut Buffers| {
             let Served { factory, hooks } = &*served;
-            let send = |data: &[u8], addr: &Fam::Addr| {
-                send_datagram::<Fam>(&reply, data, addr).map_err(Error::from_io)
-            };
+            let (packet, reply_buf) = (&packet, &mut bufs.write);
             serve_datagram(
-                &packet,
+                packet,
                 rx.truncated,
                 rx.addr,
                 factory,
                 hooks,
-                &mut bufs.write,
-                send,
+                reply_buf,
+                &mut reply,
             );
         });
         if let Err(err) = self.runner.run(job) {
@@ -241,7 +240,7 @@ macro_rules! concurrent_dispatch {
             L::Connection: Send + 'static,
             L::Addr: Send + 'static,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,
-            F::Handler: socketserver_core::StreamHandler,
+            F::Handler: socketserver_core::StreamHandler<L::Connection>,
             H: socketserver_core::Hooks<L::Connection, L::Addr>
                 + socketserver_core::ServerHooks
                 + Send
@@ -261,7 +260,7 @@ macro_rules! concurrent_dispatch {
         where
             Fam: $crate::Family,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,
-            F::Handler: socketserver_core::DatagramHandler,
+            F::Handler: socketserver_core::DatagramHandler<$crate::DatagramReply<Fam>>,
             H: socketserver_core::Hooks<[u8], Fam::Addr>
                 + socketserver_core::ServerHooks
                 + Send

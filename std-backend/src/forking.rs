@@ -250,7 +250,7 @@ impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
 where
     L: Listener,
     F: HandlerFactory,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<L::Connection>,
     H: Hooks<L::Connection, L::Addr> + ServerHooks,
 {
     fn take(&mut self, listener: &mut L) -> Took {
@@ -282,7 +282,7 @@ impl<S, F, H> Dispatch<S, kind::Datagram> for ForkingDispatch<F, H>
 where
     S: DatagramSocket,
     F: HandlerFactory,
-    F::Handler: DatagramHandler,
+    F::Handler: DatagramHandler<S>,
     H: Hooks<[u8], S::Addr> + ServerHooks,
 {
     fn take(&mut self, socket: &mut S) -> Took {
@@ -301,7 +301,7 @@ where
                     &self.factory,
                     hooks,
                     &mut self.wbuf,
-                    |reply, addr| socket.send_to(reply, addr).map_err(Error::from_io),
+                    socket,
                 );
             }),
             Err(err) => self.hooks.handle_error(&rx.addr, &Error::from_io(err)),

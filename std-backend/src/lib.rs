@@ -76,7 +76,7 @@ pub use threading::{
     ThreadingUnixStreamServer,
 };
 pub use transport::{
-    DatagramTransport, SocketTransport, StreamTransport, TcpTransport, UdpTransport,
+    DatagramReply, DatagramTransport, SocketTransport, StreamTransport, TcpTransport, UdpTransport,
     UnixDatagramTransport, UnixStreamTransport,
 };
 

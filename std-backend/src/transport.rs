@@ -1,12 +1,14 @@
 //! The core's transports over OS sockets.
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Socket, Type};
 use socketserver_core::transport::kind;
-use socketserver_core::{DatagramSocket, Listener, Readiness, Received, Transport};
+use socketserver_core::{DatagramSocket, Listener, Readiness, Received, ReplySocket, Transport};
 
 use crate::connection::SocketConnection;
 use crate::endpoint::Endpoint;
@@ -245,6 +247,64 @@ impl<F: Family> DatagramTransport<F> {
     /// keeps receiving on the first.
     pub(crate) fn reply_socket(&self) -> io::Result<Socket> {
         self.base.endpoint.socket()?.try_clone()
+    }
+}
+
+/// The socket a request of a threaded or pooled datagram server replies
+/// through (its `DatagramRequest::socket`): a second descriptor of the
+/// server socket, shared by the request threads and closed when the last
+/// one is done. A handler that needs the socket itself on every std
+/// datagram server bounds its socket type by `AsFd` (or `AsRawFd`), which
+/// this and the datagram transports implement.
+#[derive(Debug)]
+pub struct DatagramReply<F: Family> {
+    socket: Arc<Socket>,
+    family: PhantomData<F>,
+}
+
+impl<F: Family> Clone for DatagramReply<F> {
+    fn clone(&self) -> Self {
+        DatagramReply {
+            socket: Arc::clone(&self.socket),
+            family: PhantomData,
+        }
+    }
+}
+
+impl<F: Family> DatagramReply<F> {
+    pub(crate) fn new(socket: Arc<Socket>) -> Self {
+        DatagramReply {
+            socket,
+            family: PhantomData,
+        }
+    }
+
+    /// The socket, for options this crate does not cover.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+}
+
+impl<F: Family> ReplySocket for DatagramReply<F> {
+    type Addr = F::Addr;
+    type Error = io::Error;
+
+    /// Sends the whole datagram, without blocking (see
+    /// [`DatagramSocket::send_to`]).
+    fn send_to(&mut self, data: &[u8], addr: &F::Addr) -> io::Result<()> {
+        send_datagram::<F>(&self.socket, data, addr)
+    }
+}
+
+impl<F: Family> AsFd for DatagramReply<F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl<F: Family> AsRawFd for DatagramReply<F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

@@ -35,8 +35,8 @@ pub fn tcp_exchange(addr: SocketAddr, data: &[u8]) -> String {
 #[derive(Default)]
 pub struct Moody;
 
-impl StreamHandler for Moody {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Moody {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         match &*socketserver::handlers::strip(req.rfile.read_line()?) {
             b"fail" => Err(Error::Handler("asked to fail")),
             b"panic" => panic!("asked to panic"),

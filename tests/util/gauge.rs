@@ -135,8 +135,8 @@ pub struct Gauged {
     pub tag: fn() -> String,
 }
 
-impl StreamHandler for Gauged {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for Gauged {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let gauge_error = |_| Error::Handler("gauge unreachable");
         report(&self.gauge, "+").map_err(gauge_error)?;
         let reply = {

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::embedded_io::Write as _;
-use socketserver::os::{SocketTransport, TcpTransport};
+use socketserver::os::{SocketTransport, TcpConnection, TcpTransport};
 use socketserver::{
     Connection, Dispatch, Error, HandlerFactory, InlineDispatch, PoolDispatch, ServerBuilder,
     SocketServer, StreamHandler, StreamRequest, ThreadingDispatch,
@@ -85,7 +85,7 @@ pub fn serve_tcp<F>(
 ) -> (SocketAddr, Serving)
 where
     F: HandlerFactory + Send + Sync + 'static,
-    F::Handler: StreamHandler,
+    F::Handler: StreamHandler<TcpConnection>,
 {
     serve(dispatch, builder, factory, hooks)
 }
@@ -180,8 +180,8 @@ pub fn port_of(client: &str) -> u16 {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TenthPanics;
 
-impl StreamHandler for TenthPanics {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for TenthPanics {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let line = socketserver::handlers::strip(req.rfile.read_line()?);
         let n: u64 = std::str::from_utf8(line)
             .ok()

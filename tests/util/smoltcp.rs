@@ -192,7 +192,7 @@ pub struct Report {
 
 /// Python's `serve_forever` over a TCP listener with a backlog of
 /// [`BACKLOG`] on `net`, building handlers with `handler`, until `shutdown`.
-pub fn serve_stream<H: StreamHandler + Copy>(
+pub fn serve_stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy>(
     net: NetRef<'_, 'static>,
     handler: H,
     reject: Option<IpAddress>,
@@ -214,7 +214,7 @@ pub fn serve_stream<H: StreamHandler + Copy>(
 }
 
 /// [`serve_stream`] for datagrams.
-pub fn serve_datagrams<H: DatagramHandler + Copy>(
+pub fn serve_datagrams<H: for<'s> DatagramHandler<UdpSocket<'s, 'static>> + Copy>(
     net: NetRef<'_, 'static>,
     handler: H,
     reject: Option<IpAddress>,
@@ -411,8 +411,8 @@ pub mod cases {
 #[derive(Clone, Copy, Debug)]
 pub struct PanickyUpper;
 
-impl StreamHandler for PanickyUpper {
-    fn handle<C: Connection>(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+impl<C: Connection> StreamHandler<C> for PanickyUpper {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let line = req.rfile.read_line()?;
         let len = line.trim_ascii_end().len();
         let line = &mut line[..len];
@@ -425,14 +425,14 @@ impl StreamHandler for PanickyUpper {
 /// Runs a test server in its own thread while a client body runs.
 pub trait ServeFn {
     /// Serves `handler` on TCP until `body` is done.
-    fn stream<H: StreamHandler + Copy + Send>(
+    fn stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,
         body: impl FnOnce(),
     ) -> Report;
     /// Serves `handler` on UDP until `body` is done.
-    fn datagrams<H: DatagramHandler + Copy + Send>(
+    fn datagrams<H: for<'s> DatagramHandler<UdpSocket<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,
@@ -452,7 +452,7 @@ where
     K: Clock,
     I: Idle<D>,
 {
-    fn stream<H: StreamHandler + Copy + Send>(
+    fn stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,
@@ -463,7 +463,7 @@ where
         })
     }
 
-    fn datagrams<H: DatagramHandler + Copy + Send>(
+    fn datagrams<H: for<'s> DatagramHandler<UdpSocket<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,

@@ -325,8 +325,8 @@ fn a_panicking_handler_is_reported_and_the_server_goes_on() {
     use socketserver_core::{StreamRequest, SyncDispatch};
 
     struct Boom(bool);
-    impl StreamHandler for Boom {
-        fn handle<C: Connection>(
+    impl<C: Connection> StreamHandler<C> for Boom {
+        fn handle(
             &mut self,
             request: &mut StreamRequest<'_, C>,
         ) -> Result<(), socketserver_core::Error> {

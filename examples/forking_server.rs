@@ -8,7 +8,6 @@
 
 use std::io::{self, Write};
 
-use socketserver::embedded_io::Write as _;
 use socketserver::{
     Connection, Error, ForkingTcpServer, StreamHandler, StreamRequest, DEFAULT_POLL_INTERVAL,
 };

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::libc::{O_NOCTTY, O_NONBLOCK};
-use socketserver::embedded_io::{BufRead as _, ErrorKind, Write as _};
+use socketserver::embedded_io::ErrorKind;
 use socketserver::{
     BufferSizes, Connection, Error, ServerBuilder, StreamHandler, StreamOptions, StreamRequest,
     ThreadingDispatch, DEFAULT_POLL_INTERVAL,
@@ -405,7 +405,10 @@ impl HttpHandler {
             }
             match req.rfile.fill_buf() {
                 Ok(bytes) => return !bytes.is_empty(),
-                Err(Error::Io(ErrorKind::TimedOut)) => {}
+                Err(Error::Io {
+                    kind: ErrorKind::TimedOut,
+                    ..
+                }) => {}
                 Err(_) => return false,
             }
         }

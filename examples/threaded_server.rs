@@ -8,7 +8,6 @@
 use std::io::{self, Write};
 use std::thread;
 
-use socketserver::embedded_io::Write as _;
 use socketserver::os::TcpTransport;
 use socketserver::{
     BufferSizes, Connection, Dispatch, Error, PoolDispatch, ServerBuilder, SocketServer,

@@ -4,7 +4,6 @@
 //! (`default-features = false, features = ["smoltcp"]`).
 //!
 //! ```
-//! use socketserver::embedded_io::Write;
 //! use socketserver::memory::{ManualClock, MemoryListener, Transcript};
 //! use socketserver::{Connection, Error, Server, ShutdownFlag, StreamHandler, StreamRequest, SyncDispatch};
 //!

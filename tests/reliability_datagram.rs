@@ -80,7 +80,7 @@ impl<A> Hooks<[u8], A> for Tally {
     }
 
     fn handle_error(&self, _client_address: &A, error: &Error) {
-        self.0 .1.lock().unwrap().push(*error);
+        self.0 .1.lock().unwrap().push(error.clone());
     }
 }
 
@@ -168,7 +168,7 @@ fn oversized_and_empty(client: &impl Client, tally: &Tally) {
     );
     assert_eq!(exchange(client, b""), described(0, false, b""));
     assert_eq!(exchange(client, b"hello"), described(5, false, b"hello"));
-    assert_eq!(tally.errors(), []);
+    assert!(tally.errors().is_empty(), "{:?}", tally.errors());
     assert_eq!(tally.received(), 4);
 }
 
@@ -332,7 +332,10 @@ fn udp_burst(dispatch: InProcess) {
         |&h| h >= received,
     );
     let errors = tally.errors();
-    assert_eq!(errors, [], "replies the server failed to send");
+    assert!(
+        errors.is_empty(),
+        "replies the server failed to send: {errors:?}"
+    );
     let (arrived, lost) = wait_until(
         "every reply received or dropped by the kernel",
         || (replies.count(), udp_stats(client_addr).drops),
@@ -401,7 +404,7 @@ fn unix_burst(dispatch: InProcess) {
     let errors = tally.errors();
     // EAGAIN, which embedded-io, having no `WouldBlock`, calls `Other`.
     assert!(
-        errors.iter().all(|e| *e == Error::Io(ErrorKind::Other)),
+        errors.iter().all(|e| e.kind() == ErrorKind::Other),
         "{errors:?}"
     );
     assert_eq!(replies.finish(), arrived);

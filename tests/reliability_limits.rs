@@ -147,10 +147,18 @@ fn overlong_child() {
             "peak" => {
                 let errors = hooks.wait_errors(1);
                 let peak = peak_rss_kib();
-                let too_long = Error::LineTooLong {
-                    capacity: LINE_CAPACITY,
-                };
-                assert_eq!(errors, [(errors[0].0.clone(), too_long)]);
+                assert!(
+                    matches!(
+                        errors[..],
+                        [(
+                            _,
+                            Error::LineTooLong {
+                                capacity: LINE_CAPACITY
+                            }
+                        )]
+                    ),
+                    "{errors:?}"
+                );
                 println!("peak {peak}");
             }
             "stop" => {

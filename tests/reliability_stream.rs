@@ -22,7 +22,7 @@ use reliability::{
     ask, ask_tenth_panics, assert_each_panic_reported_once, port_of, quiet_planned_panics, serial,
     serve_tcp, InProcess, TenthPanics, POLL,
 };
-use socketserver::embedded_io::{ErrorKind, Read as _, Write as _};
+use socketserver::embedded_io::ErrorKind;
 use socketserver::handlers::EchoLines;
 use socketserver::os::socket2::SockRef;
 use socketserver::{Connection, Error, ServerBuilder, StreamHandler, StreamOptions, StreamRequest};
@@ -121,7 +121,7 @@ fn a_silent_client_is_closed_at_the_timeout_and_the_next_one_served() {
     assert_eq!(line_exchange(next, b"next\n"), b"next\n");
     let errors = hooks.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].1, Error::Io(ErrorKind::TimedOut));
+    assert_eq!(errors[0].1.kind(), ErrorKind::TimedOut);
     assert_eq!(port_of(&errors[0].0), silent.local_addr().unwrap().port());
     let mut byte = [0u8; 1];
     assert_eq!(silent.read(&mut byte).expect("EOF"), 0, "closed");
@@ -164,7 +164,7 @@ fn a_trickling_client_is_closed_at_the_timeout_and_the_next_one_served() {
     assert_eq!(reply, b"next\n");
     let errors = hooks.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].1, Error::Io(ErrorKind::TimedOut));
+    assert_eq!(errors[0].1.kind(), ErrorKind::TimedOut);
     assert_eq!(port_of(&errors[0].0), trickler_port);
     serving.stop().unwrap();
 }
@@ -220,7 +220,7 @@ fn sigpipe_seen() -> &'static AtomicBool {
 
 /// Waits for the `n`th error and checks it.
 fn nth_error(hooks: &Recorder, n: usize, expected: impl Fn(&Error) -> bool) -> Error {
-    let error = hooks.wait_errors(n)[n - 1].1;
+    let error = hooks.wait_errors(n)[n - 1].1.clone();
     assert!(expected(&error), "error {n}: {error:?}");
     error
 }
@@ -228,7 +228,10 @@ fn nth_error(hooks: &Recorder, n: usize, expected: impl Fn(&Error) -> bool) -> E
 fn is_broken(error: &Error) -> bool {
     matches!(
         error,
-        Error::Io(ErrorKind::BrokenPipe | ErrorKind::ConnectionReset)
+        Error::Io {
+            kind: ErrorKind::BrokenPipe | ErrorKind::ConnectionReset,
+            ..
+        }
     )
 }
 
@@ -248,7 +251,7 @@ fn peers_that_vanish(dispatch: InProcess) {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    nth_error(&hooks, 1, |e| *e == Error::Io(ErrorKind::ConnectionReset));
+    nth_error(&hooks, 1, |e| e.kind() == ErrorKind::ConnectionReset);
 
     // Closed before the reply: the 8 MiB reply meets a closed socket.
     let mut client = connect(addr);
@@ -264,7 +267,7 @@ fn peers_that_vanish(dispatch: InProcess) {
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
     assert_eq!(reply, b"ready\n", "closed after the greeting");
-    nth_error(&hooks, 3, |e| *e == Error::UnexpectedEof);
+    nth_error(&hooks, 3, |e| matches!(e, Error::UnexpectedEof));
 
     // Half-closed after a whole request: served as usual.
     assert_eq!(line_exchange(connect(addr), b"sized 3\nabc"), b"ready\nabc");

@@ -74,7 +74,7 @@ fn reply_to_an_unbound_client_is_reported_and_serving_goes_on() {
     let unbound = UnixDatagram::unbound().unwrap();
     unbound.send_to(b"nobody hears\n", &path).unwrap();
     let errors = hooks.wait_errors(1);
-    assert_eq!(errors[0].1, Error::Io(ErrorKind::AddrNotAvailable));
+    assert_eq!(errors[0].1.kind(), ErrorKind::AddrNotAvailable);
     assert!(errors[0].0.contains("Unnamed"), "{}", errors[0].0);
 
     let client = UnixDatagram::bind(dir.path("client.sock")).unwrap();
@@ -124,8 +124,12 @@ fn a_reply_longer_than_the_write_buffer_is_an_error() {
     let client = udp_client();
     assert_eq!(udp_exchange(&client, addr, b"abc"), b"Wabc");
     client.send_to(b"abcd", addr).unwrap();
-    assert_eq!(
-        hooks.wait_errors(1)[0].1,
-        Error::ReplyTooLong { capacity: 4 }
+    assert!(
+        matches!(
+            hooks.wait_errors(1)[0].1,
+            Error::ReplyTooLong { capacity: 4 }
+        ),
+        "{:?}",
+        hooks.wait_errors(1)[0].1
     );
 }

@@ -13,7 +13,6 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use socketserver::embedded_io::{Read as _, Write as _};
 use socketserver::smoltcp::smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use socketserver::smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
 use socketserver::smoltcp::smoltcp::socket::tcp::{self, State};

@@ -222,7 +222,7 @@ pub fn serve_datagram<S, F, H>(
             } = request;
             socket
                 .send_to(wfile.written(), &client_address)
-                .map_err(Error::from_io)
+                .map_err(Into::into)
         } else {
             Ok(())
         };

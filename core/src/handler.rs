@@ -228,10 +228,30 @@ impl<H: ServerHooks + ?Sized> ServerHooks for &H {
 }
 
 /// The default `handle_error` report, for hooks that extend rather than
-/// replace it.
+/// replace it: the client address and the error, with its sources.
+///
+/// Where it goes, one rule: with the `std` feature (the std backend turns
+/// it on) it is printed to stderr as Python prints its traceback, unless
+/// the `log` feature is on and the application has installed a logger
+/// (`log::max_level()` above `Off`), in which case it is logged at error
+/// level instead. Without `std`, it goes to `log` or `defmt` when those
+/// features are on, and nowhere otherwise.
 pub fn report_error<A: Address>(client_address: &A, error: &Error) {
     #[cfg(feature = "log")]
-    log::error!("exception happened during processing of request from {client_address:?}: {error}");
+    if log::max_level() != log::LevelFilter::Off {
+        log::error!(
+            "exception happened during processing of request from {client_address:?}: {}",
+            crate::diag::Chain(error)
+        );
+        return;
+    }
+    #[cfg(feature = "std")]
+    {
+        std::eprintln!(
+            "Exception occurred during processing of request from {client_address:?}: {}",
+            crate::diag::Chain(error)
+        );
+    }
     #[cfg(feature = "defmt")]
     defmt::error!(
         "exception happened during processing of request from {}: {}",

@@ -3,7 +3,7 @@
 //! all serve these same types, which is how the crate shows that one handler
 //! runs everywhere.
 
-use embedded_io::{Read, Write};
+use embedded_io::Write;
 
 use crate::transport::{Connection, ReplySocket};
 use crate::{DatagramHandler, DatagramRequest, Error, StreamHandler, StreamRequest};
@@ -16,7 +16,7 @@ pub struct UpperOnce;
 impl<C: Connection> StreamHandler<C> for UpperOnce {
     fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
-        let n = req.connection().read(&mut data).map_err(Error::from_io)?;
+        let n = req.connection().read(&mut data).map_err(Into::into)?;
         let reply = strip(&mut data[..n]);
         reply.make_ascii_uppercase();
         req.wfile.write_all(reply)

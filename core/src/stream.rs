@@ -121,10 +121,36 @@ impl<'a, C: Connection> RFile<'a, C> {
         Ok(&mut self.buf[start..stop])
     }
 
+    /// Reads into `out` (embedded-io's [`Read::read`]). Inherent, like the
+    /// other I/O methods of `rfile` and `wfile`, so that a call resolves
+    /// to the one returning this crate's [`Error`] even where `std::io`'s
+    /// traits (which `rfile` and `wfile` also implement with `std`) are in
+    /// scope.
+    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        Read::read(self, out)
+    }
+
+    /// Reads exactly `out.len()` bytes, or fails with
+    /// [`Error::UnexpectedEof`].
+    pub fn read_exact(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        Read::read_exact(self, out).map_err(Into::into)
+    }
+
+    /// The buffered bytes, reading more when there are none
+    /// ([`BufRead::fill_buf`]).
+    pub fn fill_buf(&mut self) -> Result<&[u8], Error> {
+        BufRead::fill_buf(self)
+    }
+
+    /// Marks `amt` buffered bytes as read ([`BufRead::consume`]).
+    pub fn consume(&mut self, amt: usize) {
+        BufRead::consume(self, amt);
+    }
+
     fn fill_more(&mut self) -> Result<usize, Error> {
         let n = borrow(self.conn)
             .read(&mut self.buf[self.end..])
-            .map_err(Error::from_io)?;
+            .map_err(Into::into)?;
         self.end += n;
         Ok(n)
     }
@@ -138,7 +164,7 @@ impl<C: Connection> Read for RFile<'_, C> {
     fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         if self.start == self.end && out.len() >= self.buf.len() {
             // Nothing buffered and the caller's buffer is the bigger one.
-            return borrow(self.conn).read(out).map_err(Error::from_io);
+            return borrow(self.conn).read(out).map_err(Into::into);
         }
         let available = self.fill_buf()?;
         let n = available.len().min(out.len());
@@ -154,12 +180,12 @@ impl<C: Connection> BufRead for RFile<'_, C> {
     ///
     /// # Errors
     /// I/O errors as [`Error::Io`]; with a zero capacity,
-    /// `Error::Io(ErrorKind::OutOfMemory)`, since there is no buffer to fill
+    /// `Error::Io` of kind `OutOfMemory`, since there is no buffer to fill
     /// and an empty slice would say that the stream had ended.
     fn fill_buf(&mut self) -> Result<&[u8], Error> {
         if self.start == self.end {
             if self.buf.is_empty() {
-                return Err(Error::Io(embedded_io::ErrorKind::OutOfMemory));
+                return Err(Error::io(embedded_io::ErrorKind::OutOfMemory));
             }
             self.start = 0;
             self.end = 0;
@@ -195,8 +221,29 @@ impl<'a, C: Connection> WFile<'a, C> {
         self.len
     }
 
+    /// Writes all of `data` or fails ([`Write::write_all`]). Inherent, so
+    /// that it resolves the same with `std::io::Write` in scope.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        Write::write_all(self, data)
+    }
+
+    /// Writes all of `data` and returns its length ([`Write::write`]).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        Write::write(self, data)
+    }
+
+    /// Sends what is buffered, then flushes the connection.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        Write::flush(self)
+    }
+
+    /// Formatted output (`write!(req.wfile, ...)`).
+    pub fn write_fmt(&mut self, args: core::fmt::Arguments<'_>) -> Result<(), Error> {
+        Write::write_fmt(self, args).map_err(Into::into)
+    }
+
     fn send(&self, data: &[u8]) -> Result<(), Error> {
-        borrow(self.conn).write_all(data).map_err(Error::from_io)
+        borrow(self.conn).write_all(data).map_err(Into::into)
     }
 
     fn flush_buffer(&mut self) -> Result<(), Error> {
@@ -235,7 +282,7 @@ impl<C: Connection> Write for WFile<'_, C> {
 
     fn flush(&mut self) -> Result<(), Error> {
         self.flush_buffer()?;
-        borrow(self.conn).flush().map_err(Error::from_io)
+        borrow(self.conn).flush().map_err(Into::into)
     }
 }
 
@@ -257,14 +304,14 @@ pub fn finish_request<C: Connection, H: StreamHandler<C>>(
     {
         let mut c = borrow(conn);
         if options.timeout.is_some() {
-            c.set_timeout(options.timeout).map_err(Error::from_io)?;
+            c.set_timeout(options.timeout).map_err(Into::into)?;
         }
         if options.request_timeout.is_some() {
             c.set_request_timeout(options.request_timeout)
-                .map_err(Error::from_io)?;
+                .map_err(Into::into)?;
         }
         if options.disable_nagle_algorithm {
-            c.set_nodelay(true).map_err(Error::from_io)?;
+            c.set_nodelay(true).map_err(Into::into)?;
         }
     }
     let wbuf = if options.buffered_wfile {
@@ -334,4 +381,43 @@ pub fn serve_connection<C, F, H>(
         rbuf,
         wbuf,
     );
+}
+
+/// `rfile` as a [`std::io::Read`] (feature `std`): for `io::copy`,
+/// `serde_json::from_reader` and the rest of the std ecosystem.
+#[cfg(feature = "std")]
+impl<C: Connection> std::io::Read for RFile<'_, C> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        Read::read(self, out).map_err(std::io::Error::from)
+    }
+}
+
+/// `rfile` as a [`std::io::BufRead`] (feature `std`): `lines()`,
+/// `read_line` into a `String`, ... Note that these grow their `String` or
+/// `Vec` without the bound [`RFile::read_line`] keeps.
+#[cfg(feature = "std")]
+impl<C: Connection> std::io::BufRead for RFile<'_, C> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        BufRead::fill_buf(self).map_err(std::io::Error::from)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        BufRead::consume(self, amt);
+    }
+}
+
+/// `wfile` as a [`std::io::Write`] (feature `std`).
+#[cfg(feature = "std")]
+impl<C: Connection> std::io::Write for WFile<'_, C> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        Write::write(self, data).map_err(std::io::Error::from)
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, data).map_err(std::io::Error::from)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Write::flush(self).map_err(std::io::Error::from)
+    }
 }

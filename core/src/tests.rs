@@ -11,13 +11,21 @@ use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
-use embedded_io::{BufRead, ErrorKind, ErrorType, Read, Write};
+use embedded_io::{ErrorKind, ErrorType, Read, Write};
 
 use crate::memory::ManualClock;
 use crate::transport::kind;
 use crate::*;
 
 type Log = Rc<RefCell<Vec<&'static str>>>;
+
+/// `assert_eq!` for values holding an [`Error`], which has no `PartialEq`:
+/// compares their `Debug` forms.
+macro_rules! assert_same {
+    ($left:expr, $right:expr $(,)?) => {
+        assert_eq!(std::format!("{:?}", $left), std::format!("{:?}", $right))
+    };
+}
 
 fn new_log() -> Log {
     Rc::new(RefCell::new(Vec::new()))
@@ -267,7 +275,7 @@ impl<R: ?Sized> Hooks<R, u32> for RecHooks {
     }
     fn handle_error(&self, _: &u32, error: &Error) {
         self.log.borrow_mut().push("handle_error");
-        self.errors.borrow_mut().push(*error);
+        self.errors.borrow_mut().push(error.clone());
     }
 }
 
@@ -457,7 +465,7 @@ fn handler_error_is_reported_then_request_shut_down() {
             "close_request"
         ]
     );
-    assert_eq!(errors(&server), [Error::Handler("handle failed")]);
+    assert_same!(errors(&server), [Error::Handler("handle failed")]);
 }
 
 #[test]
@@ -673,7 +681,7 @@ fn overlong_line_is_an_error_not_growth() {
         true,
     );
     server.handle_request().unwrap();
-    assert_eq!(errors(&server), [Error::LineTooLong { capacity: 8 }]);
+    assert_same!(errors(&server), [Error::LineTooLong { capacity: 8 }]);
     assert!(server.transport().output.borrow().is_empty());
 }
 
@@ -722,12 +730,18 @@ fn rfile_read_mixes_buffered_and_direct_reads() {
 fn zero_capacity_rfile_never_fakes_end_of_stream() {
     let c = conn(b"\0x\n");
     let mut rfile = RFile::new(&c, &mut []);
-    assert_eq!(rfile.fill_buf(), Err(Error::Io(ErrorKind::OutOfMemory)));
-    assert_eq!(rfile.read_line(), Err(Error::LineTooLong { capacity: 0 }));
+    assert_same!(
+        rfile.fill_buf(),
+        Err::<&[u8], _>(Error::io(ErrorKind::OutOfMemory))
+    );
+    assert_same!(
+        rfile.read_line(),
+        Err::<&[u8], _>(Error::LineTooLong { capacity: 0 })
+    );
     let mut out = [0u8; 8];
-    assert_eq!(rfile.read(&mut out), Ok(3));
+    assert_same!(rfile.read(&mut out), Ok::<_, Error>(3));
     assert_eq!(&out[..3], b"\0x\n");
-    assert_eq!(rfile.read(&mut out), Ok(0));
+    assert_same!(rfile.read(&mut out), Ok::<_, Error>(0));
 }
 
 #[test]
@@ -846,7 +860,7 @@ fn datagram_reply_too_long_is_an_error_and_nothing_is_cut() {
     let got = take(&log);
     assert_eq!(got[got.len() - 2..], ["sendto", "handle_error"]);
     assert_eq!(server.transport().0.sent, vec![(b"abcd".to_vec(), 7)]);
-    assert_eq!(
+    assert_same!(
         *server.dispatch().hooks().errors.borrow(),
         [Error::ReplyTooLong { capacity: 4 }]
     );
@@ -945,4 +959,68 @@ fn handlers_share_server_state_through_the_factory() {
     server.handle_request().unwrap();
     assert_eq!(served.get(), 2);
     transcript.with(|out| assert_eq!(out, b"request 1 from 10;request 2 from 11;"));
+}
+
+#[cfg(feature = "std")]
+mod std_errors {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn an_os_error_keeps_its_code_and_the_systems_words() {
+        let err = Error::from(std::io::Error::from_raw_os_error(libc_econnreset()));
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        assert_eq!(err.os_code(), Some(libc_econnreset()));
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            std::io::Error::from_raw_os_error(libc_econnreset()).to_string()
+        );
+        assert!(text.contains("os error"), "{text}");
+    }
+
+    #[test]
+    fn an_io_error_with_a_message_keeps_it_and_its_kind() {
+        let err = Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad frame",
+        ));
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert_eq!(err.to_string(), "bad frame");
+        let back = std::io::Error::from(err);
+        assert_eq!(back.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_handlers_own_error_keeps_its_source_chain() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl core::fmt::Display for Outer {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("config unreadable")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = Error::other(Outer(std::io::Error::other("disk on fire")));
+        assert_eq!(err.to_string(), "config unreadable");
+        let source = std::error::Error::source(&err).expect("chained");
+        assert_eq!(source.to_string(), "disk on fire");
+        assert_eq!(
+            Error::other("built at run time").to_string(),
+            "built at run time"
+        );
+    }
+
+    /// ECONNRESET, whatever the platform numbers it.
+    fn libc_econnreset() -> i32 {
+        let probe = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        // Find the code whose kind is ConnectionReset among the small ones.
+        (1..200)
+            .find(|&c| std::io::Error::from_raw_os_error(c).kind() == probe.kind())
+            .expect("an errno for ECONNRESET")
+    }
 }

@@ -16,7 +16,7 @@
 use core::fmt::Debug;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
-use embedded_io::{Read, Write};
+use embedded_io::{ErrorType, Read, Write};
 
 /// Marker types naming the two kinds of transport.
 pub mod kind {
@@ -69,8 +69,9 @@ pub trait Transport {
     type Kind: kind::Kind;
     /// How clients are addressed.
     type Addr: Address;
-    /// The error of waiting, accepting, receiving and sending.
-    type Error: embedded_io::Error;
+    /// The error of waiting, accepting, receiving and sending; it converts
+    /// into the core's [`Error`](crate::Error) keeping what it knows.
+    type Error: embedded_io::Error + Into<crate::Error>;
 
     /// Blocks until a request may be ready, `timeout` passes (`None`: no
     /// limit), or shutdown is requested. The server calls it only after a
@@ -116,7 +117,7 @@ pub trait Listener: Transport<Kind = kind::Stream> {
 /// Reads and writes block (each bounded by the timeout last set with
 /// [`set_timeout`](Self::set_timeout)); a read returning `Ok(0)` means the
 /// peer has closed its side.
-pub trait Connection: Read + Write {
+pub trait Connection: Read + Write + ErrorType<Error: Into<crate::Error>> {
     /// How the peer is addressed.
     type Addr: Address;
 
@@ -179,7 +180,7 @@ pub trait ReplySocket {
     /// How peers are addressed.
     type Addr: Address;
     /// The error of sending.
-    type Error: embedded_io::Error;
+    type Error: embedded_io::Error + Into<crate::Error>;
 
     /// Sends one datagram to `addr`, whole or not at all.
     fn send_to(&mut self, data: &[u8], addr: &Self::Addr) -> Result<(), Self::Error>;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use socketserver_core::embedded_io::{BufRead, ErrorKind, ErrorType, Read, Write};
+use socketserver_core::embedded_io::{ErrorKind, ErrorType, Read, Write};
 use socketserver_core::{Connection, Error, RFile};
 
 /// What the connection does on one `read` call.
@@ -130,7 +130,10 @@ fn check_line(result: Result<&mut [u8], Error>, data: &[u8], pos: usize, cap: us
             );
             cap
         }
-        Err(Error::Io(ErrorKind::TimedOut)) => 0,
+        Err(Error::Io {
+            kind: ErrorKind::TimedOut,
+            ..
+        }) => 0,
         Err(other) => panic!("unexpected error {other:?}"),
     }
 }
@@ -170,7 +173,10 @@ fuzz_target!(|input: Input| {
                         );
                         pos += k;
                     }
-                    Err(Error::Io(ErrorKind::TimedOut)) => {}
+                    Err(Error::Io {
+                        kind: ErrorKind::TimedOut,
+                        ..
+                    }) => {}
                     Err(other) => panic!("unexpected read error {other:?}"),
                 }
             }
@@ -192,9 +198,15 @@ fuzz_target!(|input: Input| {
                     rfile.consume(take);
                     pos += take;
                 }
-                Err(Error::Io(ErrorKind::TimedOut)) => {}
+                Err(Error::Io {
+                    kind: ErrorKind::TimedOut,
+                    ..
+                }) => {}
                 // No buffer to fill (fixed: it used to fake the end of stream).
-                Err(Error::Io(ErrorKind::OutOfMemory)) if cap == 0 => {}
+                Err(Error::Io {
+                    kind: ErrorKind::OutOfMemory,
+                    ..
+                }) if cap == 0 => {}
                 Err(other) => panic!("unexpected fill_buf error {other:?}"),
             },
         }

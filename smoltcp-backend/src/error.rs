@@ -61,6 +61,14 @@ impl embedded_io::Error for Error {
     }
 }
 
+/// Into the core's error, by its kind (the core's error needs no
+/// allocator to carry it, and the kinds name these failures).
+impl From<Error> for socketserver_core::Error {
+    fn from(err: Error) -> Self {
+        socketserver_core::Error::from_io(err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

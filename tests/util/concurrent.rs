@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 
-use socketserver::embedded_io::Write as _;
 use socketserver::{Connection, Error, StreamHandler, StreamRequest};
 
 use super::PATIENCE;

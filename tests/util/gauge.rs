@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use socketserver::embedded_io::Write as _;
 use socketserver::{Connection, Error, StreamHandler, StreamRequest};
 
 use super::{TempDir, PATIENCE};

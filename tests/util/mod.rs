@@ -161,7 +161,7 @@ impl<R: ?Sized, A: Debug> Hooks<R, A> for Recorder {
 
     fn handle_error(&self, client_address: &A, error: &Error) {
         let client = format!("{client_address:?}");
-        self.update(|s| s.errors.push((client, *error)));
+        self.update(|s| s.errors.push((client, error.clone())));
     }
 }
 

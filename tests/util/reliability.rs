@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::embedded_io::Write as _;
 use socketserver::os::{SocketTransport, TcpConnection, TcpTransport};
 use socketserver::{
     Connection, Dispatch, Error, HandlerFactory, InlineDispatch, PoolDispatch, ServerBuilder,
@@ -223,7 +222,7 @@ pub fn ask_tenth_panics(addr: SocketAddr) -> Vec<u16> {
 pub fn assert_each_panic_reported_once(reports: &[(String, Error)], panicked: &[u16]) {
     let others: Vec<_> = reports
         .iter()
-        .filter(|(_, e)| *e != Error::Panicked)
+        .filter(|(_, e)| !matches!(e, Error::Panicked))
         .collect();
     assert!(others.is_empty(), "errors other than panics: {others:?}");
     let mut reported: Vec<u16> = reports.iter().map(|(client, _)| port_of(client)).collect();

@@ -159,7 +159,7 @@ impl<R: ?Sized> Hooks<R, IpEndpoint> for TestHooks {
     fn handle_error(&self, client: &IpEndpoint, error: &Error) {
         eprintln!("handle_error: {client}: {error}");
         self.errors.set(self.errors.get() + 1);
-        if *error == Error::Panicked {
+        if matches!(error, Error::Panicked) {
             self.panics.set(self.panics.get() + 1);
         }
     }

@@ -9,6 +9,9 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod nic;
+pub mod stellaris_enet;
+
 use core::cell::Cell;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -181,7 +184,7 @@ pub struct UdpMeta {
     tx: [udp::PacketMetadata; 2],
 }
 
-fn udp_socket(
+pub(crate) fn udp_socket(
     buffers: &'static mut UdpBuffers,
     meta: &'static mut UdpMeta,
 ) -> udp::Socket<'static> {
@@ -191,7 +194,9 @@ fn udp_socket(
     )
 }
 
-fn tcp_socket(buffers: &'static mut [[u8; TCP_BUF]; 2]) -> tcp::Socket<'static> {
+pub(crate) fn tcp_socket<const N: usize>(
+    buffers: &'static mut [[u8; N]; 2],
+) -> tcp::Socket<'static> {
     let [rx, tx] = buffers;
     tcp::Socket::new(
         tcp::SocketBuffer::new(&mut rx[..]),
@@ -223,10 +228,7 @@ pub struct Slots {
 impl Slots {
     /// Empty slots.
     pub const fn new() -> Self {
-        const META: UdpMeta = UdpMeta {
-            rx: [udp::PacketMetadata::EMPTY; 2],
-            tx: [udp::PacketMetadata::EMPTY; 2],
-        };
+        const META: UdpMeta = UdpMeta::new();
         Slots {
             client: [SocketStorage::EMPTY; BACKLOG + 1],
             client_udp: META,
@@ -242,13 +244,42 @@ impl Default for Slots {
     }
 }
 
+impl UdpBuffers {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        UdpBuffers {
+            rx: [0; UDP_BUF],
+            tx: [0; UDP_BUF],
+        }
+    }
+}
+
+impl UdpMeta {
+    /// Empty metadata.
+    pub const fn new() -> Self {
+        UdpMeta {
+            rx: [udp::PacketMetadata::EMPTY; 2],
+            tx: [udp::PacketMetadata::EMPTY; 2],
+        }
+    }
+}
+
+impl Default for UdpBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for UdpMeta {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Memory {
     /// Zeroed memory, for a `static`.
     pub const fn new() -> Self {
-        const UDP: UdpBuffers = UdpBuffers {
-            rx: [0; UDP_BUF],
-            tx: [0; UDP_BUF],
-        };
+        const UDP: UdpBuffers = UdpBuffers::new();
         Memory {
             cable: Cable::new(),
             client_tcp: [[[0; TCP_BUF]; 2]; BACKLOG],

@@ -6,6 +6,7 @@
 //! guest address (`serve.sh --tap` gives the host side of its tap device
 //! the gateway's address, so the images need no other setting).
 
+use cortex_m_semihosting::hprintln;
 use smoltcp::iface::SocketStorage;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
@@ -22,12 +23,8 @@ pub const UPPER_PORT: u16 = 9999;
 pub const ECHO_PORT: u16 = 9998;
 /// UDP, the docs' `MyUDPHandler` (`UpperDatagram`).
 pub const UDP_PORT: u16 = 9999;
-/// UDP: the datagram `stop` ends the image (it answers `stopping`).
+/// UDP: the datagram `stop` ends the image (see [`stop_requested`]).
 pub const CONTROL_PORT: u16 = 9997;
-/// What the control port takes and answers.
-pub const STOP: &[u8] = b"stop";
-/// The control port's answer to [`STOP`].
-pub const STOPPING: &[u8] = b"stopping\n";
 
 /// Connections the upper-casing listener holds at once.
 pub const UPPER_BACKLOG: usize = 8;
@@ -52,6 +49,23 @@ const SOCKETS: usize = UPPER_BACKLOG + ECHO_BACKLOG + 2;
 /// host client with the gateway's address (and keeps its port).
 pub fn refused(client: &IpEndpoint) -> bool {
     client.port >= 61000
+}
+
+/// The control port, a plain smoltcp socket in both images (stopping is
+/// the firmware's business, not a request to serve): true once the
+/// datagram `stop` came, which is answered with `stopping`. Anything else
+/// is reported and ignored.
+pub fn stop_requested(socket: &mut udp::Socket<'_>) -> bool {
+    let mut packet = [0; 16];
+    let Ok((n, meta)) = socket.recv_slice(&mut packet) else {
+        return false;
+    };
+    if packet[..n].trim_ascii() != b"stop" {
+        hprintln!("control: {}: unknown command", meta.endpoint);
+        return false;
+    }
+    let _ = socket.send_slice(b"stopping\n", meta.endpoint);
+    true
 }
 
 /// The NIC's frame buffers and every socket buffer: all zero bits, so a
@@ -103,7 +117,7 @@ pub struct NicParts {
     pub echo: [tcp::Socket<'static>; ECHO_BACKLOG],
     /// The datagram upper-caser's socket.
     pub udp: udp::Socket<'static>,
-    /// The control socket.
+    /// The control socket, bound to [`CONTROL_PORT`].
     pub control: udp::Socket<'static>,
 }
 
@@ -124,13 +138,15 @@ impl NicMemory {
     /// # Panics
     /// If the controller was taken before.
     pub fn split(&'static mut self, slots: &'static mut NicSlots) -> NicParts {
+        let mut control = udp_socket(&mut self.control, &mut slots.control);
+        control.bind(CONTROL_PORT).expect("a port to bind");
         NicParts {
             device: StellarisEnet::take(&mut self.enet).expect("the controller is taken once"),
             slots: &mut slots.sockets[..],
             upper: self.upper.each_mut().map(tcp_socket),
             echo: self.echo.each_mut().map(tcp_socket),
             udp: udp_socket(&mut self.udp, &mut slots.udp),
-            control: udp_socket(&mut self.control, &mut slots.control),
+            control,
         }
     }
 }

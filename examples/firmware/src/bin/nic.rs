@@ -1,10 +1,10 @@
 //! The socketserver handlers on the emulated NIC, serving the host's own
 //! clients through QEMU's network (`serve.sh`).
 //!
-//! Four servers (`Server` + `SyncDispatch`) share one smoltcp stack on the
+//! Three servers (`Server` + `SyncDispatch`) share one smoltcp stack on the
 //! Stellaris controller ([`stellaris_enet`]): `UpperOnce` on TCP 9999 with a
-//! backlog of 8, `EchoLines` on TCP 9998, `UpperDatagram` on UDP 9999, and a
-//! stop datagram on UDP 9997. One loop serves whichever has a request and
+//! backlog of 8, `EchoLines` on TCP 9998, `UpperDatagram` on UDP 9999; the
+//! datagram `stop` on UDP 9997 ends them. One loop serves whichever has a request and
 //! sleeps (`WFI`) when none has, until the NIC's interrupt or SysTick wakes
 //! it. Exits through semihosting once stopped.
 #![no_std]
@@ -18,19 +18,15 @@ use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use smoltcp::iface::Config;
 use smoltcp::wire::IpEndpoint;
-use socketserver_core::embedded_io::Write;
 use socketserver_core::handlers::{EchoLines, UpperDatagram, UpperOnce};
-use socketserver_core::{
-    Address, Clock, DatagramHandler, DatagramRequest, Error, Hooks, Instant, Server, ShutdownFlag,
-    SyncDispatch,
-};
+use socketserver_core::{Clock, Error, Hooks, Instant, Server, ShutdownFlag, SyncDispatch};
 use socketserver_firmware::nic::{
-    refused, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY, READ_TIMEOUT_MS,
-    STOP, STOPPING, UDP_PORT, UPPER_PORT,
+    refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
+    READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
 use socketserver_firmware::stellaris_enet::{self, StellarisEnet};
 use socketserver_firmware::{now_ms, start_clock, tick};
-use socketserver_smoltcp::{Idle, Stack, TcpListener, UdpSocket};
+use socketserver_smoltcp::{Idle, Net, Stack, TcpListener, UdpSocket};
 
 /// The SysTick millisecond counter as the core's clock.
 struct SysTickClock;
@@ -64,6 +60,11 @@ unsafe fn DefaultHandler(irqn: i16) {
 struct Sleep;
 
 impl Idle<StellarisEnet<'_>> for Sleep {
+    // SysTick ends every sleep within a millisecond, the clock's resolution,
+    // so working out how long the stack could sleep would gain nothing (and
+    // cost 1 KB of flash): the stack calls this as if it never slept.
+    const SLEEPS: bool = false;
+
     fn idle(&mut self, nic: &mut StellarisEnet<'_>, _timeout: Duration) {
         nic.wait_for_frame();
     }
@@ -83,21 +84,6 @@ impl<R: ?Sized> Hooks<R, IpEndpoint> for NicHooks {
 
     fn handle_error(&self, client: &IpEndpoint, error: &Error) {
         hprintln!("handle_error: {}: {}", client, error);
-    }
-}
-
-/// The control port's handler: `stop` requests the shutdown of every
-/// server (they share the flag).
-#[derive(Clone, Copy)]
-struct Stop<'f>(&'f ShutdownFlag);
-
-impl DatagramHandler for Stop<'_> {
-    fn handle<A: Address>(&mut self, request: &mut DatagramRequest<'_, A>) -> Result<(), Error> {
-        if request.rfile.packet().trim_ascii() != STOP {
-            return Err(Error::Handler("unknown command"));
-        }
-        self.0.request();
-        request.wfile.write_all(STOPPING)
     }
 }
 
@@ -134,10 +120,7 @@ fn main() -> ! {
     let mut datagram = Server::new(socket, dispatch, SysTickClock);
     datagram.set_timeout(at_once);
 
-    let socket = UdpSocket::bind(&stack, CONTROL_PORT, parts.control, &stop).expect("control");
-    let dispatch = SyncDispatch::<_, _, 16, 16>::with_hooks(|| Stop(&stop), NicHooks);
-    let mut control = Server::new(socket, dispatch, SysTickClock);
-    control.set_timeout(at_once);
+    let control = stack.borrow_mut().sockets_mut().add(parts.control);
 
     hprintln!(
         "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
@@ -147,7 +130,7 @@ fn main() -> ! {
         UDP_PORT,
         CONTROL_PORT
     );
-    // serve_forever serves one transport; four share this loop (as the
+    // serve_forever serves one transport; three share this loop (as the
     // smoltcp_tap example's two do), until the control port stops them.
     while !stop.is_requested() {
         let served = if upper.transport_mut().pending() > 0 {
@@ -156,16 +139,18 @@ fn main() -> ! {
             echo.handle_request()
         } else if datagram.transport().pending() {
             datagram.handle_request()
-        } else if control.transport().pending() {
-            control.handle_request()
         } else {
-            stack
-                .borrow_mut()
-                .poll_wait(Duration::from_millis(10), &stop);
+            let mut stack = stack.borrow_mut();
+            stack.poll_wait(Duration::from_millis(10), &stop);
+            if stop_requested(stack.sockets_mut().get_mut(control)) {
+                stop.request();
+                // Sends the answer.
+                stack.poll();
+            }
             Ok(())
         };
-        // Only a closed transport fails a wait.
-        served.expect("serving");
+        // Only a closed transport fails a wait: none is closed here.
+        let _ = served;
     }
     hprintln!("stopped");
     debug::exit(debug::EXIT_SUCCESS);

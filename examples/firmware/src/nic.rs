@@ -133,7 +133,7 @@ impl NicMemory {
         }
     }
 
-    /// Takes the controller and builds the sockets.
+    /// Takes the controller and builds the sockets (without delayed ACKs).
     ///
     /// # Panics
     /// If the controller was taken before.
@@ -143,12 +143,20 @@ impl NicMemory {
         NicParts {
             device: StellarisEnet::take(&mut self.enet).expect("the controller is taken once"),
             slots: &mut slots.sockets[..],
-            upper: self.upper.each_mut().map(tcp_socket),
-            echo: self.echo.each_mut().map(tcp_socket),
+            upper: self.upper.each_mut().map(tcp_socket).map(no_ack_delay),
+            echo: self.echo.each_mut().map(tcp_socket).map(no_ack_delay),
             udp: udp_socket(&mut self.udp, &mut slots.udp),
             control,
         }
     }
+}
+
+/// Both images acknowledge at once: the bare one must (the ACK of a
+/// client's FIN has to leave before its socket listens again and forgets
+/// the client), and the two must run TCP alike to be compared.
+fn no_ack_delay(mut socket: tcp::Socket<'static>) -> tcp::Socket<'static> {
+    socket.set_ack_delay(None);
+    socket
 }
 
 impl Default for NicMemory {

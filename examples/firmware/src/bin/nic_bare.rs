@@ -131,16 +131,18 @@ fn echo_lines(
 
 /// Moves one session on: accept (or refuse), serve, close, listen again.
 /// `line` is the session's line buffer: empty for the upper-caser.
-fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8]) {
+/// Returns whether it moved to another phase (which wants a pass at once).
+fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8]) -> bool {
     let socket = sockets.get_mut::<tcp::Socket>(session.handle);
     let now = now_ms();
-    match session.phase {
+    let phase = session.phase;
+    match phase {
         Phase::Listening => {
             if !matches!(socket.state(), State::Established | State::CloseWait) {
-                return;
+                return false;
             }
             let Some(peer) = socket.remote_endpoint() else {
-                return;
+                return false;
             };
             (session.since, session.filled, session.peer) = (now, 0, peer);
             if refused(&peer) {
@@ -179,6 +181,7 @@ fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8
             }
         }
     }
+    session.phase != phase
 }
 
 /// The docs' `MyUDPHandler`.
@@ -247,11 +250,12 @@ fn main() -> ! {
     );
     loop {
         iface.poll(smol_now(), &mut device, &mut sockets);
+        let mut moved = false;
         for session in &mut upper {
-            serve(&mut sockets, session, &mut []);
+            moved |= serve(&mut sockets, session, &mut []);
         }
         for (session, line) in &mut echo {
-            serve(&mut sockets, session, line);
+            moved |= serve(&mut sockets, session, line);
         }
         serve_datagram(sockets.get_mut::<udp::Socket>(udp));
         let stop = stop_requested(sockets.get_mut::<udp::Socket>(control));
@@ -259,8 +263,11 @@ fn main() -> ! {
         if stop {
             break;
         }
-        // Whatever a session waits for comes as a frame or with time.
-        device.wait_for_frame();
+        // Unless a session has a new phase to start, whatever it waits for
+        // comes as a frame or with time.
+        if !moved {
+            device.wait_for_frame();
+        }
     }
     hprintln!("stopped");
     debug::exit(debug::EXIT_SUCCESS);

@@ -19,6 +19,7 @@
 # `nsenter -t PID -n COMMAND`. It vanishes when serve.sh ends.
 #
 # --bare: the bare smoltcp twin (nic_bare) instead, for comparison.
+# SERVE_PCAP=FILE in the environment: the NIC's traffic is written there.
 #
 # SIGTERM or SIGINT asks the image to stop (the control port); serve.sh
 # exits 0 once it has stopped cleanly (within 10 s; otherwise QEMU is killed
@@ -109,10 +110,11 @@ start() {
         netdev+=",hostfwd=udp:127.0.0.1:$udp_port-:$GUEST_UDP"
         netdev+=",hostfwd=udp:127.0.0.1:$control_port-:$GUEST_CONTROL"
     fi
-    local fifo line
+    local fifo line dump=()
+    [[ -n ${SERVE_PCAP:-} ]] && dump=(-object "filter-dump,id=dump,netdev=n0,file=$SERVE_PCAP")
     fifo=$(mktemp -d)/out
     mkfifo "$fifo"
-    "${QEMU[@]}" -netdev "$netdev" -net nic,netdev=n0,model=stellaris \
+    "${QEMU[@]}" -netdev "$netdev" -net nic,netdev=n0,model=stellaris "${dump[@]}" \
         -kernel "$out/$image" </dev/null >"$fifo" 2> >(qemu_noise_filter) &
     qemu_pid=$!
     exec 3<"$fifo"

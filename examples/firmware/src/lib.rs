@@ -1,11 +1,14 @@
-//! What both firmware images share: the SysTick clock, the static memory,
-//! the in-memory cable, and the client that plays the test script.
+//! What the firmware images share: the SysTick clock, the static memory,
+//! the in-memory cable and the client that plays the self-test script (for
+//! `framework` and `bare`), the Stellaris NIC driver ([`stellaris_enet`])
+//! and the NIC images' services ([`nic`], for `nic` and `nic_bare`).
 //!
 //! Nothing here uses the socketserver framework: the cable is
 //! `socketserver_smoltcp::memory::Cable`, a plain smoltcp device built on
-//! heapless queues, and the client drives raw smoltcp sockets. So the two
-//! images differ only in their server, and the bare image links no code of
-//! socketserver beyond that device (`run.sh` checks it).
+//! heapless queues, and the client drives raw smoltcp sockets. So each
+//! framework image differs from its bare twin only in its server, and the
+//! bare images link no code of socketserver beyond that device (`run.sh`
+//! checks it).
 #![no_std]
 #![deny(unsafe_code)]
 

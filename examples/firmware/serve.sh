@@ -68,7 +68,7 @@ if ((tap)) && [[ ${SERVE_SH_NETNS:-} != "$$" ]]; then
     exec unshare -n -- bash "$self" "$@"
 fi
 
-install_prerequisites
+install_prerequisites >&2
 build_release --bin "$image" >&2
 
 # The services' ports in the image.

@@ -77,5 +77,14 @@ cargo test -p socketserver-core --target wasm32-wasip1
 step "firmware: fmt and clippy (examples/firmware, thumbv7m-none-eabi)"
 (cd examples/firmware && cargo fmt --check && cargo clippy --release -- -D warnings)
 
-step "firmware images under QEMU (lm3s6965evb), sizes and flash ratio"
+step "firmware images under QEMU (lm3s6965evb), size overhead over the bare images"
 bash examples/firmware/run.sh
+
+# serve.sh runs the NIC image under QEMU with host forwards on 127.0.0.1.
+step "firmware on the NIC: the host's own clients through QEMU's user-mode network"
+python3 examples/firmware/test_nic.py
+python3 examples/firmware/test_nic.py --bare
+
+# Needs root, as the TAP tests above: it fails, loudly, without it.
+step "firmware on the NIC over a tap device in a private network namespace"
+python3 examples/firmware/test_nic.py --tap

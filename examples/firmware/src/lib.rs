@@ -1,13 +1,19 @@
-//! What both firmware images share: the SysTick clock, the static memory,
-//! the in-memory cable, and the client that plays the test script.
+//! What the firmware images share: the SysTick clock, the static memory,
+//! the in-memory cable and the client that plays the self-test script (for
+//! `framework` and `bare`), the Stellaris NIC driver ([`stellaris_enet`])
+//! and the NIC images' services ([`nic`], for `nic` and `nic_bare`).
 //!
 //! Nothing here uses the socketserver framework: the cable is
 //! `socketserver_smoltcp::memory::Cable`, a plain smoltcp device built on
-//! heapless queues, and the client drives raw smoltcp sockets. So the two
-//! images differ only in their server, and the bare image links no code of
-//! socketserver beyond that device (`run.sh` checks it).
+//! heapless queues, and the client drives raw smoltcp sockets. So each
+//! framework image differs from its bare twin only in its server, and the
+//! bare images link no code of socketserver beyond that device (`run.sh`
+//! checks it).
 #![no_std]
 #![deny(unsafe_code)]
+
+pub mod nic;
+pub mod stellaris_enet;
 
 use core::cell::Cell;
 use core::fmt;
@@ -181,7 +187,7 @@ pub struct UdpMeta {
     tx: [udp::PacketMetadata; 2],
 }
 
-fn udp_socket(
+pub(crate) fn udp_socket(
     buffers: &'static mut UdpBuffers,
     meta: &'static mut UdpMeta,
 ) -> udp::Socket<'static> {
@@ -191,7 +197,9 @@ fn udp_socket(
     )
 }
 
-fn tcp_socket(buffers: &'static mut [[u8; TCP_BUF]; 2]) -> tcp::Socket<'static> {
+pub(crate) fn tcp_socket<const N: usize>(
+    buffers: &'static mut [[u8; N]; 2],
+) -> tcp::Socket<'static> {
     let [rx, tx] = buffers;
     tcp::Socket::new(
         tcp::SocketBuffer::new(&mut rx[..]),
@@ -223,10 +231,7 @@ pub struct Slots {
 impl Slots {
     /// Empty slots.
     pub const fn new() -> Self {
-        const META: UdpMeta = UdpMeta {
-            rx: [udp::PacketMetadata::EMPTY; 2],
-            tx: [udp::PacketMetadata::EMPTY; 2],
-        };
+        const META: UdpMeta = UdpMeta::new();
         Slots {
             client: [SocketStorage::EMPTY; BACKLOG + 1],
             client_udp: META,
@@ -242,13 +247,42 @@ impl Default for Slots {
     }
 }
 
+impl UdpBuffers {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        UdpBuffers {
+            rx: [0; UDP_BUF],
+            tx: [0; UDP_BUF],
+        }
+    }
+}
+
+impl UdpMeta {
+    /// Empty metadata.
+    pub const fn new() -> Self {
+        UdpMeta {
+            rx: [udp::PacketMetadata::EMPTY; 2],
+            tx: [udp::PacketMetadata::EMPTY; 2],
+        }
+    }
+}
+
+impl Default for UdpBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for UdpMeta {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Memory {
     /// Zeroed memory, for a `static`.
     pub const fn new() -> Self {
-        const UDP: UdpBuffers = UdpBuffers {
-            rx: [0; UDP_BUF],
-            tx: [0; UDP_BUF],
-        };
+        const UDP: UdpBuffers = UdpBuffers::new();
         Memory {
             cable: Cable::new(),
             client_tcp: [[[0; TCP_BUF]; 2]; BACKLOG],

@@ -5,7 +5,7 @@
 //! after each request, lingering until the client has closed).
 //!
 //! It exists to be measured: `run.sh` prints both images' sizes, so the
-//! framework's cost shows as a ratio. It runs the same checks, so it is
+//! framework's cost shows in bytes. It runs the same checks, so it is
 //! known to do the same work.
 #![no_std]
 #![no_main]

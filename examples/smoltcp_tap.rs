@@ -8,11 +8,10 @@
 //! address, in the device's subnet. Prints `listening on IP:PORT` once
 //! bound, serves until SIGINT or SIGTERM.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use socketserver::handlers::{UpperDatagram, UpperOnce};
 use socketserver::smoltcp::smoltcp::iface::SocketStorage;
@@ -20,23 +19,10 @@ use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
 use socketserver::smoltcp::smoltcp::wire::IpCidr;
 use socketserver::smoltcp::tap::tap_stack;
 use socketserver::smoltcp::{Net, StdClock, TcpListener, UdpSocket};
-use socketserver::{Hooks, Server, ServerHooks, ShutdownFlag, SyncDispatch};
+use socketserver::{Server, ShutdownFlag, SyncDispatch, Took};
 
 /// Python's `request_queue_size` default.
 const BACKLOG: usize = 5;
-
-/// Counts the `handle_request` calls that found nothing ready (with a zero
-/// timeout, `handle_timeout` says so).
-#[derive(Default)]
-struct NothingReady(Cell<u32>);
-
-impl<R: ?Sized, A> Hooks<R, A> for NothingReady {}
-
-impl ServerHooks for NothingReady {
-    fn handle_timeout(&self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
 
 struct Args {
     tap: String,
@@ -101,8 +87,7 @@ fn main() -> io::Result<()> {
     });
     let listener = TcpListener::<BACKLOG>::bind(&stack, args.port, sockets, &shutdown)
         .map_err(io::Error::other)?;
-    let nothing = NothingReady::default();
-    let dispatch = SyncDispatch::<_, _>::with_hooks(|| UpperOnce, &nothing);
+    let dispatch = SyncDispatch::<_>::new(|| UpperOnce);
     let mut tcp_server = Server::new(listener, dispatch, StdClock);
 
     let (rx_meta, tx_meta) = udp_meta.split_at_mut(8);
@@ -112,23 +97,20 @@ fn main() -> io::Result<()> {
         udp::PacketBuffer::new(tx_meta, tx),
     );
     let socket = UdpSocket::bind(&stack, args.port, socket, &shutdown).map_err(io::Error::other)?;
-    let dispatch = SyncDispatch::<_, _>::with_hooks(|| UpperDatagram, &nothing);
+    let dispatch = SyncDispatch::<_>::new(|| UpperDatagram);
     let mut udp_server = Server::new(socket, dispatch, StdClock);
 
     println!("listening on {}:{}", args.ip.address(), args.port);
     io::stdout().flush()?;
 
-    // Two servers on one stack: each pass takes what is ready from both (a
-    // zero timeout takes and never waits), and sleeps on the device (at most
-    // the stack's max idle time; a signal ends it too) when neither had
-    // anything. The stack is polled once per pass.
-    tcp_server.set_timeout(Some(Duration::ZERO));
-    udp_server.set_timeout(Some(Duration::ZERO));
+    // Two servers on one stack: each pass takes what is ready from both
+    // (never waiting), and sleeps on the device (at most the stack's max
+    // idle time; a signal ends it too) when neither took anything. The
+    // stack is polled once per pass.
     while !stop.load(Ordering::Relaxed) {
-        let before = nothing.0.get();
-        tcp_server.handle_request().map_err(io::Error::other)?;
-        udp_server.handle_request().map_err(io::Error::other)?;
-        if nothing.0.get() == before + 2 {
+        let tcp = tcp_server.handle_request_noblock();
+        let udp = udp_server.handle_request_noblock();
+        if tcp == Took::Nothing && udp == Took::Nothing {
             stack.borrow_mut().idle_until(None);
         }
     }

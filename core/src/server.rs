@@ -432,6 +432,14 @@ where
         }
     }
 
+    /// Python's `_handle_request_noblock`: takes one request if one is
+    /// ready and processes it; never waits, and calls no hook when none is
+    /// ready. For a loop that serves several servers (on one smoltcp stack,
+    /// say) and sleeps only when none of them took anything.
+    pub fn handle_request_noblock(&mut self) -> Took {
+        self.dispatch.take(&mut self.transport)
+    }
+
     /// Handles requests until shutdown is requested (Python's
     /// `serve_forever`), calling `service_actions` after every pass.
     ///

@@ -19,7 +19,9 @@ use panic_semihosting as _;
 use smoltcp::iface::Config;
 use smoltcp::wire::IpEndpoint;
 use socketserver_core::handlers::{EchoLines, UpperDatagram, UpperOnce};
-use socketserver_core::{Clock, Error, Hooks, Instant, Server, ShutdownFlag, SyncDispatch};
+use socketserver_core::{
+    Clock, Error, Hooks, Instant, Server, ServerHooks, ShutdownFlag, SyncDispatch, Took,
+};
 use socketserver_firmware::nic::{
     refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
@@ -87,6 +89,8 @@ impl<R: ?Sized> Hooks<R, IpEndpoint> for NicHooks {
     }
 }
 
+impl ServerHooks for NicHooks {}
+
 #[entry]
 fn main() -> ! {
     // Buffers in .bss (see `NicMemory`), slots built at run time.
@@ -101,24 +105,21 @@ fn main() -> ! {
     stack.add_ip(ADDRESS).expect("one address fits");
     let stack = core::cell::RefCell::new(stack);
     let stop = ShutdownFlag::new();
-    // Each pass below serves a request that is there, so none waits.
-    let at_once = Some(Duration::ZERO);
 
     let listener = TcpListener::bind(&stack, UPPER_PORT, parts.upper, &stop).expect("upper");
-    let dispatch = SyncDispatch::<_, _, 256, 0>::with_hooks(|| UpperOnce, NicHooks);
+    let dispatch = SyncDispatch::<_, _, [u8; 256], [u8; 0]>::with_hooks(|| UpperOnce, NicHooks);
     let mut upper = Server::new(listener, dispatch, SysTickClock);
-    upper.set_timeout(at_once);
 
     let mut listener = TcpListener::bind(&stack, ECHO_PORT, parts.echo, &stop).expect("echo");
     listener.set_timeout(Some(Duration::from_millis(READ_TIMEOUT_MS)));
-    let dispatch = SyncDispatch::<_, _, LINE_CAPACITY, 0>::with_hooks(|| EchoLines, NicHooks);
+    let dispatch =
+        SyncDispatch::<_, _, [u8; LINE_CAPACITY], [u8; 0]>::with_hooks(|| EchoLines, NicHooks);
     let mut echo = Server::new(listener, dispatch, SysTickClock);
-    echo.set_timeout(at_once);
 
     let socket = UdpSocket::bind(&stack, UDP_PORT, parts.udp, &stop).expect("udp");
-    let dispatch = SyncDispatch::<_, _, 256, 256>::with_hooks(|| UpperDatagram, NicHooks);
+    let dispatch =
+        SyncDispatch::<_, _, [u8; 256], [u8; 256]>::with_hooks(|| UpperDatagram, NicHooks);
     let mut datagram = Server::new(socket, dispatch, SysTickClock);
-    datagram.set_timeout(at_once);
 
     let control = stack.borrow_mut().sockets_mut().add(parts.control);
 
@@ -131,15 +132,16 @@ fn main() -> ! {
         CONTROL_PORT
     );
     // serve_forever serves one transport; three share this loop (as the
-    // smoltcp_tap example's two do), until the control port stops them.
+    // smoltcp_tap example's two do): each pass takes what is ready from
+    // each, and sleeps only when none took anything, until the control
+    // port stops them.
     while !stop.is_requested() {
-        let served = if upper.transport_mut().pending() > 0 {
-            upper.handle_request()
-        } else if echo.transport_mut().pending() > 0 {
-            echo.handle_request()
-        } else if datagram.transport().pending() {
-            datagram.handle_request()
-        } else {
+        let took = [
+            upper.handle_request_noblock(),
+            echo.handle_request_noblock(),
+            datagram.handle_request_noblock(),
+        ];
+        if took.iter().all(|t| *t == Took::Nothing) {
             let mut stack = stack.borrow_mut();
             stack.poll_wait(Duration::from_millis(10), &stop);
             if stop_requested(stack.sockets_mut().get_mut(control)) {
@@ -147,10 +149,7 @@ fn main() -> ! {
                 // Sends the answer.
                 stack.poll();
             }
-            Ok(())
-        };
-        // Only a closed transport fails a wait: none is closed here.
-        let _ = served;
+        }
     }
     hprintln!("stopped");
     debug::exit(debug::EXIT_SUCCESS);

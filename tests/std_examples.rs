@@ -200,3 +200,130 @@ fn forking_server_answers_from_a_child_process() {
         },
     );
 }
+
+/// Starts `example_name ADDRESS` with its stderr captured; returns it with
+/// the address it announced.
+fn start_capturing_stderr(example_name: &str, address: &str) -> (Running, String) {
+    let mut child = Command::new(example(example_name))
+        .arg(address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run example {example_name}: {e}"));
+    let bound = announced_address(&mut child);
+    (Running(Some(child)), bound)
+}
+
+/// SIGTERMs the example, checks it exits 0, and returns what it wrote on
+/// stderr.
+fn stop_and_read_stderr(running: &mut Running, example_name: &str) -> String {
+    let mut child = running.0.take().unwrap();
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+    let status = wait_bounded(child);
+    assert!(status.success(), "{example_name} exited with {status}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    text
+}
+
+/// Runs a Python client script from tests/py with `args`; returns its
+/// stdout, failing on a non-zero exit.
+fn python_client(client: &str, args: &[&str]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(client);
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{client}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A handler written for `TcpConnection` reads its own socket: the peer
+/// address (the client's own), the receive buffer, and `TCP_NODELAY` set
+/// by its options.
+#[test]
+fn sockopt_server_reports_what_its_socket_says() {
+    let (mut running, bound) = start("sockopt_server", "127.0.0.1:0", &[]);
+    for _ in 0..2 {
+        let stdout = python_client("sockopt_client.py", &[&bound]);
+        let local = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Local: "))
+            .expect("the client's address");
+        let reply = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Received: "))
+            .expect("a reply");
+        let rest = reply
+            .strip_prefix(&format!("peer={local} rcvbuf="))
+            .unwrap_or_else(|| panic!("peer is not {local}: {reply}"));
+        let (rcvbuf, nodelay) = rest.split_once(' ').expect("two fields");
+        assert!(rcvbuf.parse::<u32>().unwrap() > 0, "{reply}");
+        assert_eq!(nodelay, "nodelay=true", "{reply}");
+    }
+    stop(&mut running, "-TERM", "sockopt_server");
+}
+
+/// serde_json reads `rfile` through `std::io`; an invalid line ends that
+/// connection with serde's message on stderr, and the server goes on.
+#[test]
+fn json_lines_greets_and_reports_invalid_json() {
+    let (mut running, bound) = start_capturing_stderr("json_lines", "127.0.0.1:0");
+    let stdout = python_client(
+        "json_lines_client.py",
+        &[
+            &bound,
+            r#"{"name": "Ada"}"#,
+            r#"{"name": "Grace"}"#,
+            "this is not json",
+            r#"{"name": "never read"}"#,
+        ],
+    );
+    let replies: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Received: "))
+        .collect();
+    assert_eq!(replies, ["hello Ada", "hello Grace"], "{stdout}");
+    let next = python_client("json_lines_client.py", &[&bound, r#"{"name": "Linus"}"#]);
+    assert!(next.contains("Received: hello Linus"), "{next}");
+    let stderr = stop_and_read_stderr(&mut running, "json_lines");
+    assert_eq!(stderr.lines().count(), 1, "one report: {stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:") && stderr.contains("expected"),
+        "serde's message with the client's address: {stderr}"
+    );
+}
+
+/// With the default hooks, a request that fails shows on stderr with the
+/// system's own words, as Python prints its traceback, and the server
+/// serves the next client.
+#[test]
+fn tcp_server_prints_a_reset_on_stderr_and_serves_on() {
+    let (mut running, bound) = start_capturing_stderr("tcp_server", "127.0.0.1:0");
+    let addr: std::net::SocketAddr = bound.parse().unwrap();
+    use socketserver::os::socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    // Closing with a zero linger sends a reset instead of a FIN.
+    socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(socket);
+    let stdout = python_client("tcp_client.py", &[&bound, "still", "serving"]);
+    assert!(stdout.contains("Received: STILL SERVING"), "{stdout}");
+    let stderr = stop_and_read_stderr(&mut running, "tcp_server");
+    assert!(
+        stderr.contains("Connection reset by peer (os error 104)"),
+        "the OS error text on stderr: {stderr}"
+    );
+}

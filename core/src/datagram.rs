@@ -7,6 +7,7 @@ use crate::transport::Address;
 use crate::Error;
 
 /// One datagram as a handler sees it.
+#[non_exhaustive]
 pub struct DatagramRequest<'a, A> {
     /// Reader over the received packet.
     pub rfile: PacketReader<'a>,

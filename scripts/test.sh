@@ -2,9 +2,10 @@
 # Every check and every test of the workspace, on a fresh machine or not.
 # Installs what it needs first (targets, wasmtime, iproute2; QEMU through
 # examples/firmware/run.sh), then runs:
-# fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, and
-# the core's tests on wasm32-wasip1 under wasmtime, and the Cortex-M
-# firmware image under QEMU.
+# fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, a
+# `cargo publish` dry run, a check with the declared rust-version, the
+# docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime, and the Cortex-M firmware
+# image under QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +60,30 @@ cargo clippy -p socketserver-std --target x86_64-apple-darwin -- -D warnings
 # Not --all-features: the core's `defmt` feature needs a firmware logger to link.
 step "workspace tests (features std and smoltcp)"
 cargo test --workspace --features std,smoltcp
+
+# Packages every published crate and builds each from its tarball, the
+# unpublished ones standing in for crates.io (needs the crates.io index).
+# A fresh clone is clean; uncommitted work is packaged as it is.
+step "cargo publish --dry-run --workspace"
+dirty=()
+[ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=(--allow-dirty)
+cargo publish --dry-run --workspace "${dirty[@]}"
+
+# rust-version is a promise to users: check with that very toolchain.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+step "cargo +$msrv check (the declared rust-version; installs it if missing)"
+rustup toolchain install "$msrv" --profile minimal >/dev/null
+cargo +"$msrv" check --workspace --all-targets --all-features
+
+# The docs as docs.rs builds them: nightly rustdoc, --cfg docsrs and each
+# crate's [package.metadata.docs.rs] features. Nothing else compiles the
+# cfg_attr(docsrs, ...) lines that label feature-gated items.
+step "rustdoc as docs.rs runs it (nightly, --cfg docsrs, warnings denied)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+for crate in socketserver socketserver-std socketserver-smoltcp; do
+    RUSTDOCFLAGS="-D warnings --cfg docsrs" cargo +nightly doc --no-deps -p "$crate" --all-features
+done
+RUSTDOCFLAGS="-D warnings --cfg docsrs" cargo +nightly doc --no-deps -p socketserver-core --features std,defmt
 
 step "fuzz: fmt and clippy (fuzz/, nightly)"
 rustup component add --toolchain nightly clippy >/dev/null

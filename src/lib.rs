@@ -36,6 +36,7 @@
 //! transports and, on std, threading, forking and pooled dispatch.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use socketserver_core::*;
 
@@ -43,10 +44,13 @@ pub use socketserver_core::*;
 /// The OS-socket backend (`socketserver-std`): transports, connections and
 /// the rest of what the servers below are made of.
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCredentials};
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
     BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,
@@ -60,6 +64,7 @@ pub use socketserver_std::{
 /// The smoltcp backend (`socketserver-smoltcp`): TCP and UDP servers over any
 /// smoltcp `phy::Device`; the smoltcp crate itself is `smoltcp::smoltcp`.
 #[cfg(feature = "smoltcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smoltcp")))]
 pub use socketserver_smoltcp as smoltcp;
 // --- end smoltcp backend ---
 

@@ -2,6 +2,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "alloc")]
@@ -37,6 +38,7 @@ pub use server::{
 };
 pub use stream::{finish_request, serve_connection, shutdown_request, RFile, StreamRequest, WFile};
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use time::StdClock;
 pub use time::{Clock, Instant};
 pub use transport::{

@@ -96,6 +96,7 @@ impl<C: Clock + ?Sized> Clock for &C {
 /// [`std::time::Instant`], counting from its first reading in the process,
 /// so every `StdClock` (in either backend) tells the same time.
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdClock;
 

@@ -2,12 +2,17 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
 pub mod memory;
 mod stack;
 #[cfg(all(feature = "std", any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "std", any(target_os = "linux", target_os = "android"))))
+)]
 pub mod tap;
 mod tcp;
 #[cfg(test)]
@@ -16,6 +21,7 @@ mod udp;
 
 pub use error::Error;
 #[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_core::StdClock;
 pub use stack::{from_smoltcp, to_smoltcp, Busy, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
 pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};

@@ -39,6 +39,7 @@
 //! is reported to `handle_error` and the server goes on; writing to a
 //! closed peer is an error, never `SIGPIPE`.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 

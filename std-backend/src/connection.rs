@@ -162,6 +162,7 @@ impl SocketConnection<Unix> {
 /// recorded it when the client connected; see
 /// [`peer_credentials`](SocketConnection::peer_credentials).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct PeerCredentials {
     /// The connecting process's id (0 when it is not visible from here).
     pub pid: u32,

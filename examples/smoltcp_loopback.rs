@@ -11,10 +11,10 @@ use core::cell::RefCell;
 use core::time::Duration;
 
 use socketserver::handlers::{UpperDatagram, UpperOnce};
+use socketserver::smoltcp::iface::{Config, SocketHandle, SocketStorage};
 use socketserver::smoltcp::memory::{Cable, CableEnd, StepClock};
-use socketserver::smoltcp::smoltcp::iface::{Config, SocketHandle, SocketStorage};
-use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
-use socketserver::smoltcp::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use socketserver::smoltcp::socket::{tcp, udp};
+use socketserver::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use socketserver::smoltcp::{Net, Spin, Stack, TcpListener, UdpSocket};
 use socketserver::{Server, ShutdownFlag, SyncDispatch};
 

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use socketserver::handlers::{UpperDatagram, UpperOnce};
-use socketserver::smoltcp::smoltcp::iface::SocketStorage;
-use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
-use socketserver::smoltcp::smoltcp::wire::IpCidr;
+use socketserver::smoltcp::iface::SocketStorage;
+use socketserver::smoltcp::socket::{tcp, udp};
 use socketserver::smoltcp::tap::tap_stack;
+use socketserver::smoltcp::wire::IpCidr;
 use socketserver::smoltcp::{Net, StdClock, TcpListener, UdpSocket};
 use socketserver::{Server, ShutdownFlag, SyncDispatch, Took};
 

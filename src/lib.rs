@@ -62,7 +62,7 @@ pub use socketserver_std::{
 
 // --- smoltcp backend re-exports ---
 /// The smoltcp backend (`socketserver-smoltcp`): TCP and UDP servers over any
-/// smoltcp `phy::Device`; the smoltcp crate itself is `smoltcp::smoltcp`.
+/// smoltcp `phy::Device`, with smoltcp's own modules (`smoltcp::wire`, ...).
 #[cfg(feature = "smoltcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smoltcp")))]
 pub use socketserver_smoltcp as smoltcp;

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use socketserver::embedded_io::{Read, ReadReady, Write, WriteReady};
 use socketserver::handlers::Echo;
 use socketserver::smoltcp::memory::Cable;
-use socketserver::smoltcp::smoltcp::phy::{Device, FaultInjector};
-use socketserver::smoltcp::smoltcp::wire::IpAddress;
-use socketserver::smoltcp::{Error, TcpConnection, TcpListener};
+use socketserver::smoltcp::phy::{Device, FaultInjector};
+use socketserver::smoltcp::wire::IpAddress;
+use socketserver::smoltcp::{SmoltcpConnection, SmoltcpError, TcpListener};
 use socketserver::{Connection, Server, ShutdownFlag, SyncDispatch};
 use util::*;
 
@@ -48,7 +48,7 @@ struct Echoed {
     /// Bytes of `data` the client managed to send.
     sent: usize,
     /// The error the connection reported, if any.
-    error: Option<Error>,
+    error: Option<SmoltcpError>,
     /// Real time from the start to EOF or the error.
     took: Duration,
 }
@@ -64,7 +64,7 @@ fn echo<D: Device>(stack: &RefCell<MemStack<D>>, data: &[u8], done: &AtomicBool)
         took: Duration::ZERO,
     };
     let timeout = Some(IO_TIMEOUT * SPEED as u32);
-    match TcpConnection::connect(stack, tcp_socket(), (SERVER, PORT), timeout) {
+    match SmoltcpConnection::connect(stack, tcp_socket(), (SERVER, PORT), timeout) {
         Ok(mut conn) => {
             out.error = transfer(stack, &mut conn, data, &mut out).err();
             out.took = start.elapsed();
@@ -80,10 +80,10 @@ fn echo<D: Device>(stack: &RefCell<MemStack<D>>, data: &[u8], done: &AtomicBool)
 /// happens for [`REAL_LIMIT`].
 fn transfer<D: Device>(
     stack: &RefCell<MemStack<D>>,
-    conn: &mut TcpConnection<'_, 'static>,
+    conn: &mut SmoltcpConnection<'_, 'static>,
     data: &[u8],
     out: &mut Echoed,
-) -> Result<(), Error> {
+) -> Result<(), SmoltcpError> {
     let start = Instant::now();
     let mut buf = [0; 4096];
     loop {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use socketserver::embedded_io::Write;
 use socketserver::handlers::UpperOnce;
 use socketserver::smoltcp::memory::Cable;
-use socketserver::smoltcp::smoltcp::wire::IpAddress;
-use socketserver::smoltcp::{Error, StdClock, TcpConnection, TcpListener};
+use socketserver::smoltcp::wire::IpAddress;
+use socketserver::smoltcp::{SmoltcpConnection, SmoltcpError, StdClock, TcpListener};
 use socketserver::{Server, SyncDispatch};
 use util::*;
 
@@ -53,14 +53,14 @@ fn full_backlog_refuses() {
     run_server(
         || {
             let mut first =
-                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
+                SmoltcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
                     .unwrap();
             let mut second =
-                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
+                SmoltcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
                     .unwrap();
             let third =
-                TcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT));
-            assert_eq!(third.unwrap_err(), Error::Refused);
+                SmoltcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT));
+            assert_eq!(third.unwrap_err(), SmoltcpError::Refused);
             first.write_all(b"first\n").unwrap();
             second.write_all(b"second\n").unwrap();
             assert_eq!(read_to_end(&mut first), b"FIRST");
@@ -138,7 +138,10 @@ fn shutdown_is_prompt() {
     let mut server = Server::new(listener, SyncDispatch::<_>::new(|| UpperOnce), StdClock);
     server.server_close();
     server.server_close();
-    assert_eq!(server.serve_forever(POLL_INTERVAL), Err(Error::Closed));
+    assert_eq!(
+        server.serve_forever(POLL_INTERVAL),
+        Err(SmoltcpError::Closed)
+    );
     // Closing gave the sockets back.
     TcpListener::bind(&stack, PORT, [tcp_socket(), tcp_socket()], &stop).unwrap();
 }

@@ -13,8 +13,8 @@ mod util;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use socketserver::smoltcp::smoltcp::wire::{IpAddress, IpCidr};
 use socketserver::smoltcp::tap::{netns, tap_stack};
+use socketserver::smoltcp::wire::{IpAddress, IpCidr};
 use util::*;
 
 const TAP: &str = "tap0";

@@ -313,7 +313,10 @@ fn only_one_uid_is_admitted() {
     assert_eq!(builds.count(), 2);
     let seen = hooks.seen();
     assert_eq!(seen.len(), 3);
-    assert_eq!((seen[1].pid, seen[1].uid, seen[1].gid), (pid, NOBODY, NOBODY));
+    assert_eq!(
+        (seen[1].pid, seen[1].uid, seen[1].gid),
+        (pid, NOBODY, NOBODY)
+    );
 }
 
 fn file_mode(path: &Path) -> u32 {

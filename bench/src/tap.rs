@@ -13,11 +13,11 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use socketserver::smoltcp::smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
-use socketserver::smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
-use socketserver::smoltcp::smoltcp::socket::tcp::{self, State};
-use socketserver::smoltcp::smoltcp::wire::{IpAddress, IpCidr};
+use socketserver::smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use socketserver::smoltcp::phy::{wait, Medium, TunTapInterface};
+use socketserver::smoltcp::socket::tcp::{self, State};
 use socketserver::smoltcp::tap::{netns, tap_stack, TAP_MAC};
+use socketserver::smoltcp::wire::{IpAddress, IpCidr};
 use socketserver::smoltcp::{StdClock, TcpListener};
 use socketserver::{
     Connection, Error, Server, ShutdownFlag, StreamHandler, StreamRequest, SyncDispatch,
@@ -128,11 +128,8 @@ fn framework(direction: Direction, bytes: usize, ready: Ready) -> io::Result<()>
 /// The same, written directly on smoltcp: poll, move bytes, sleep on the fd.
 fn bare(direction: Direction, bytes: usize, ready: Ready) -> io::Result<()> {
     let clock = Instant::now();
-    let now = || {
-        socketserver::smoltcp::smoltcp::time::Instant::from_micros(
-            clock.elapsed().as_micros() as i64
-        )
-    };
+    let now =
+        || socketserver::smoltcp::time::Instant::from_micros(clock.elapsed().as_micros() as i64);
     let mut device = TunTapInterface::new(TAP, Medium::Ethernet)?;
     let mut iface = Interface::new(Config::new(TAP_MAC.into()), &mut device, now());
     iface.update_ip_addrs(|addrs| addrs.push(stack_ip()).expect("room for one address"));

@@ -256,7 +256,7 @@ pub fn report_error<A: Address>(client_address: &A, error: &Error) {
     defmt::error!(
         "exception happened during processing of request from {}: {}",
         defmt::Debug2Format(client_address),
-        error
+        defmt::Display2Format(error)
     );
     let _ = (client_address, error);
 }

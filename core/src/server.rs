@@ -239,7 +239,7 @@ where
 /// `static`.
 ///
 /// A panicking handler is reported to `handle_error` as
-/// [`Error::Panicked`] when the core's `std` feature is on (the std
+/// [`Error::Panicked`](crate::Error::Panicked) when the core's `std` feature is on (the std
 /// backend turns it on); without it, panics follow the target's panic
 /// strategy (firmware aborts).
 pub struct SyncDispatch<F, H = DefaultHooks, R = [u8; 8192], W = [u8; 8192]> {

@@ -6,7 +6,7 @@ use socketserver_core::embedded_io::{self, ErrorKind};
 /// Why a smoltcp transport or connection operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Error {
+pub enum SmoltcpError {
     /// The operation's timeout passed first.
     TimedOut,
     /// The peer reset the connection, or smoltcp gave up on it.
@@ -28,43 +28,43 @@ pub enum Error {
     Aborted,
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for SmoltcpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Error::TimedOut => "timed out",
-            Error::Reset => "connection reset",
-            Error::Refused => "connection refused",
-            Error::WriteShut => "sending side already shut down",
-            Error::Closed => "transport closed",
-            Error::NoSocketSpace => "no free slot in the socket set",
-            Error::Unaddressable => "unaddressable endpoint",
-            Error::TooLarge => "datagram larger than the send buffer",
-            Error::Aborted => "close cut short by a shutdown request",
+            SmoltcpError::TimedOut => "timed out",
+            SmoltcpError::Reset => "connection reset",
+            SmoltcpError::Refused => "connection refused",
+            SmoltcpError::WriteShut => "sending side already shut down",
+            SmoltcpError::Closed => "transport closed",
+            SmoltcpError::NoSocketSpace => "no free slot in the socket set",
+            SmoltcpError::Unaddressable => "unaddressable endpoint",
+            SmoltcpError::TooLarge => "datagram larger than the send buffer",
+            SmoltcpError::Aborted => "close cut short by a shutdown request",
         })
     }
 }
 
-impl core::error::Error for Error {}
+impl core::error::Error for SmoltcpError {}
 
-impl embedded_io::Error for Error {
+impl embedded_io::Error for SmoltcpError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Error::TimedOut => ErrorKind::TimedOut,
-            Error::Reset => ErrorKind::ConnectionReset,
-            Error::Refused => ErrorKind::ConnectionRefused,
-            Error::WriteShut => ErrorKind::BrokenPipe,
-            Error::Closed => ErrorKind::NotConnected,
-            Error::NoSocketSpace | Error::TooLarge => ErrorKind::OutOfMemory,
-            Error::Unaddressable => ErrorKind::AddrNotAvailable,
-            Error::Aborted => ErrorKind::ConnectionAborted,
+            SmoltcpError::TimedOut => ErrorKind::TimedOut,
+            SmoltcpError::Reset => ErrorKind::ConnectionReset,
+            SmoltcpError::Refused => ErrorKind::ConnectionRefused,
+            SmoltcpError::WriteShut => ErrorKind::BrokenPipe,
+            SmoltcpError::Closed => ErrorKind::NotConnected,
+            SmoltcpError::NoSocketSpace | SmoltcpError::TooLarge => ErrorKind::OutOfMemory,
+            SmoltcpError::Unaddressable => ErrorKind::AddrNotAvailable,
+            SmoltcpError::Aborted => ErrorKind::ConnectionAborted,
         }
     }
 }
 
 /// Into the core's error, by its kind (the core's error needs no
 /// allocator to carry it, and the kinds name these failures).
-impl From<Error> for socketserver_core::Error {
-    fn from(err: Error) -> Self {
+impl From<SmoltcpError> for socketserver_core::Error {
+    fn from(err: SmoltcpError) -> Self {
         socketserver_core::Error::from_io(err)
     }
 }
@@ -76,12 +76,12 @@ mod tests {
 
     #[test]
     fn kinds_match_the_os_errors() {
-        assert_eq!(Error::TimedOut.kind(), ErrorKind::TimedOut);
-        assert_eq!(Error::Reset.kind(), ErrorKind::ConnectionReset);
-        assert_eq!(Error::Refused.kind(), ErrorKind::ConnectionRefused);
-        assert_eq!(Error::WriteShut.kind(), ErrorKind::BrokenPipe);
-        assert_eq!(Error::Closed.kind(), ErrorKind::NotConnected);
-        assert_eq!(Error::TooLarge.kind(), ErrorKind::OutOfMemory);
-        assert_eq!(Error::Aborted.kind(), ErrorKind::ConnectionAborted);
+        assert_eq!(SmoltcpError::TimedOut.kind(), ErrorKind::TimedOut);
+        assert_eq!(SmoltcpError::Reset.kind(), ErrorKind::ConnectionReset);
+        assert_eq!(SmoltcpError::Refused.kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(SmoltcpError::WriteShut.kind(), ErrorKind::BrokenPipe);
+        assert_eq!(SmoltcpError::Closed.kind(), ErrorKind::NotConnected);
+        assert_eq!(SmoltcpError::TooLarge.kind(), ErrorKind::OutOfMemory);
+        assert_eq!(SmoltcpError::Aborted.kind(), ErrorKind::ConnectionAborted);
     }
 }

@@ -19,15 +19,18 @@ mod tcp;
 mod testing;
 mod udp;
 
-pub use error::Error;
+pub use error::SmoltcpError;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_core::StdClock;
 pub use stack::{from_smoltcp, to_smoltcp, Busy, Idle, Net, Spin, Stack, DEFAULT_MAX_IDLE};
-pub use tcp::{NetRef, TcpConnection, TcpListener, DEFAULT_LINGER};
+pub use tcp::{NetRef, SmoltcpConnection, TcpListener, DEFAULT_LINGER};
 pub use udp::{UdpSocket, DEFAULT_SEND_TIMEOUT};
 
-/// Re-export of the smoltcp version the transports are built on.
-pub use smoltcp;
+/// The smoltcp version the transports are built on: its modules are
+/// re-exported here (`socketserver_smoltcp::wire::IpCidr`, or through the
+/// facade `socketserver::smoltcp::wire::IpCidr`), so the path never names
+/// smoltcp twice.
+pub use smoltcp::{iface, phy, socket, time, wire};
 /// Re-export of the core crate.
 pub use socketserver_core as core;

@@ -12,7 +12,7 @@ use crate::stack::{
     borrow_stack, deadline, drive_until, look, unwinding_while_borrowed, wait_for_change,
 };
 use crate::tcp::NetRef;
-use crate::Error;
+use crate::SmoltcpError;
 
 /// How long [`send_to`](DatagramSocket::send_to) waits by default for room in
 /// the send buffer (see [`UdpSocket::set_send_timeout`]).
@@ -46,7 +46,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
     /// when requested.
     ///
     /// # Errors
-    /// [`Error::Unaddressable`] for port 0, [`Error::NoSocketSpace`] when the
+    /// [`SmoltcpError::Unaddressable`] for port 0, [`SmoltcpError::NoSocketSpace`] when the
     /// socket set is full.
     ///
     /// # Panics
@@ -56,12 +56,14 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
         endpoint: impl Into<IpListenEndpoint>,
         mut socket: udp::Socket<'a>,
         shutdown: &'s ShutdownFlag,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SmoltcpError> {
         let endpoint = endpoint.into();
-        socket.bind(endpoint).map_err(|_| Error::Unaddressable)?;
+        socket
+            .bind(endpoint)
+            .map_err(|_| SmoltcpError::Unaddressable)?;
         let mut stack = borrow_stack(net);
         if stack.free_slots() == 0 {
-            return Err(Error::NoSocketSpace);
+            return Err(SmoltcpError::NoSocketSpace);
         }
         let handle = stack.parts().1.add(socket);
         Ok(UdpSocket {
@@ -89,7 +91,7 @@ impl<'s, 'a> UdpSocket<'s, 'a> {
 impl Transport for UdpSocket<'_, '_> {
     type Kind = kind::Datagram;
     type Addr = IpEndpoint;
-    type Error = Error;
+    type Error = SmoltcpError;
 
     /// Idles and polls the stack until a poll says that a datagram may
     /// have come, `timeout` passes, or shutdown is requested. Reports
@@ -98,8 +100,8 @@ impl Transport for UdpSocket<'_, '_> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        self.handle.ok_or(Error::Closed)?;
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, SmoltcpError> {
+        self.handle.ok_or(SmoltcpError::Closed)?;
         Ok(wait_for_change(self.net, self.seen, timeout, self.shutdown))
     }
 
@@ -129,8 +131,11 @@ impl DatagramSocket for UdpSocket<'_, '_> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn try_recv_from(&mut self, buf: &mut [u8]) -> Result<Option<Received<IpEndpoint>>, Error> {
-        let handle = self.handle.ok_or(Error::Closed)?;
+    fn try_recv_from(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<Received<IpEndpoint>>, SmoltcpError> {
+        let handle = self.handle.ok_or(SmoltcpError::Closed)?;
         let mut net = borrow_stack(self.net);
         look(&mut *net, &mut self.seen);
         let socket = net.parts().1.get_mut::<udp::Socket>(handle);
@@ -150,17 +155,17 @@ impl DatagramSocket for UdpSocket<'_, '_> {
     /// send timeout, and sends it.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] when it cannot fit the send buffer even empty,
-    /// [`Error::Unaddressable`], [`Error::TimedOut`].
-    fn send_to(&mut self, data: &[u8], addr: &IpEndpoint) -> Result<(), Error> {
-        let handle = self.handle.ok_or(Error::Closed)?;
+    /// [`SmoltcpError::TooLarge`] when it cannot fit the send buffer even empty,
+    /// [`SmoltcpError::Unaddressable`], [`SmoltcpError::TimedOut`].
+    fn send_to(&mut self, data: &[u8], addr: &IpEndpoint) -> Result<(), SmoltcpError> {
+        let handle = self.handle.ok_or(SmoltcpError::Closed)?;
         let mut net = borrow_stack(self.net);
         let socket = net.parts().1.get_mut::<udp::Socket>(handle);
         if data.len() > socket.payload_send_capacity() {
-            return Err(Error::TooLarge);
+            return Err(SmoltcpError::TooLarge);
         }
         let deadline = deadline(&*net, Some(self.send_timeout));
-        let mut result = Err(Error::TimedOut);
+        let mut result = Err(SmoltcpError::TimedOut);
         drive_until(&mut *net, deadline, None, &mut |sockets| {
             result = match sockets
                 .get_mut::<udp::Socket>(handle)
@@ -168,7 +173,7 @@ impl DatagramSocket for UdpSocket<'_, '_> {
             {
                 Ok(()) => Ok(()),
                 Err(SendError::BufferFull) => return false,
-                Err(SendError::Unaddressable) => Err(Error::Unaddressable),
+                Err(SendError::Unaddressable) => Err(SmoltcpError::Unaddressable),
             };
             true
         });
@@ -239,6 +244,9 @@ mod tests {
         let got = socket.try_recv_from(&mut [0; 64]).unwrap().unwrap();
         assert_eq!((got.len, got.truncated), (64, true));
         socket.close();
-        assert_eq!(socket.try_recv_from(&mut [0; 64]), Err(Error::Closed));
+        assert_eq!(
+            socket.try_recv_from(&mut [0; 64]),
+            Err(SmoltcpError::Closed)
+        );
     }
 }

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use socketserver::embedded_io::{Read, ReadReady, Write, WriteReady};
 use socketserver::handlers::{Echo, UpperDatagram, UpperLine, UpperOnce};
-use socketserver::smoltcp::smoltcp::iface::{Config, SocketStorage};
-use socketserver::smoltcp::smoltcp::phy::Device;
-use socketserver::smoltcp::smoltcp::socket::{tcp, udp};
-use socketserver::smoltcp::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
-use socketserver::smoltcp::{Idle, NetRef, Stack, StdClock, TcpConnection, TcpListener, UdpSocket};
+use socketserver::smoltcp::iface::{Config, SocketStorage};
+use socketserver::smoltcp::phy::Device;
+use socketserver::smoltcp::socket::{tcp, udp};
+use socketserver::smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use socketserver::smoltcp::{
+    Idle, NetRef, SmoltcpConnection, Stack, StdClock, TcpListener, UdpSocket,
+};
 use socketserver::{
     Clock, Connection, DatagramHandler, Dispatch, Error, Hooks, Server, ServerHooks, ShutdownFlag,
     StreamHandler, StreamRequest, SyncDispatch, Transport,
@@ -192,7 +194,7 @@ pub struct Report {
 
 /// Python's `serve_forever` over a TCP listener with a backlog of
 /// [`BACKLOG`] on `net`, building handlers with `handler`, until `shutdown`.
-pub fn serve_stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy>(
+pub fn serve_stream<H: for<'s> StreamHandler<SmoltcpConnection<'s, 'static>> + Copy>(
     net: NetRef<'_, 'static>,
     handler: H,
     reject: Option<IpAddress>,
@@ -425,7 +427,7 @@ impl<C: Connection> StreamHandler<C> for PanickyUpper {
 /// Runs a test server in its own thread while a client body runs.
 pub trait ServeFn {
     /// Serves `handler` on TCP until `body` is done.
-    fn stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy + Send>(
+    fn stream<H: for<'s> StreamHandler<SmoltcpConnection<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,
@@ -452,7 +454,7 @@ where
     K: Clock,
     I: Idle<D>,
 {
-    fn stream<H: for<'s> StreamHandler<TcpConnection<'s, 'static>> + Copy + Send>(
+    fn stream<H: for<'s> StreamHandler<SmoltcpConnection<'s, 'static>> + Copy + Send>(
         self,
         handler: H,
         reject: Option<IpAddress>,
@@ -508,8 +510,8 @@ pub struct SmolClient<'s, D: Device> {
 }
 
 impl<D: Device> SmolClient<'_, D> {
-    fn connect(&self) -> TcpConnection<'_, 'static> {
-        TcpConnection::connect(
+    fn connect(&self) -> SmoltcpConnection<'_, 'static> {
+        SmoltcpConnection::connect(
             self.stack,
             tcp_socket(),
             (self.server, PORT),

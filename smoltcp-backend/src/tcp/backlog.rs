@@ -27,7 +27,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
 use crate::stack::Net;
-use crate::Error;
+use crate::SmoltcpError;
 
 /// One socket of a listener's backlog.
 #[derive(Clone, Copy, Default)]
@@ -48,23 +48,23 @@ impl Backlog<'_> {
     /// and adds them to the socket set.
     ///
     /// # Errors
-    /// [`Error::Unaddressable`] for port 0, [`Error::NoSocketSpace`] when
+    /// [`SmoltcpError::Unaddressable`] for port 0, [`SmoltcpError::NoSocketSpace`] when
     /// the socket set has too few free slots.
     pub(crate) fn listen<'a>(
         &mut self,
         net: &mut (dyn Net<'a> + '_),
         sockets: &mut dyn Iterator<Item = tcp::Socket<'a>>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), SmoltcpError> {
         if self.endpoint.port == 0 {
-            return Err(Error::Unaddressable);
+            return Err(SmoltcpError::Unaddressable);
         }
         if net.free_slots() < self.sockets.len() {
-            return Err(Error::NoSocketSpace);
+            return Err(SmoltcpError::NoSocketSpace);
         }
         for (entry, mut socket) in self.sockets.iter_mut().zip(sockets) {
             socket
                 .listen(self.endpoint)
-                .map_err(|_| Error::Unaddressable)?;
+                .map_err(|_| SmoltcpError::Unaddressable)?;
             entry.handle = net.parts().1.add(socket);
         }
         Ok(())

@@ -12,10 +12,10 @@ use socketserver_core::{Connection, Instant, Readiness, ShutdownFlag};
 
 use super::NetRef;
 use crate::stack::{borrow_stack, deadline, drive_until, unwinding_while_borrowed, Net};
-use crate::Error;
+use crate::SmoltcpError;
 
 /// How long closing a connection waits by default for the peer to take the
-/// last bytes and close its side (see [`TcpConnection::set_linger`]).
+/// last bytes and close its side (see [`SmoltcpConnection::set_linger`]).
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 
 /// One TCP connection: blocking embedded-io [`Read`] and [`Write`] that drive
@@ -24,12 +24,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 /// Each read, write, `write_all` (as a whole, like Python's `sendall`) and
 /// flush is bounded by the connection's timeout
 /// ([`set_timeout`](Connection::set_timeout)); past it the operation fails
-/// with [`Error::TimedOut`]. A read returns `Ok(0)` once the peer has closed
+/// with [`SmoltcpError::TimedOut`]. A read returns `Ok(0)` once the peer has closed
 /// its side and everything it sent was read.
 ///
 /// Once the peer has reset the connection, every operation fails with
-/// [`Error::Reset`] (its socket may already serve another client); once the
-/// listener is closed, with [`Error::Closed`].
+/// [`SmoltcpError::Reset`] (its socket may already serve another client); once the
+/// listener is closed, with [`SmoltcpError::Closed`].
 ///
 /// # End of life
 ///
@@ -45,7 +45,7 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 ///
 /// Then an accepted connection's socket listens again at its listener's
 /// next take; a [`connect`](Self::connect)ed one leaves the socket set.
-pub struct TcpConnection<'s, 'a> {
+pub struct SmoltcpConnection<'s, 'a> {
     net: NetRef<'s, 'a>,
     handle: SocketHandle,
     peer: IpEndpoint,
@@ -84,17 +84,17 @@ fn leave_set(sockets: &mut SocketSet<'_>, handle: SocketHandle) {
 /// once reset or closed, its listener may re-arm it for another peer.
 fn own_socket<'c, 'a>(
     sockets: &'c mut SocketSet<'a>,
-    conn: &TcpConnection<'_, '_>,
-) -> Result<&'c mut tcp::Socket<'a>, Error> {
-    let socket = socket_mut(sockets, conn.handle).ok_or(Error::Closed)?;
+    conn: &SmoltcpConnection<'_, '_>,
+) -> Result<&'c mut tcp::Socket<'a>, SmoltcpError> {
+    let socket = socket_mut(sockets, conn.handle).ok_or(SmoltcpError::Closed)?;
     if socket.remote_endpoint() == Some(conn.peer) {
         Ok(socket)
     } else {
-        Err(Error::Reset)
+        Err(SmoltcpError::Reset)
     }
 }
 
-impl<'s, 'a> TcpConnection<'s, 'a> {
+impl<'s, 'a> SmoltcpConnection<'s, 'a> {
     /// A connection a listener took from its backlog.
     pub(crate) fn accepted(
         net: NetRef<'s, 'a>,
@@ -104,7 +104,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         linger: Duration,
         shutdown: &'s ShutdownFlag,
     ) -> Self {
-        TcpConnection {
+        SmoltcpConnection {
             net,
             handle,
             peer,
@@ -125,8 +125,8 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
     /// [`DEFAULT_LINGER`] when closed (no shutdown flag ends it early).
     ///
     /// # Errors
-    /// [`Error::NoSocketSpace`], [`Error::Unaddressable`], [`Error::Refused`]
-    /// (reset by the peer), [`Error::TimedOut`].
+    /// [`SmoltcpError::NoSocketSpace`], [`SmoltcpError::Unaddressable`], [`SmoltcpError::Refused`]
+    /// (reset by the peer), [`SmoltcpError::TimedOut`].
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
@@ -135,11 +135,11 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         socket: tcp::Socket<'a>,
         remote: impl Into<IpEndpoint>,
         timeout: Option<Duration>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SmoltcpError> {
         let remote = remote.into();
         let mut stack = borrow_stack(net);
         if stack.free_slots() == 0 {
-            return Err(Error::NoSocketSpace);
+            return Err(SmoltcpError::NoSocketSpace);
         }
         let port = stack.ephemeral_port();
         let (iface, sockets) = stack.parts();
@@ -147,14 +147,14 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
         let socket = sockets.get_mut::<tcp::Socket>(handle);
         if socket.connect(iface.context(), remote, port).is_err() {
             sockets.remove(handle);
-            return Err(Error::Unaddressable);
+            return Err(SmoltcpError::Unaddressable);
         }
         let deadline = deadline(&*stack, timeout);
-        let mut result = Err(Error::TimedOut);
+        let mut result = Err(SmoltcpError::TimedOut);
         drive_until(&mut *stack, deadline, None, &mut |sockets| {
             result = match sockets.get_mut::<tcp::Socket>(handle).state() {
                 State::SynSent | State::SynReceived => return false,
-                State::Closed => Err(Error::Refused),
+                State::Closed => Err(SmoltcpError::Refused),
                 _ => Ok(()),
             };
             true
@@ -163,7 +163,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
             stack.parts().1.remove(handle);
             return Err(err);
         }
-        Ok(TcpConnection {
+        Ok(SmoltcpConnection {
             net,
             handle,
             peer: remote,
@@ -184,14 +184,14 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
     /// This end's endpoint (Rust's `local_addr`).
     ///
     /// # Errors
-    /// [`Error::Reset`] or [`Error::Closed`] once the socket no longer
+    /// [`SmoltcpError::Reset`] or [`SmoltcpError::Closed`] once the socket no longer
     /// serves this connection.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    pub fn local_addr(&self) -> Result<IpEndpoint, Error> {
+    pub fn local_addr(&self) -> Result<IpEndpoint, SmoltcpError> {
         self.with_socket(|socket| socket.local_endpoint())?
-            .ok_or(Error::Reset)
+            .ok_or(SmoltcpError::Reset)
     }
 
     /// The smoltcp socket's handle in the stack's socket set.
@@ -213,24 +213,24 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
     /// outcome (as Python ignores `close_request`'s).
     ///
     /// # Errors
-    /// - [`Error::TimedOut`]: the linger time passed first;
-    /// - [`Error::Aborted`]: shutdown was requested (before or during the
+    /// - [`SmoltcpError::TimedOut`]: the linger time passed first;
+    /// - [`SmoltcpError::Aborted`]: shutdown was requested (before or during the
     ///   linger);
-    /// - [`Error::Reset`]: the peer reset the connection before it
+    /// - [`SmoltcpError::Reset`]: the peer reset the connection before it
     ///   acknowledged everything (or before the close);
-    /// - [`Error::Closed`]: the listener was closed.
+    /// - [`SmoltcpError::Closed`]: the listener was closed.
     ///
     /// With any of them, data the peer had not acknowledged may be lost.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    pub fn close(self) -> Result<(), Error> {
+    pub fn close(self) -> Result<(), SmoltcpError> {
         self.linger()
         // `self` is dropped here, which resets a connection still open.
     }
 
     /// The body of [`close`](Self::close).
-    fn linger(&self) -> Result<(), Error> {
+    fn linger(&self) -> Result<(), SmoltcpError> {
         let mut net = borrow_stack(self.net);
         let socket = own_socket(net.parts().1, self)?;
         // The ACK of the peer's FIN must leave in the poll that takes the
@@ -250,7 +250,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
 
     /// Drives the stack until `op` is done, bounded by the connection's
     /// timeout and request deadline.
-    fn run(&mut self, op: Op<'_>) -> Result<usize, Error> {
+    fn run(&mut self, op: Op<'_>) -> Result<usize, SmoltcpError> {
         let mut net = borrow_stack(self.net);
         let deadline = match (deadline(&*net, self.timeout), self.request_deadline) {
             (Some(op), Some(request)) => Some(op.min(request)),
@@ -260,7 +260,7 @@ impl<'s, 'a> TcpConnection<'s, 'a> {
     }
 
     /// Runs `f` on the socket once, without driving the stack.
-    fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'a>) -> R) -> Result<R, Error> {
+    fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'a>) -> R) -> Result<R, SmoltcpError> {
         let mut net = borrow_stack(self.net);
         own_socket(net.parts().1, self).map(f)
     }
@@ -292,11 +292,11 @@ enum Op<'b> {
 
 impl Op<'_> {
     /// Tries the operation on `socket` once: `None` while it must wait.
-    fn step(&mut self, socket: &mut tcp::Socket<'_>) -> Option<Result<usize, Error>> {
+    fn step(&mut self, socket: &mut tcp::Socket<'_>) -> Option<Result<usize, SmoltcpError>> {
         let state = socket.state();
         match self {
             Op::Read(buf) if socket.can_recv() => {
-                Some(socket.recv_slice(buf).map_err(|_| Error::Reset))
+                Some(socket.recv_slice(buf).map_err(|_| SmoltcpError::Reset))
             }
             Op::Linger => {
                 // Unread data would close the window on a peer still sending.
@@ -306,11 +306,11 @@ impl Op<'_> {
                     // After LAST-ACK (the peer closed first) or a reset:
                     // clean if the peer acknowledged everything.
                     State::Closed if socket.send_queue() == 0 => Some(Ok(0)),
-                    State::Closed => Some(Err(Error::Reset)),
+                    State::Closed => Some(Err(SmoltcpError::Reset)),
                     _ => None,
                 }
             }
-            _ if matches!(state, State::Closed | State::Listen) => Some(Err(Error::Reset)),
+            _ if matches!(state, State::Closed | State::Listen) => Some(Err(SmoltcpError::Reset)),
             Op::Read(_) => match state {
                 State::CloseWait | State::LastAck | State::Closing | State::TimeWait => Some(Ok(0)),
                 _ => None,
@@ -324,13 +324,13 @@ impl Op<'_> {
                 State::Established | State::CloseWait if socket.can_send() => {
                     *burst = socket.send_queue() == 0;
                     let Ok(n) = socket.send_slice(&data[*sent..]) else {
-                        return Some(Err(Error::WriteShut));
+                        return Some(Err(SmoltcpError::WriteShut));
                     };
                     *sent += n;
                     (!*all || *sent == data.len()).then_some(Ok(*sent))
                 }
                 State::Established | State::CloseWait | State::SynSent | State::SynReceived => None,
-                _ => Some(Err(Error::WriteShut)),
+                _ => Some(Err(SmoltcpError::WriteShut)),
             },
             Op::Flush => (socket.send_queue() == 0).then_some(Ok(0)),
         }
@@ -339,7 +339,7 @@ impl Op<'_> {
 
 /// Drives `net` (the stack of `conn`, borrowed) until `op` is done on the
 /// connection's socket while it serves the connection's peer, or
-/// `deadline` passes ([`Error::TimedOut`]). A write that started a burst
+/// `deadline` passes ([`SmoltcpError::TimedOut`]). A write that started a burst
 /// polls once more, so that it leaves at once.
 ///
 /// A linger is the exception: it follows the socket past the end of the
@@ -347,19 +347,19 @@ impl Op<'_> {
 /// which is safe because the stack stays borrowed from its start (when the
 /// socket was the connection's) to its end, so nothing can re-arm the
 /// socket meanwhile. It alone ends at a shutdown request
-/// ([`Error::Aborted`]).
+/// ([`SmoltcpError::Aborted`]).
 fn run(
     net: &mut (dyn Net<'_> + '_),
-    conn: &TcpConnection<'_, '_>,
+    conn: &SmoltcpConnection<'_, '_>,
     deadline: Option<Instant>,
     mut op: Op<'_>,
-) -> Result<usize, Error> {
+) -> Result<usize, SmoltcpError> {
     let linger = matches!(op, Op::Linger);
     let shutdown = if linger { conn.shutdown } else { None };
-    let mut answer = Err(Error::TimedOut);
+    let mut answer = Err(SmoltcpError::TimedOut);
     let ended = drive_until(net, deadline, shutdown, &mut |sockets| {
         let socket = if linger {
-            socket_mut(sockets, conn.handle).ok_or(Error::Closed)
+            socket_mut(sockets, conn.handle).ok_or(SmoltcpError::Closed)
         } else {
             own_socket(sockets, conn)
         };
@@ -370,7 +370,7 @@ fn run(
         step.map(|result| answer = result).is_some()
     });
     if ended == Readiness::Shutdown {
-        return Err(Error::Aborted);
+        return Err(SmoltcpError::Aborted);
     }
     if let (Op::Write { burst: true, .. }, Ok(_)) = (&op, &answer) {
         // A reply goes out at once; in a stream of writes, the data queued
@@ -381,16 +381,16 @@ fn run(
     answer
 }
 
-impl ErrorType for TcpConnection<'_, '_> {
-    type Error = Error;
+impl ErrorType for SmoltcpConnection<'_, '_> {
+    type Error = SmoltcpError;
 }
 
-impl Read for TcpConnection<'_, '_> {
+impl Read for SmoltcpConnection<'_, '_> {
     /// Blocks until data arrives, the peer closes (`Ok(0)`), or the timeout.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SmoltcpError> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -398,18 +398,18 @@ impl Read for TcpConnection<'_, '_> {
     }
 }
 
-impl ReadReady for TcpConnection<'_, '_> {
-    fn read_ready(&mut self) -> Result<bool, Error> {
+impl ReadReady for SmoltcpConnection<'_, '_> {
+    fn read_ready(&mut self) -> Result<bool, SmoltcpError> {
         self.with_socket(|socket| socket.can_recv() || !socket.may_recv())
     }
 }
 
-impl Write for TcpConnection<'_, '_> {
+impl Write for SmoltcpConnection<'_, '_> {
     /// Blocks until some of `data` fits in the send buffer, and sends it.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, SmoltcpError> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -426,7 +426,7 @@ impl Write for TcpConnection<'_, '_> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+    fn write_all(&mut self, data: &[u8]) -> Result<(), SmoltcpError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -440,21 +440,21 @@ impl Write for TcpConnection<'_, '_> {
     }
 
     /// Blocks until the peer has acknowledged everything written.
-    fn flush(&mut self) -> Result<(), Error> {
+    fn flush(&mut self) -> Result<(), SmoltcpError> {
         self.run(Op::Flush).map(drop)
     }
 }
 
-impl WriteReady for TcpConnection<'_, '_> {
-    fn write_ready(&mut self) -> Result<bool, Error> {
+impl WriteReady for SmoltcpConnection<'_, '_> {
+    fn write_ready(&mut self) -> Result<bool, SmoltcpError> {
         self.with_socket(|socket| socket.can_send() || !socket.may_send())
     }
 }
 
-impl Connection for TcpConnection<'_, '_> {
+impl Connection for SmoltcpConnection<'_, '_> {
     type Addr = IpEndpoint;
 
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), SmoltcpError> {
         self.timeout = timeout;
         Ok(())
     }
@@ -463,29 +463,29 @@ impl Connection for TcpConnection<'_, '_> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn set_request_timeout(&mut self, total: Option<Duration>) -> Result<(), Error> {
+    fn set_request_timeout(&mut self, total: Option<Duration>) -> Result<(), SmoltcpError> {
         self.request_deadline = total.map(|t| borrow_stack(self.net).now() + t);
         Ok(())
     }
 
-    fn set_nodelay(&mut self, nodelay: bool) -> Result<(), Error> {
+    fn set_nodelay(&mut self, nodelay: bool) -> Result<(), SmoltcpError> {
         self.with_socket(|socket| socket.set_nagle_enabled(!nodelay))
     }
 
     /// Queues FIN after the data already written.
-    fn shutdown_write(&mut self) -> Result<(), Error> {
+    fn shutdown_write(&mut self) -> Result<(), SmoltcpError> {
         self.with_socket(tcp::Socket::close)?;
         borrow_stack(self.net).poll();
         Ok(())
     }
 
-    /// [`TcpConnection::close`], its outcome ignored.
+    /// [`SmoltcpConnection::close`], its outcome ignored.
     fn close(self) {
-        let _ = TcpConnection::close(self);
+        let _ = SmoltcpConnection::close(self);
     }
 }
 
-impl Drop for TcpConnection<'_, '_> {
+impl Drop for SmoltcpConnection<'_, '_> {
     /// Aborts the connection if it is still open (one poll sends the reset;
     /// nothing waits), and removes a client connection's socket from the
     /// set.
@@ -510,9 +510,9 @@ impl Drop for TcpConnection<'_, '_> {
     }
 }
 
-impl core::fmt::Debug for TcpConnection<'_, '_> {
+impl core::fmt::Debug for SmoltcpConnection<'_, '_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TcpConnection")
+        f.debug_struct("SmoltcpConnection")
             .field("handle", &self.handle)
             .field("peer", &self.peer)
             .field("timeout", &self.timeout)

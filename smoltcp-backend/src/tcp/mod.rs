@@ -10,7 +10,7 @@ use socketserver_core::transport::kind;
 use socketserver_core::{Listener, Readiness, ShutdownFlag, Transport};
 
 use crate::stack::{borrow_stack, look, unwinding_while_borrowed, wait_for_change, Net};
-use crate::Error;
+use crate::SmoltcpError;
 
 mod backlog;
 mod connection;
@@ -18,7 +18,7 @@ mod connection;
 mod tests;
 
 use backlog::{Backlog, BacklogSocket};
-pub use connection::{TcpConnection, DEFAULT_LINGER};
+pub use connection::{SmoltcpConnection, DEFAULT_LINGER};
 
 /// The stack as transports hold it.
 pub type NetRef<'s, 'a> = &'s RefCell<dyn Net<'a> + 's>;
@@ -71,7 +71,7 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
     /// close, when requested.
     ///
     /// # Errors
-    /// [`Error::Unaddressable`] for port 0, [`Error::NoSocketSpace`] when the
+    /// [`SmoltcpError::Unaddressable`] for port 0, [`SmoltcpError::NoSocketSpace`] when the
     /// socket set has fewer than `N` free slots.
     ///
     /// # Panics
@@ -81,7 +81,7 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
         endpoint: impl Into<IpListenEndpoint>,
         sockets: [tcp::Socket<'a>; N],
         shutdown: &'s ShutdownFlag,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SmoltcpError> {
         let endpoint = endpoint.into();
         let mut backlog = [BacklogSocket::default(); N];
         // Before the listener exists: a failed bind has nothing to close.
@@ -137,7 +137,7 @@ fn listen<'a>(
     endpoint: IpListenEndpoint,
     backlog: &mut [BacklogSocket],
     sockets: &mut dyn Iterator<Item = tcp::Socket<'a>>,
-) -> Result<u32, Error> {
+) -> Result<u32, SmoltcpError> {
     let mut net = borrow_stack(net);
     let mut backlog = Backlog {
         sockets: backlog,
@@ -152,16 +152,16 @@ impl<'s, 'a> ListenerInner<'s, 'a> {
     fn try_accept(
         &mut self,
         mut backlog: Backlog<'_>,
-    ) -> Result<Option<(TcpConnection<'s, 'a>, IpEndpoint)>, Error> {
+    ) -> Result<Option<(SmoltcpConnection<'s, 'a>, IpEndpoint)>, SmoltcpError> {
         if self.closed {
-            return Err(Error::Closed);
+            return Err(SmoltcpError::Closed);
         }
         let mut net = borrow_stack(self.net);
         look(&mut *net, &mut self.seen);
         let Some((handle, peer)) = backlog.scan(net.parts().1) else {
             return Ok(None);
         };
-        let conn = TcpConnection::accepted(
+        let conn = SmoltcpConnection::accepted(
             self.net,
             handle,
             peer,
@@ -172,9 +172,9 @@ impl<'s, 'a> ListenerInner<'s, 'a> {
         Ok(Some((conn, peer)))
     }
 
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, SmoltcpError> {
         if self.closed {
-            return Err(Error::Closed);
+            return Err(SmoltcpError::Closed);
         }
         Ok(wait_for_change(self.net, self.seen, timeout, self.shutdown))
     }
@@ -191,7 +191,7 @@ impl<'s, 'a> ListenerInner<'s, 'a> {
 impl<const N: usize> Transport for TcpListener<'_, '_, N> {
     type Kind = kind::Stream;
     type Addr = IpEndpoint;
-    type Error = Error;
+    type Error = SmoltcpError;
 
     /// Idles and polls the stack until a poll says that a connection may
     /// have come (or gone), `timeout` passes, or shutdown is requested.
@@ -200,7 +200,7 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, Error> {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness, SmoltcpError> {
         self.inner.wait(timeout)
     }
 
@@ -214,7 +214,7 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
 
     /// Resets the queued connections and removes every socket of the
     /// listener from the set; connections still open fail with
-    /// [`Error::Closed`] from then on.
+    /// [`SmoltcpError::Closed`] from then on.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
@@ -225,7 +225,7 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
 }
 
 impl<'s, 'a, const N: usize> Listener for TcpListener<'s, 'a, N> {
-    type Connection = TcpConnection<'s, 'a>;
+    type Connection = SmoltcpConnection<'s, 'a>;
 
     /// Takes an established connection, if there is one; never blocks.
     /// Polls the stack first unless something polled it since the last
@@ -233,7 +233,9 @@ impl<'s, 'a, const N: usize> Listener for TcpListener<'s, 'a, N> {
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.
-    fn try_accept(&mut self) -> Result<Option<(TcpConnection<'s, 'a>, IpEndpoint)>, Error> {
+    fn try_accept(
+        &mut self,
+    ) -> Result<Option<(SmoltcpConnection<'s, 'a>, IpEndpoint)>, SmoltcpError> {
         let (inner, backlog) = self.split();
         inner.try_accept(backlog)
     }

@@ -8,10 +8,10 @@ use smoltcp::socket::AnySocket;
 use socketserver_core::embedded_io::{Read, Write};
 use socketserver_core::{DatagramSocket, Listener, Readiness, ShutdownFlag, Transport};
 
-use super::{TcpConnection, TcpListener};
+use super::{SmoltcpConnection, TcpListener};
 use crate::stack::Net;
 use crate::testing::*;
-use crate::Error;
+use crate::SmoltcpError;
 
 /// A shutdown flag for the life of the test process.
 fn flag() -> &'static ShutdownFlag {
@@ -119,8 +119,8 @@ fn a_lent_socket_is_neither_taken_again_nor_rearmed_while_it_serves() {
     net.settle();
     assert!(listener.try_accept().unwrap().is_none());
     assert_eq!(net.server_state(conn.handle()), State::Listen);
-    assert_eq!(conn.write(b"late"), Err(Error::Reset));
-    assert_eq!(conn.close(), Err(Error::Reset));
+    assert_eq!(conn.write(b"late"), Err(SmoltcpError::Reset));
+    assert_eq!(conn.close(), Err(SmoltcpError::Reset));
 }
 
 /// With every socket of the backlog taken (one lent, one queued), the next
@@ -152,9 +152,9 @@ fn closing_the_listener_gives_the_sockets_back() {
     listener.close();
     net.settle();
     assert_eq!(net.peer_state(client), State::Closed);
-    assert_eq!(conn.write(b"x"), Err(Error::Closed));
-    assert_eq!(listener.try_accept().unwrap_err(), Error::Closed);
-    assert_eq!(listener.wait(None), Err(Error::Closed));
+    assert_eq!(conn.write(b"x"), Err(SmoltcpError::Closed));
+    assert_eq!(listener.try_accept().unwrap_err(), SmoltcpError::Closed);
+    assert_eq!(listener.wait(None), Err(SmoltcpError::Closed));
     drop(conn);
     TcpListener::bind(&net.server, PORT, backlog::<2>(), stop).unwrap();
 }
@@ -168,11 +168,11 @@ fn a_failed_bind_leaves_the_socket_set_as_it_was() {
     let mut udp = crate::UdpSocket::bind(&net.server, 9, udp_socket(), stop).unwrap();
     let free = net.server.borrow().stack.free_slots();
     let bound = TcpListener::bind(&net.server, PORT, backlog::<8>(), stop);
-    assert!(matches!(bound, Err(Error::NoSocketSpace)));
+    assert!(matches!(bound, Err(SmoltcpError::NoSocketSpace)));
     assert_eq!(net.server.borrow().stack.free_slots(), free);
     assert_eq!(udp.try_recv_from(&mut [0; 8]), Ok(None));
     let zero = TcpListener::bind(&net.server, 0, backlog::<1>(), stop);
-    assert!(matches!(zero, Err(Error::Unaddressable)));
+    assert!(matches!(zero, Err(SmoltcpError::Unaddressable)));
 }
 
 // --- a connection's end of life ---
@@ -199,7 +199,7 @@ fn close_times_out_on_a_silent_peer_and_resets() {
     listener.set_linger(Duration::from_millis(50));
     let client = net.dial();
     let (conn, _) = accept(&mut listener);
-    assert_eq!(conn.close(), Err(Error::TimedOut));
+    assert_eq!(conn.close(), Err(SmoltcpError::TimedOut));
     net.peer.borrow_mut().poll();
     assert_eq!(net.peer_state(client), State::Closed);
 }
@@ -216,7 +216,7 @@ fn shutdown_before_close_ends_the_linger_at_once() {
     let (conn, _) = accept(&mut listener);
     stop.request();
     let before = net.counts().0;
-    assert_eq!(conn.close(), Err(Error::Aborted));
+    assert_eq!(conn.close(), Err(SmoltcpError::Aborted));
     assert_eq!(net.counts().0 - before, 2);
     net.peer.borrow_mut().poll();
     assert_eq!(net.peer_state(client), State::Closed);
@@ -239,7 +239,7 @@ fn shutdown_during_the_linger_ends_it() {
     net.dial();
     let (conn, _) = accept(&mut listener);
     let before = net.counts().0;
-    assert_eq!(conn.close(), Err(Error::Aborted));
+    assert_eq!(conn.close(), Err(SmoltcpError::Aborted));
     assert!(net.counts().0 - before < 20, "the linger went on");
 }
 
@@ -263,7 +263,7 @@ fn close_reports_a_reset_with_data_unacknowledged() {
     let (mut conn, _) = accept(&mut listener);
     // More than the peer's 1 KiB window: some stays unacknowledged.
     assert!(conn.write(&[7; 4096]).unwrap() > 1024);
-    assert_eq!(conn.close(), Err(Error::Reset));
+    assert_eq!(conn.close(), Err(SmoltcpError::Reset));
 }
 
 /// Dropping a connection resets it at once: one poll, no waiting.
@@ -306,7 +306,7 @@ fn a_client_connection_leaves_the_socket_set() {
     }
     let free = net.server.borrow().stack.free_slots();
     let timeout = Some(Duration::from_secs(1));
-    let conn = TcpConnection::connect(&net.server, tcp_socket(1024), (PEER, 9000), timeout);
+    let conn = SmoltcpConnection::connect(&net.server, tcp_socket(1024), (PEER, 9000), timeout);
     let conn = conn.unwrap();
     assert_eq!(net.server.borrow().stack.free_slots(), free - 1);
     drop(conn);

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
 #[cfg_attr(
@@ -51,6 +52,16 @@ pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // of the returned slice is the kernel (through socket2), which stores
     // initialized bytes; so `buf` stays fully initialized.
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// Cuts a connection: `shutdown(2)` with `SHUT_RDWR`, which ends a read or
+/// write blocked on it, in any thread, at once (end-of-file, `EPIPE`). Its
+/// error (the peer reset it first, say) is of no use. Async-signal-safe.
+pub(crate) fn cut(fd: RawFd) {
+    // SAFETY: shutdown(2) only acts on the socket `fd` names; the caller
+    // (the connection registry) ensures that is still the connection's own
+    // descriptor, not yet closed.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
 /// The signals [`SignalWatch`] turns into shutdown requests.

@@ -16,8 +16,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 use socket2::{SockAddr, Socket};
 
-use super::as_uninit;
 use super::signal::{quiesce, register, Registration};
+use super::{as_uninit, Ended};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -347,15 +347,18 @@ pub(super) fn end_with_parent(parent: Pid) {
     }
 }
 
-/// Blocks until some child of this process has ended, without reaping it,
-/// and returns its pid; `None` when that failed.
-pub(crate) fn wait_any_ended() -> Option<u32> {
+/// A child of this process that has ended, not reaped (it stays a zombie
+/// for whoever owns it). Does not block.
+pub(crate) fn ended_child() -> Ended {
     use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
     loop {
-        return match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(status) => status.pid().map(|p| p.as_raw().unsigned_abs()),
+        return match waitid(Id::All, flags) {
+            Ok(status) => status
+                .pid()
+                .map_or(Ended::NoneYet, |p| Ended::Child(p.as_raw().unsigned_abs())),
             Err(Errno::EINTR) => continue,
-            Err(_) => None,
+            Err(_) => Ended::Unknown,
         };
     }
 }

@@ -20,7 +20,7 @@ mod platform;
 mod signal;
 
 pub(crate) use platform::{
-    mode_before_bind, peer_credentials, prepare_stream, recv_datagram, wait_any_ended, SignalWatch,
+    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
     Waiter, SEND_FLAGS,
 };
 
@@ -62,6 +62,14 @@ pub(crate) fn cut(fd: RawFd) {
     // (the connection registry) ensures that is still the connection's own
     // descriptor, not yet closed.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Sends `signal` to the child `pid`, which this process has not reaped
+/// yet (so the number cannot name another process).
+pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
+    }
 }
 
 /// The signals [`SignalWatch`] turns into shutdown requests.
@@ -134,6 +142,22 @@ pub(crate) fn exit_child(status: i32) -> ! {
     // SAFETY: `_exit` only ends the process; skipping destructors is the
     // point, since everything the child holds is a copy of the parent's.
     unsafe { libc::_exit(status) }
+}
+
+/// What [`ended_child`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Systems without `waitid` only ever say `Unknown`.
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
+pub(crate) enum Ended {
+    /// This child has ended (it may be another part of the program's).
+    Child(u32),
+    /// No child has ended.
+    NoneYet,
+    /// The system cannot say, or asking failed.
+    Unknown,
 }
 
 /// What [`reap`] found of a child.

@@ -14,8 +14,8 @@ use nix::unistd::Pid;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
-use super::as_uninit;
 use super::signal::{register, Registration};
+use super::{as_uninit, Ended};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -244,23 +244,26 @@ pub(super) fn end_with_parent(parent: Pid) {
     let _ = parent;
 }
 
-/// Blocks until some child of this process has ended, without reaping it,
-/// and returns its pid; `None` when this cannot be asked (FreeBSD has
-/// `waitid`, the others do not) or failed.
-pub(crate) fn wait_any_ended() -> Option<u32> {
+/// A child of this process that has ended, not reaped (it stays a zombie
+/// for whoever owns it); [`Ended::Unknown`] where this cannot be asked
+/// (FreeBSD has `waitid`, the others do not). Does not block.
+pub(crate) fn ended_child() -> Ended {
     #[cfg(target_os = "freebsd")]
     {
         use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
         loop {
-            return match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                Ok(status) => status.pid().map(|p| p.as_raw().unsigned_abs()),
+            return match waitid(Id::All, flags) {
+                Ok(status) => status
+                    .pid()
+                    .map_or(Ended::NoneYet, |p| Ended::Child(p.as_raw().unsigned_abs())),
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => None,
+                Err(_) => Ended::Unknown,
             };
         }
     }
     #[cfg(not(target_os = "freebsd"))]
-    None
+    Ended::Unknown
 }
 
 /// The `(pid, uid, gid)` of the process that connected the Unix stream

@@ -404,7 +404,9 @@ impl ShutdownHandle {
     /// Called from another thread while a loop runs, with a drain bound, it
     /// starts a thread that cuts the connections still served when the
     /// drain runs out, as [`shutdown`](Self::shutdown) would, and ends with
-    /// that loop.
+    /// that loop. So it takes a lock and may start a thread: not something
+    /// for a signal handler, where
+    /// [`stop_on_signals`](Self::stop_on_signals) does the same safely.
     pub fn request_shutdown(&self) {
         let mut serving = self.0.serving();
         self.0.request();

@@ -4,7 +4,8 @@
 //!
 //! Usage: `cargo run --example forking_server -- HOST:PORT` (port 0 picks a free port).
 //! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM; closing
-//! waits for the children still running.
+//! waits for the children still running, for the 3 s drain timeout, then stops them
+//! (a second signal ends it at once).
 
 use std::io::{self, Write};
 

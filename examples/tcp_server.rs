@@ -2,7 +2,8 @@
 //! 1024 bytes), strips, and sends the data back upper-cased.
 //!
 //! Usage: `cargo run --example tcp_server -- HOST:PORT` (port 0 picks a free port).
-//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
+//! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
 
 use std::io::{self, Write};
 

@@ -3,7 +3,8 @@
 //! or with `--pool N` from one of N worker threads started once.
 //!
 //! Usage: `cargo run --example threaded_server -- HOST:PORT [--pool N]` (port 0 picks a
-//! free port). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! free port). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM
+//! (requests in progress get the 3 s drain timeout; a second signal ends it at once).
 
 use std::io::{self, Write};
 use std::thread;

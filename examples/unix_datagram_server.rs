@@ -2,7 +2,8 @@
 //! their own to get the reply. The socket file is removed when the server exits.
 //!
 //! Usage: `cargo run --example unix_datagram_server -- PATH` (port 0 picks a free port).
-//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
+//! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
 
 use std::io::{self, Write};
 

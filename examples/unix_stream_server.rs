@@ -2,7 +2,8 @@
 //! upper-cased. The socket file is removed when the server exits.
 //!
 //! Usage: `cargo run --example unix_stream_server -- PATH` (port 0 picks a free port).
-//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
+//! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
 
 use std::io::{self, Write};
 

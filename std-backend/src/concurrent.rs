@@ -3,19 +3,20 @@
 //! everything they touch, so that any thread can run them.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use socketserver_core::{
     serve_connection, serve_datagram, take_datagram_request, take_stream_request, DatagramHandler,
-    Error, HandlerFactory, Hooks, Incoming, Listener, StreamHandler, Took, Transport,
+    Error, HandlerFactory, Hooks, Incoming, Listener, StreamHandler, Took,
 };
 
 use crate::dispatch::BufferSizes;
 use crate::family::Family;
-use crate::transport::{DatagramReply, DatagramTransport};
+use crate::shutdown::{Shared, ShutdownHandle};
+use crate::transport::{DatagramReply, DatagramTransport, SocketTransport};
 
 /// The buffers one request thread serves with.
 pub(crate) struct Buffers {
@@ -69,7 +70,57 @@ pub(crate) trait Runner {
     fn run(&mut self, job: Job) -> io::Result<()>;
 
     /// The server closed: no more jobs; wait for the running ones or not.
-    fn close(&mut self);
+    /// Waiting, it cuts their connections once `drain` runs out, then waits
+    /// at most [`CUT_GRACE`](crate::shutdown::CUT_GRACE) more.
+    fn close(&mut self, drain: &Drain);
+}
+
+/// How closing treats the requests still running: until when it waits for
+/// them, and how it cuts their connections after that.
+pub(crate) struct Drain {
+    deadline: Option<Instant>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Drain {
+    /// The server's drain, starting now; `stop` is its shutdown handle, if
+    /// the dispatch has seen it (it has, once it took a request).
+    pub(crate) fn starting_now(stop: Option<&ShutdownHandle>) -> Self {
+        let bound = stop.and_then(ShutdownHandle::drain_timeout);
+        Drain {
+            deadline: bound.map(|b| Instant::now() + b),
+            shared: stop.map(|s| Arc::clone(&s.0)),
+        }
+    }
+
+    /// When waiting for the requests ends; `None`: never.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Cuts the server's connections still open.
+    pub(crate) fn cut(&self) {
+        if let Some(shared) = &self.shared {
+            shared.conns.cut_all();
+        }
+    }
+}
+
+/// Waits on `changed` while `busy` holds, until `deadline` (`None`: for
+/// ever); whether `busy` stopped holding.
+pub(crate) fn wait_until<T>(
+    changed: &Condvar,
+    guard: MutexGuard<'_, T>,
+    deadline: Option<Instant>,
+    busy: impl FnMut(&mut T) -> bool,
+) -> bool {
+    let Some(at) = deadline else {
+        drop(changed.wait_while(guard, busy));
+        return true;
+    };
+    let left = at.saturating_duration_since(Instant::now());
+    let waited = changed.wait_timeout_while(guard, left, busy);
+    !waited.unwrap_or_else(PoisonError::into_inner).1.timed_out()
 }
 
 /// How often a server at its thread or queue bound looks whether shutdown
@@ -91,6 +142,9 @@ pub(crate) struct Concurrent<R, F, H> {
     packet: Vec<u8>,
     /// Datagram servers: the descriptor replies are sent through.
     reply: Option<Arc<Socket>>,
+    /// The server's shutdown handle, seen at the first request: closing
+    /// drains with its bound and cuts its connections.
+    stop: Option<ShutdownHandle>,
     pub(crate) runner: R,
 }
 
@@ -101,6 +155,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
             read_size: sizes.read,
             packet: Vec::new(),
             reply: None,
+            stop: None,
             runner,
         }
     }
@@ -116,7 +171,10 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     /// Waits for room for a request that was taken; `false` when shutdown
     /// was requested meanwhile (the request is then dropped unserved, as
     /// one that arrives during a shutdown).
-    fn admit<T: Transport>(&mut self, transport: &T) -> bool {
+    fn admit<T: SocketTransport>(&mut self, transport: &T) -> bool {
+        if self.stop.is_none() {
+            self.stop = Some(transport.shutdown_handle());
+        }
         self.runner.admit(&|| transport.shutdown_requested())
     }
 
@@ -125,7 +183,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     /// hands the job (`process_request_thread`) to the runner.
     pub(crate) fn stream_request<L>(&mut self, listener: &mut L) -> Took
     where
-        L: Listener,
+        L: Listener + SocketTransport,
         L::Connection: Send + 'static,
         L::Addr: Send + 'static,
         F: HandlerFactory + Send + Sync + 'static,
@@ -211,7 +269,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     }
 
     pub(crate) fn server_close(&mut self) {
-        self.runner.close();
+        self.runner.close(&Drain::starting_now(self.stop.as_ref()));
         // Running datagram jobs keep their own reference.
         self.reply = None;
     }
@@ -236,7 +294,7 @@ macro_rules! concurrent_dispatch {
         impl<L, F, H> socketserver_core::Dispatch<L, socketserver_core::transport::kind::Stream>
             for $ty<F, H>
         where
-            L: socketserver_core::Listener,
+            L: socketserver_core::Listener + $crate::SocketTransport,
             L::Connection: Send + 'static,
             L::Addr: Send + 'static,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,

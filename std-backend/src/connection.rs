@@ -4,6 +4,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -11,10 +12,15 @@ use socketserver_core::embedded_io;
 use socketserver_core::Connection;
 
 use crate::family::{Family, Inet, Unix};
+use crate::shutdown::{Registered, Shared};
 use crate::sys;
 
 /// One accepted stream connection: [`TcpConnection`] or
 /// [`UnixConnection`](crate::UnixConnection).
+///
+/// While it is open, the server's drain can cut it
+/// ([`ShutdownHandle`](crate::ShutdownHandle)): reads then return
+/// end-of-file and writes fail.
 ///
 /// Reads and writes block, bounded by the timeout set with
 /// [`Connection::set_timeout`]; exceeding it fails with
@@ -23,6 +29,9 @@ use crate::sys;
 /// embedded-io and `std::io` [`Read`](io::Read)/[`Write`](io::Write).
 #[derive(Debug)]
 pub struct SocketConnection<F: Family> {
+    /// The connection's entry among those a drain cuts; declared before
+    /// `socket` so that it is left before the descriptor is closed.
+    _registered: Registered,
     socket: Socket,
     timeout: Option<Duration>,
     /// The end of the request ([`Connection::set_request_timeout`]).
@@ -34,9 +43,12 @@ pub struct SocketConnection<F: Family> {
 pub type TcpConnection = SocketConnection<Inet>;
 
 impl<F: Family> SocketConnection<F> {
-    pub(crate) fn new(socket: Socket) -> io::Result<Self> {
+    /// An accepted connection of the server whose shutdown state is
+    /// `shared`, registered there until it is dropped.
+    pub(crate) fn new(socket: Socket, shared: &Arc<Shared>) -> io::Result<Self> {
         sys::prepare_stream(&socket)?;
         Ok(SocketConnection {
+            _registered: Registered::new(shared, socket.as_raw_fd()),
             socket,
             timeout: None,
             deadline: None,

@@ -147,9 +147,11 @@ impl Endpoint {
         if let (Domain::IPV6, Some(dual)) = (domain, options.dual_stack) {
             socket.set_only_v6(!dual)?;
         }
+        let shared = Shared::new()?;
+        shared.set_drain_timeout(options.drain_timeout);
         Ok(Endpoint {
             socket: Some(socket),
-            shared: Shared::new()?,
+            shared,
             registered: false,
             backoff_until: None,
             file: None,

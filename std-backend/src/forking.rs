@@ -6,7 +6,9 @@ use std::net::ToSocketAddrs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
 
 use socketserver_core::transport::{kind, Address};
 use socketserver_core::{
@@ -15,14 +17,22 @@ use socketserver_core::{
     Incoming, Lifecycle, Listener, ServerHooks, StreamHandler, Took,
 };
 
+use crate::concurrent::ADMIT_RECHECK;
 use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
-use crate::sys::{self, Child, Forked};
-use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
+use crate::shutdown::{ShutdownHandle, CUT_GRACE};
+use crate::sys::{self, Child, Ended, Forked};
+use crate::transport::{
+    SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
+};
 use crate::SocketServer;
 
 /// Python's `ForkingMixIn.max_children`.
 pub const DEFAULT_MAX_CHILDREN: usize = 40;
+
+/// The longest pause between two looks at the children while closing
+/// waits for them within the drain.
+const REAP_POLL: Duration = Duration::from_millis(20);
 
 /// Python's `ForkingMixIn.timeout`: how long `handle_request` of a forking
 /// server waits by default, so that children are reaped (in
@@ -41,12 +51,14 @@ pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
 ///
 /// Finished children are reaped in `service_actions` and `handle_timeout`
 /// (hence Python's [`FORKING_TIMEOUT`]), and before each request: at
-/// [`max_children`](Self::max_children) the server blocks until one of its
-/// children ends. Only children this dispatch forked are ever waited for,
+/// [`max_children`](Self::max_children) the server waits until one of its
+/// children ends (a shutdown request ends that wait within 20 ms, and the
+/// request is dropped unserved). Only children this dispatch forked are ever waited for,
 /// so other children of the program keep their exit status for it
 /// (bpo-1540386). Closing the server waits for the children
-/// ([`block_on_close`](Self::block_on_close), bpo-31151); without that, a
-/// background thread reaps them as they end, so no zombie is left either.
+/// ([`block_on_close`](Self::block_on_close), bpo-31151) within the drain
+/// timeout, then stops them; without that, a background thread reaps them
+/// as they end, so no zombie is left either.
 ///
 /// # When the parent dies
 /// A child ends with its parent: whether the server exits or is killed
@@ -75,6 +87,9 @@ pub struct ForkingDispatch<F, H = DefaultHooks> {
     /// Python's `active_children`, oldest first.
     children: Vec<u32>,
     failed: u64,
+    /// The server's shutdown handle, seen at the first request: its drain
+    /// timeout bounds the wait for the children when closing.
+    stop: Option<ShutdownHandle>,
 }
 
 impl<F: HandlerFactory> ForkingDispatch<F> {
@@ -97,6 +112,7 @@ impl<F, H> ForkingDispatch<F, H> {
             block_on_close: true,
             children: Vec::new(),
             failed: 0,
+            stop: None,
         }
     }
 
@@ -114,6 +130,12 @@ impl<F, H> ForkingDispatch<F, H> {
 
     /// Python's `block_on_close`: closing the server waits until every
     /// child has ended. Default: `true`.
+    ///
+    /// The wait is bounded by the server's
+    /// [drain timeout](crate::ShutdownHandle::set_drain_timeout): the
+    /// children still running when it has passed are sent `SIGTERM`, and
+    /// those still running a second later `SIGKILL`; all are reaped. With no
+    /// drain bound it waits for ever, as in Python.
     pub fn block_on_close(mut self, on: bool) -> Self {
         self.set_block_on_close(on);
         self
@@ -170,26 +192,61 @@ impl<F, H> ForkingDispatch<F, H> {
         &self.factory
     }
 
-    /// Reaps, then blocks until fewer than `max_children` children run:
+    /// Reaps the children as they end until none is left (`true`) or
+    /// `deadline` has passed (`false`).
+    fn reap_until(&mut self, deadline: Instant) -> bool {
+        // Polled: waiting with a timeout for some of our children only has
+        // no portable call. Closing is the only caller.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.collect_children(false);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.children.is_empty() || left.is_zero() {
+                return self.children.is_empty();
+            }
+            thread::sleep(pause.min(left));
+            pause = (pause * 2).min(REAP_POLL);
+        }
+    }
+
+    /// Notes the server's shutdown handle, at the first request.
+    fn note_server<T: SocketTransport>(&mut self, transport: &T) {
+        if self.stop.is_none() {
+            self.stop = Some(transport.shutdown_handle());
+        }
+    }
+
+    /// Reaps, then waits until fewer than `max_children` children run:
     /// called with a request in hand, so the wait is for one that exists.
-    fn make_room(&mut self) {
+    /// Returns `false`, making no room, once `stop` says shutdown was
+    /// requested: the children being served may end only when the drain
+    /// that follows cuts them. It is asked every [`ADMIT_RECHECK`] at most,
+    /// as under the threading bound.
+    fn make_room(&mut self, stop: &dyn Fn() -> bool) -> bool {
         self.collect_children(false);
+        let mut pause = Duration::from_millis(1);
         while self.children.len() >= self.max_children {
+            if stop() {
+                return false;
+            }
             // Waiting for any child could reap someone else's (the bug of
-            // bpo-1540386), so first only look at which one has ended.
-            match sys::wait_any_ended() {
-                Some(pid) if self.children.contains(&pid) => {
+            // bpo-1540386), so only look at which one has ended.
+            match sys::ended_child() {
+                Ended::Child(pid) if self.children.contains(&pid) => {
                     self.reap_blocking(pid);
                     self.children.retain(|&p| p != pid);
+                    pause = Duration::from_millis(1);
+                    continue;
                 }
-                // Another part of the program has an ended child to reap
-                // (or looking is not supported): wait for our oldest.
-                _ => {
-                    let oldest = self.children.remove(0);
-                    self.reap_blocking(oldest);
-                }
+                Ended::NoneYet => {}
+                // Another part of the program has an ended child to reap,
+                // or the system cannot say: look at ours one by one.
+                Ended::Child(_) | Ended::Unknown => self.collect_children(false),
             }
+            thread::sleep(pause);
+            pause = (pause * 2).min(ADMIT_RECHECK);
         }
+        true
     }
 }
 
@@ -248,7 +305,7 @@ impl<F, H: ServerHooks> Lifecycle for ForkingDispatch<F, H> {
 
 impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
 where
-    L: Listener,
+    L: Listener + SocketTransport,
     F: HandlerFactory,
     F::Handler: StreamHandler<L::Connection>,
     H: Hooks<L::Connection, L::Addr> + ServerHooks,
@@ -258,7 +315,11 @@ where
             Incoming::Request(request) => request,
             other => return other.took(),
         };
-        self.make_room();
+        self.note_server(listener);
+        if !self.make_room(&|| listener.shutdown_requested()) {
+            // Dropped unserved, as a request arriving during a shutdown.
+            return Took::Request;
+        }
         match sys::fork() {
             Ok(Forked::Parent(pid)) => {
                 self.children.push(pid);
@@ -280,7 +341,7 @@ where
 
 impl<S, F, H> Dispatch<S, kind::Datagram> for ForkingDispatch<F, H>
 where
-    S: DatagramSocket,
+    S: DatagramSocket + SocketTransport,
     F: HandlerFactory,
     F::Handler: DatagramHandler<S>,
     H: Hooks<[u8], S::Addr> + ServerHooks,
@@ -290,7 +351,10 @@ where
             Incoming::Request(rx) => rx,
             other => return other.took(),
         };
-        self.make_room();
+        self.note_server(socket);
+        if !self.make_room(&|| socket.shutdown_requested()) {
+            return Took::Request;
+        }
         match sys::fork() {
             Ok(Forked::Parent(pid)) => self.children.push(pid),
             Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
@@ -311,8 +375,23 @@ where
 }
 
 /// Python's `server_close` part of `ForkingMixIn`, leaving no zombie even
-/// when it does not wait.
+/// when it does not wait; with a drain bound, the children still running
+/// after it get `SIGTERM`, and [`CUT_GRACE`] later `SIGKILL`.
 fn close_children<F, H>(dispatch: &mut ForkingDispatch<F, H>) {
+    let bound = dispatch
+        .stop
+        .as_ref()
+        .and_then(ShutdownHandle::drain_timeout);
+    if let (true, Some(bound)) = (dispatch.block_on_close, bound) {
+        for (signal, wait) in [(Signal::SIGTERM, bound), (Signal::SIGKILL, CUT_GRACE)] {
+            if dispatch.reap_until(Instant::now() + wait) {
+                break;
+            }
+            for &pid in &dispatch.children {
+                sys::signal_child(pid, signal);
+            }
+        }
+    }
     dispatch.collect_children(dispatch.block_on_close);
     let rest = std::mem::take(&mut dispatch.children);
     if rest.is_empty() {

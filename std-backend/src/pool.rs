@@ -8,14 +8,17 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
 use crate::concurrent::{
-    concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions, ADMIT_RECHECK,
+    concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
+    ADMIT_RECHECK,
 };
 use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
+use crate::shutdown::CUT_GRACE;
 use crate::transport::{TcpTransport, UnixStreamTransport};
 use crate::SocketServer;
 
@@ -31,7 +34,7 @@ use crate::SocketServer;
 ///
 /// Closing the server stops the queue; the workers serve what is already
 /// queued and end. With [`block_on_close`](Self::block_on_close) (the
-/// default) closing waits for that. Errors and panics are reported to
+/// default) closing waits for that, within the server's drain timeout. Errors and panics are reported to
 /// `handle_error` as with [`ThreadingDispatch`](crate::ThreadingDispatch);
 /// a worker survives a panicking hook.
 pub struct PoolDispatch<F, H = DefaultHooks> {
@@ -100,6 +103,12 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
 
     /// Closing the server waits until the workers have served the queue
     /// and ended. Default: `true`.
+    ///
+    /// The wait is bounded by the server's
+    /// [drain timeout](crate::ShutdownHandle::set_drain_timeout): once it
+    /// has passed, the connections of the requests running or queued are
+    /// cut, so their handlers end at once; closing waits at most a second
+    /// more. With no drain bound it waits for ever.
     pub fn block_on_close(mut self, on: bool) -> Self {
         self.set_block_on_close(on);
         self
@@ -155,6 +164,8 @@ concurrent_dispatch!(PoolDispatch);
 struct QueueState {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Workers started and not yet ended.
+    workers: usize,
 }
 
 #[derive(Default)]
@@ -164,6 +175,18 @@ struct Queue {
     filled: Condvar,
     /// The serving thread waits here for a place in a full queue.
     drained: Condvar,
+    /// Closing waits here for the workers to end.
+    ended: Condvar,
+}
+
+/// Counts a worker out when it ends, even by a panic.
+struct Worker<'q>(&'q Queue);
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        self.0.state().workers -= 1;
+        self.0.ended.notify_all();
+    }
 }
 
 impl Queue {
@@ -173,6 +196,7 @@ impl Queue {
 
     /// A worker: runs jobs until the queue is closed and empty.
     fn work(&self, mut bufs: Buffers) {
+        let _counted = Worker(self);
         let mut state = self.state();
         loop {
             if let Some(job) = state.jobs.pop_front() {
@@ -191,6 +215,14 @@ impl Queue {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
+    }
+
+    /// Waits until every worker has ended, or until `deadline` (`None`:
+    /// for ever); whether they have.
+    fn wait_workers(&self, deadline: Option<Instant>) -> bool {
+        wait_until(&self.ended, self.state(), deadline, |state| {
+            state.workers > 0
+        })
     }
 }
 
@@ -211,6 +243,8 @@ impl Pool {
         for n in 1..=self.workers as u64 {
             let queue = Arc::clone(&self.queue);
             let sizes = self.sizes;
+            // Counted before it starts, so that it can count itself out.
+            self.queue.state().workers += 1;
             match self
                 .threads
                 .builder(n)
@@ -218,6 +252,7 @@ impl Pool {
             {
                 Ok(handle) => self.handles.push(handle),
                 Err(err) => {
+                    self.queue.state().workers -= 1;
                     log::error!("starting pool worker {n} failed: {err}");
                     break;
                 }
@@ -264,14 +299,25 @@ impl Runner for Pool {
         Ok(())
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, drain: &Drain) {
         self.queue.state().closed = true;
         self.queue.filled.notify_all();
         let handles = std::mem::take(&mut self.handles);
-        if self.block_on_close {
-            for handle in handles {
-                let _ = handle.join();
+        if !self.block_on_close {
+            return;
+        }
+        if !self.queue.wait_workers(drain.deadline()) {
+            // Queued requests' connections too: their handlers end at once.
+            drain.cut();
+            if !self.queue.wait_workers(Some(Instant::now() + CUT_GRACE)) {
+                log::warn!(
+                    "closing without pool workers still serving after their connections were cut"
+                );
+                return;
             }
+        }
+        for handle in handles {
+            let _ = handle.join();
         }
     }
 }

@@ -93,6 +93,18 @@ where
         self.inner.transport().shutdown_handle()
     }
 
+    /// How long the requests in progress may take to finish once shutdown
+    /// is requested, before their connections are cut; `None`: for ever.
+    /// See [`ShutdownHandle`] for who cuts them, and when.
+    pub fn drain_timeout(&self) -> Option<Duration> {
+        self.shutdown_handle().drain_timeout()
+    }
+
+    /// Sets [`drain_timeout`](Self::drain_timeout).
+    pub fn set_drain_timeout(&mut self, bound: Option<Duration>) {
+        self.shutdown_handle().set_drain_timeout(bound);
+    }
+
     /// How long [`handle_request`](Self::handle_request) waits (Python's
     /// `timeout`); `None`, the default, waits for ever.
     pub fn timeout(&self) -> Option<Duration> {
@@ -128,6 +140,11 @@ where
 
     /// Python's `server_close`: closes the socket (and removes a Unix
     /// socket file), then lets the dispatch finish. Idempotent.
+    ///
+    /// A threading, pool or forking dispatch waits here for its requests
+    /// (unless told not to block on close), for at most the
+    /// [drain timeout](Self::drain_timeout); then it cuts their connections
+    /// (or stops its children) and waits for them to end.
     pub fn server_close(&mut self) {
         self.inner.server_close();
     }
@@ -192,6 +209,7 @@ pub struct Options {
     pub(crate) dual_stack: Option<bool>,
     pub(crate) socket_mode: Option<u32>,
     pub(crate) keep_socket_file: bool,
+    pub(crate) drain_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -207,6 +225,7 @@ impl Default for Options {
             dual_stack: None,
             socket_mode: None,
             keep_socket_file: false,
+            drain_timeout: Some(ShutdownHandle::DEFAULT_DRAIN_TIMEOUT),
         }
     }
 }
@@ -353,6 +372,15 @@ impl<T: SocketTransport> ServerBuilder<T> {
     /// Default: the file is removed.
     pub fn keep_socket_file(mut self, keep: bool) -> Self {
         self.options.keep_socket_file = keep;
+        self
+    }
+
+    /// How long the requests in progress may take to finish once shutdown
+    /// is requested; the connections still open after it are cut (see
+    /// [`ShutdownHandle`]). `None` waits for ever, as Python does.
+    /// Default: [`ShutdownHandle::DEFAULT_DRAIN_TIMEOUT`] (3 s).
+    pub fn drain_timeout(mut self, bound: Option<Duration>) -> Self {
+        self.options.drain_timeout = bound;
         self
     }
 

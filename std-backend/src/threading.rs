@@ -6,14 +6,17 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
 use crate::concurrent::{
-    concurrent_dispatch, Buffers, Concurrent, Job, Runner, ThreadOptions, ADMIT_RECHECK,
+    concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
+    ADMIT_RECHECK,
 };
 use crate::dispatch::BufferSizes;
 use crate::server::new_with_defaults;
+use crate::shutdown::CUT_GRACE;
 use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
 use crate::SocketServer;
 
@@ -78,6 +81,13 @@ impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
     /// Python's `block_on_close`: closing the server waits until the
     /// request threads still running have finished their requests (unless
     /// they are daemon threads). Default: `true`.
+    ///
+    /// The wait is bounded by the server's
+    /// [drain timeout](crate::ShutdownHandle::set_drain_timeout): once it
+    /// has passed, the connections still open are cut, so their handlers'
+    /// reads and writes fail and the threads end; closing waits at most a
+    /// second more for them. With no drain bound it waits for ever, as in
+    /// Python.
     pub fn block_on_close(mut self, on: bool) -> Self {
         self.set_block_on_close(on);
         self
@@ -226,18 +236,16 @@ impl Live {
         }
     }
 
-    /// Waits until no request thread runs.
-    fn wait_all(&self) {
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Waits until no request thread runs, or until `deadline` (`None`:
+    /// for ever); whether none runs.
+    fn wait_all(&self, deadline: Option<Instant>) -> bool {
+        let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         // Set under the lock: a thread ending after the count check below
         // sees it and takes the lock to notify, so no wake-up is lost.
         self.notify.store(true, Ordering::SeqCst);
-        while self.count.load(Ordering::SeqCst) > 0 {
-            guard = self
-                .ended
-                .wait(guard)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        wait_until(&self.ended, guard, deadline, |_| {
+            self.count.load(Ordering::SeqCst) > 0
+        })
     }
 }
 
@@ -282,9 +290,16 @@ impl Runner for Threads {
         Ok(())
     }
 
-    fn close(&mut self) {
-        if self.block_on_close && !self.daemon {
-            self.live.wait_all();
+    fn close(&mut self, drain: &Drain) {
+        if !self.block_on_close || self.daemon || self.live.wait_all(drain.deadline()) {
+            return;
+        }
+        drain.cut();
+        if !self.live.wait_all(Some(Instant::now() + CUT_GRACE)) {
+            log::warn!(
+                "closing without {} request threads still running after their connections were cut",
+                self.live.count()
+            );
         }
     }
 }

@@ -200,7 +200,7 @@ impl<F: Family> Listener for StreamTransport<F> {
         }
         match self.base.endpoint.socket()?.accept() {
             Ok((socket, addr)) => {
-                let conn = SocketConnection::new(socket)?;
+                let conn = SocketConnection::new(socket, self.base.endpoint.shared())?;
                 Ok(Some((conn, F::from_sock_addr(&addr))))
             }
             Err(err) if sys::is_transient_accept_error(&err) => Ok(None),

@@ -1,11 +1,12 @@
 //! Linux and Android: epoll and an eventfd for waiting, `MSG_TRUNC` for
-//! datagram lengths, a signal handler that needs no thread, `waitid`, and
-//! `SO_PEERCRED`.
+//! datagram lengths, a signal handler that needs no thread (with a POSIX
+//! timer for the drain), `waitid`, and `SO_PEERCRED`.
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -15,8 +16,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 use socket2::{SockAddr, Socket};
 
-use super::as_uninit;
-use super::signal::{register, Registration};
+use super::signal::{quiesce, register, Registration};
+use super::{as_uninit, Ended};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -149,37 +150,186 @@ pub(crate) fn recv_datagram<A>(
 }
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
-/// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)).
+/// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)),
+/// and bounds the drain that follows.
 ///
-/// The signal handler itself requests the shutdown, so no thread is
-/// started: a synchronous server stays a single-threaded process, whose
-/// system calls take the kernel's and the C library's single-threaded
-/// shortcuts.
+/// The signal handler itself requests the shutdown and arms the drain's
+/// timer, so no thread is started: a synchronous server stays a
+/// single-threaded process, whose system calls take the kernel's and the C
+/// library's single-threaded shortcuts. That also makes the drain work
+/// when that only thread is blocked in a handler: the timer's expiry
+/// interrupts it, and the handler cuts the connection it waits on.
 #[derive(Debug)]
 pub(crate) struct SignalWatch {
-    // Dropped first: once it is gone, no handler uses `_shared` any more.
-    _registration: Registration,
-    _shared: Arc<Shared>,
+    // Dropped (in `drop`) before `watched`: once it is gone, no handler
+    // uses `watched` any more.
+    registration: Option<Registration>,
+    watched: Box<Watched>,
 }
 
 impl SignalWatch {
     pub(crate) fn start(shared: &Arc<Shared>) -> io::Result<Self> {
-        let shared = Arc::clone(shared);
+        let mut watched = Box::new(Watched {
+            shared: Arc::clone(shared),
+            timer: None,
+            closing: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+        });
+        // Marked with the box's address, which no other watch has.
+        watched.timer = Some(DrainTimer::new(std::ptr::from_ref(&*watched))?);
         Ok(SignalWatch {
-            _registration: register(&shared)?,
-            _shared: shared,
+            registration: Some(register(&watched)?),
+            watched,
         })
     }
 }
 
-/// What the stop-signal handler wakes: a server's shutdown state.
-pub(super) type Target = Shared;
+/// How long dropping a guard waits for the `SIGTERM` of a drain timer that
+/// has just fired to reach the handler (it is pending, so it does at once
+/// unless every thread blocks `SIGTERM`).
+const EXPIRY_WAIT: Duration = Duration::from_secs(1);
 
-/// Requests the shutdown from the signal handler. `Shared::request` stores
-/// to an atomic and writes 8 bytes to an eventfd with write(2), which POSIX
-/// lists as async-signal-safe; it allocates nothing and takes no lock.
-pub(super) fn deliver(shared: &Shared) {
-    shared.request();
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        let watched = &self.watched;
+        // No handler arms the timer after this, and none is still arming.
+        watched.closing.store(true, SeqCst);
+        quiesce();
+        // A timer that fired has sent a `SIGTERM` that must still find the
+        // handler, not the disposition the registration is about to put
+        // back (the default one would kill the process).
+        let pending = watched.timer.as_ref().is_some_and(DrainTimer::disarm);
+        if !pending && watched.armed.load(SeqCst) {
+            let deadline = Instant::now() + EXPIRY_WAIT;
+            while !watched.expired.load(SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(self.registration.take());
+    }
+}
+
+/// What the stop-signal handler wakes: a server's shutdown state, and the
+/// timer of its drain.
+#[derive(Debug)]
+pub(super) struct Watched {
+    shared: Arc<Shared>,
+    /// Set once, before the watch is registered.
+    timer: Option<DrainTimer>,
+    /// The guard is being dropped: the timer is no longer armed.
+    closing: AtomicBool,
+    /// The handler armed the timer.
+    armed: AtomicBool,
+    /// The handler received the timer's expiry.
+    expired: AtomicBool,
+}
+
+/// What the stop-signal handler wakes.
+pub(super) type Target = Watched;
+
+/// Requests the shutdown from the signal handler, and arms the drain's
+/// timer. `Shared::request` stores to an atomic and writes 8 bytes to an
+/// eventfd with write(2); the timer is armed with timer_settime(2). POSIX
+/// lists both as async-signal-safe; nothing is allocated and no lock taken.
+pub(super) fn deliver(watched: &Watched) {
+    watched.shared.request();
+    let bound = watched.shared.drain_timeout();
+    if let (Some(bound), Some(timer)) = (bound, &watched.timer) {
+        // Counted in `RUNNING` before this load: a guard being dropped
+        // either sees this handler finish arming, or this sees `closing`.
+        if !watched.closing.load(SeqCst) {
+            watched.armed.store(true, SeqCst);
+            timer.arm(bound);
+        }
+    }
+}
+
+/// Whether the signal described by `info` is the expiry of `watched`'s
+/// drain timer, and if so cuts its server's connections (`shutdown(2)`,
+/// async-signal-safe) and says so.
+pub(super) fn expire(info: *const libc::siginfo_t, watched: &Watched) -> bool {
+    // SAFETY: the kernel hands an `SA_SIGINFO` handler a valid `siginfo_t`
+    // (or a chaining handler passes on its own); null is checked.
+    let Some(info) = (unsafe { info.as_ref() }) else {
+        return false;
+    };
+    if info.si_code != libc::SI_TIMER {
+        return false;
+    }
+    // SAFETY: with `SI_TIMER` the kernel filled in the timer's fields, of
+    // which `si_value` is the one its `sigevent` carried.
+    let mark = unsafe { info.si_value() }.sival_ptr;
+    if mark.cast_const() != std::ptr::from_ref(watched).cast() {
+        return false;
+    }
+    watched.expired.store(true, SeqCst);
+    watched.shared.conns.cut_slots();
+    true
+}
+
+/// A one-shot POSIX timer whose expiry sends this process `SIGTERM`, with
+/// a mark (its watch's address) in `si_value` to tell it from a real one.
+#[derive(Debug)]
+struct DrainTimer(libc::timer_t);
+
+// SAFETY: a `timer_t` only names a timer of the process, which any thread
+// may set or delete; the C library keeps no per-thread state for
+// `SIGEV_SIGNAL` timers.
+unsafe impl Send for DrainTimer {}
+// SAFETY: as above; `timer_settime` and `timer_delete` may run concurrently.
+unsafe impl Sync for DrainTimer {}
+
+impl DrainTimer {
+    fn new(mark: *const Watched) -> io::Result<Self> {
+        // SAFETY: `sigevent` is a plain C struct, for which zero is valid.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_SIGNAL;
+        event.sigev_signo = libc::SIGTERM;
+        event.sigev_value = libc::sigval {
+            sival_ptr: mark.cast_mut().cast(),
+        };
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: both pointers are valid for the call, which copies
+        // `event` and writes the new timer's id to `id`. With
+        // `SIGEV_SIGNAL` no thread is started.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DrainTimer(id))
+    }
+
+    /// Fires once, `after` from now. Async-signal-safe.
+    fn arm(&self, after: Duration) {
+        // A zero time would disarm it.
+        let after = after.max(Duration::from_nanos(1));
+        let mut spec = zero_spec();
+        spec.it_value.tv_sec = libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX);
+        spec.it_value.tv_nsec = after.subsec_nanos().into();
+        // SAFETY: `self.0` is a live timer (deleted only on drop) and `spec`
+        // a valid `itimerspec`; no old value is asked for.
+        unsafe { libc::timer_settime(self.0, 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Disarms it; whether it was armed and had not fired.
+    fn disarm(&self) -> bool {
+        let mut old = zero_spec();
+        // SAFETY: as in `arm`; `old` receives the time that was left.
+        let rc = unsafe { libc::timer_settime(self.0, 0, &zero_spec(), &mut old) };
+        rc == 0 && (old.it_value.tv_sec != 0 || old.it_value.tv_nsec != 0)
+    }
+}
+
+impl Drop for DrainTimer {
+    fn drop(&mut self) {
+        // SAFETY: the timer is live and deleted once, here.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+fn zero_spec() -> libc::itimerspec {
+    // SAFETY: `itimerspec` is a plain C struct; zero is a disarmed timer.
+    unsafe { std::mem::zeroed() }
 }
 
 /// Makes this forked child end when its parent does: the kernel sends it
@@ -197,15 +347,18 @@ pub(super) fn end_with_parent(parent: Pid) {
     }
 }
 
-/// Blocks until some child of this process has ended, without reaping it,
-/// and returns its pid; `None` when that failed.
-pub(crate) fn wait_any_ended() -> Option<u32> {
+/// A child of this process that has ended, not reaped (it stays a zombie
+/// for whoever owns it). Does not block.
+pub(crate) fn ended_child() -> Ended {
     use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
     loop {
-        return match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(status) => status.pid().map(|p| p.as_raw().unsigned_abs()),
+        return match waitid(Id::All, flags) {
+            Ok(status) => status
+                .pid()
+                .map_or(Ended::NoneYet, |p| Ended::Child(p.as_raw().unsigned_abs())),
             Err(Errno::EINTR) => continue,
-            Err(_) => None,
+            Err(_) => Ended::Unknown,
         };
     }
 }

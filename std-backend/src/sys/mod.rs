@@ -9,6 +9,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
 #[cfg_attr(
@@ -19,7 +20,7 @@ mod platform;
 mod signal;
 
 pub(crate) use platform::{
-    mode_before_bind, peer_credentials, prepare_stream, recv_datagram, wait_any_ended, SignalWatch,
+    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
     Waiter, SEND_FLAGS,
 };
 
@@ -51,6 +52,24 @@ pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // of the returned slice is the kernel (through socket2), which stores
     // initialized bytes; so `buf` stays fully initialized.
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// Cuts a connection: `shutdown(2)` with `SHUT_RDWR`, which ends a read or
+/// write blocked on it, in any thread, at once (end-of-file, `EPIPE`). Its
+/// error (the peer reset it first, say) is of no use. Async-signal-safe.
+pub(crate) fn cut(fd: RawFd) {
+    // SAFETY: shutdown(2) only acts on the socket `fd` names; the caller
+    // (the connection registry) ensures that is still the connection's own
+    // descriptor, not yet closed.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Sends `signal` to the child `pid`, which this process has not reaped
+/// yet (so the number cannot name another process).
+pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
+    }
 }
 
 /// The signals [`SignalWatch`] turns into shutdown requests.
@@ -123,6 +142,22 @@ pub(crate) fn exit_child(status: i32) -> ! {
     // SAFETY: `_exit` only ends the process; skipping destructors is the
     // point, since everything the child holds is a copy of the parent's.
     unsafe { libc::_exit(status) }
+}
+
+/// What [`ended_child`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Systems without `waitid` only ever say `Unknown`.
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
+pub(crate) enum Ended {
+    /// This child has ended (it may be another part of the program's).
+    Child(u32),
+    /// No child has ended.
+    NoneYet,
+    /// The system cannot say, or asking failed.
+    Unknown,
 }
 
 /// What [`reap`] found of a child.

@@ -1,6 +1,6 @@
 //! macOS and the BSDs: the `polling` crate for waiting, `recvmsg` for
-//! datagram lengths, a thread that turns signals into shutdown requests,
-//! and `getpeereid`.
+//! datagram lengths, a thread that turns signals into shutdown requests
+//! and times the drain, and `getpeereid`.
 
 use std::io;
 use std::io::Read;
@@ -8,14 +8,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
-use super::as_uninit;
 use super::signal::{register, Registration};
+use super::{as_uninit, Ended};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -145,23 +145,48 @@ impl SignalWatch {
         let wake = Box::new(OwnedFd::from(wake));
         let registration = register(&wake)?;
         let shared = Arc::clone(shared);
-        let watcher = std::thread::spawn(move || {
-            let mut byte = [0u8; 1];
-            loop {
-                match woken.read(&mut byte) {
-                    // The write end is closed: the watch is over.
-                    Ok(0) => return,
-                    Ok(_) => shared.request(),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        });
+        let watcher = std::thread::spawn(move || watch(&mut woken, &shared));
         Ok(SignalWatch {
             registration: Some(registration),
             wake: Some(wake),
             watcher: Some(watcher),
         })
+    }
+}
+
+/// The watcher thread: requests the shutdown for each wake-up byte, and
+/// times the drain that follows (cutting the connections still served when
+/// it runs out). Returns when the guard closes the other end.
+fn watch(woken: &mut UnixStream, shared: &Shared) {
+    let mut byte = [0u8; 1];
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            shared.conns.cut_all();
+            deadline = None;
+            continue;
+        }
+        if woken.set_read_timeout(left).is_err() {
+            return;
+        }
+        match woken.read(&mut byte) {
+            // The write end is closed: the watch is over.
+            Ok(0) => return,
+            Ok(_) => {
+                shared.request();
+                let bound = shared.drain_timeout();
+                deadline = deadline.or_else(|| bound.map(|b| Instant::now() + b));
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -184,6 +209,11 @@ pub(super) type Target = OwnedFd;
 /// lists as async-signal-safe. A full socket already holds a wake-up.
 pub(super) fn deliver(wake: &OwnedFd) {
     let _ = nix::unistd::write(wake, &[1]);
+}
+
+/// No drain timer sends signals here (the watcher thread keeps the time).
+pub(super) fn expire(_info: *const libc::siginfo_t, _wake: &OwnedFd) -> bool {
+    false
 }
 
 /// Makes this forked child end when its parent process does, where the
@@ -214,23 +244,26 @@ pub(super) fn end_with_parent(parent: Pid) {
     let _ = parent;
 }
 
-/// Blocks until some child of this process has ended, without reaping it,
-/// and returns its pid; `None` when this cannot be asked (FreeBSD has
-/// `waitid`, the others do not) or failed.
-pub(crate) fn wait_any_ended() -> Option<u32> {
+/// A child of this process that has ended, not reaped (it stays a zombie
+/// for whoever owns it); [`Ended::Unknown`] where this cannot be asked
+/// (FreeBSD has `waitid`, the others do not). Does not block.
+pub(crate) fn ended_child() -> Ended {
     #[cfg(target_os = "freebsd")]
     {
         use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
         loop {
-            return match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                Ok(status) => status.pid().map(|p| p.as_raw().unsigned_abs()),
+            return match waitid(Id::All, flags) {
+                Ok(status) => status
+                    .pid()
+                    .map_or(Ended::NoneYet, |p| Ended::Child(p.as_raw().unsigned_abs())),
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => None,
+                Err(_) => Ended::Unknown,
             };
         }
     }
     #[cfg(not(target_os = "freebsd"))]
-    None
+    Ended::Unknown
 }
 
 /// The `(pid, uid, gid)` of the process that connected the Unix stream

@@ -7,6 +7,8 @@
 //! async-signal-safe [`deliver`]) and then runs
 //! the handler it replaced, if any. A second stop signal while it is
 //! installed ends the process at once, by that signal's default action.
+//! A target's drain timer may send `SIGTERM` too: that one the target
+//! recognizes ([`expire`]), and it counts as no stop signal.
 
 use std::ffi::{c_int, c_void};
 use std::io;
@@ -17,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use nix::errno::Errno;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-use super::platform::{deliver, Target};
+use super::platform::{deliver, expire, Target};
 use super::STOP_SIGNALS;
 
 /// How many watches (servers that called `stop_on_signals`) may live at once.
@@ -90,9 +92,7 @@ impl Drop for Registration {
         }
         // A handler that loaded this target before the store above has
         // counted itself in `RUNNING` before loading it.
-        while RUNNING.load(SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        quiesce();
     }
 }
 
@@ -164,27 +164,43 @@ fn is_ours(action: &SigAction) -> bool {
 }
 
 /// The handler: counts the signal, ends the process on the second one,
-/// wakes the targets, then runs the handler it replaced.
+/// wakes the targets, then runs the handler it replaced. A drain timer's
+/// expiry (a `SIGTERM` its target recognizes, see [`expire`]) is no stop
+/// signal: its target handles it, and nothing else happens.
 extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     let errno = Errno::last_raw();
     RUNNING.fetch_add(1, SeqCst);
-    let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
-    if RECEIVED.fetch_add(1, SeqCst) > 0 {
-        exit_by(signo);
-    } else {
-        for target in &TARGETS {
-            // SAFETY: a non-null target stays valid until its registration
-            // is dropped, which waits for this handler (`RUNNING`).
-            if let Some(target) = unsafe { target.load(SeqCst).as_ref() } {
-                deliver(target);
+    if !targets().any(|target| expire(info, target)) {
+        let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
+        if RECEIVED.fetch_add(1, SeqCst) > 0 {
+            exit_by(signo);
+        } else {
+            targets().for_each(deliver);
+            if let Some(i) = index {
+                run_chained(i, signo, info, context);
             }
-        }
-        if let Some(i) = index {
-            run_chained(i, signo, info, context);
         }
     }
     RUNNING.fetch_sub(1, SeqCst);
     Errno::set_raw(errno);
+}
+
+/// The registered targets, for the handler only: it counts itself in
+/// `RUNNING` first and uses them no longer than it is counted there.
+fn targets() -> impl Iterator<Item = &'static Target> {
+    TARGETS.iter().filter_map(|target| {
+        // SAFETY: a non-null target stays valid until its registration is
+        // dropped, which waits for the handlers that may have loaded it
+        // (`RUNNING`).
+        unsafe { target.load(SeqCst).as_ref() }
+    })
+}
+
+/// Waits until no stop-signal handler runs, on any thread.
+pub(super) fn quiesce() {
+    while RUNNING.load(SeqCst) != 0 {
+        std::thread::yield_now();
+    }
 }
 
 /// Runs the handler that ours replaced for `STOP_SIGNALS[i]`, if any.
@@ -226,6 +242,7 @@ fn exit_by(signo: c_int) {
 mod tests {
     use super::*;
     use crate::shutdown::Shared;
+    use crate::sys::SignalWatch;
 
     /// The address of `signal`'s handler now (or `SIG_DFL`, `SIG_IGN`).
     fn handler_of(signal: Signal) -> usize {
@@ -249,8 +266,8 @@ mod tests {
     fn the_last_registration_gives_the_dispositions_back() {
         let ours = on_stop_signal as *const () as usize;
         let (a, b) = (Shared::new().unwrap(), Shared::new().unwrap());
-        let first = register(&a).unwrap();
-        let second = register(&b).unwrap();
+        let first = SignalWatch::start(&a).unwrap();
+        let second = SignalWatch::start(&b).unwrap();
         assert_eq!(handler_of(Signal::SIGTERM), ours);
         drop(first);
         assert_eq!(handler_of(Signal::SIGINT), ours, "one registration left");

@@ -1125,7 +1125,7 @@ fn main() -> io::Result<()> {
                 .stack_size(THREAD_STACK)
         })?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    println!("listening on {}", server.server_address());
+    println!("listening on {}", server.local_addr());
     io::stdout().flush()?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();

@@ -47,7 +47,7 @@ fn main() -> io::Result<()> {
         .unwrap_or_else(|| "localhost:9999".into());
     let mut server = TcpServer::new(address.as_str(), || SockOpt)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    println!("listening on {}", server.server_address());
+    println!("listening on {}", server.local_addr());
     io::stdout().flush()?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();

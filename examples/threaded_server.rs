@@ -31,7 +31,7 @@ impl<C: Connection> StreamHandler<C> for ThreadedTcpRequestHandler {
 
 fn serve<D: Dispatch<TcpTransport>>(mut server: SocketServer<TcpTransport, D>) -> io::Result<()> {
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    println!("listening on {}", server.server_address());
+    println!("listening on {}", server.local_addr());
     io::stdout().flush()?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();

@@ -59,7 +59,7 @@ fn main() -> io::Result<()> {
         .socket_mode(0o666)
         .build_with_hooks(|| UpperOnce, OnlyUid(uid))?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    println!("listening on {}", server.server_address());
+    println!("listening on {}", server.local_addr());
     io::stdout().flush()?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();

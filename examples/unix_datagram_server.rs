@@ -16,7 +16,7 @@ fn main() -> io::Result<()> {
         .unwrap_or_else(|| "/tmp/socketserver-example-dgram.sock".into());
     let mut server = UnixDatagramServer::new(address, || UpperDatagram)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    println!("listening on {}", server.server_address());
+    println!("listening on {}", server.local_addr());
     io::stdout().flush()?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();

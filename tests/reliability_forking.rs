@@ -36,7 +36,7 @@ fn forking_ten_thousand_connections_leave_no_descriptor() {
         .request_queue_size(128)
         .build_forking_with(|sizes| ForkingDispatch::new(|| UpperLine, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
     let idle = fd_table();
 
@@ -75,7 +75,7 @@ fn forking_one_request_in_ten_panics() {
         .request_queue_size(64)
         .build_forking_with(|sizes| ForkingDispatch::with_hooks(|| TenthPanics, hooks, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
 
     let panicked = ask_tenth_panics(addr);
@@ -121,7 +121,7 @@ fn forking_bound_holds_under_ten_times_as_many_clients() {
         .request_queue_size(128)
         .build_forking_with(|sizes| ForkingDispatch::new(factory, sizes).max_children(MAX))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
     let sampler = Peak::start(|| children().len());
 

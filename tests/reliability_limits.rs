@@ -237,7 +237,7 @@ fn threading_bound_holds_under_ten_times_as_many_clients() {
                 .thread_name(NAME)
         })
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
 
     let peak = overload(addr, OVERLOAD * MAX, &gauge, NAME, MAX);
@@ -268,7 +268,7 @@ fn pool_bound_holds_under_ten_times_as_many_clients() {
                 .thread_name(NAME)
         })
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
 
     let peak = overload(addr, OVERLOAD * WORKERS, &gauge, NAME, WORKERS);
@@ -341,7 +341,7 @@ fn soak_child() {
                 .thread_name(SOAK_THREADS)
         })
         .unwrap();
-    println!("addr {}", server.server_address());
+    println!("addr {}", server.local_addr());
     let serving = Serving::start(server, POLL);
     for command in commands() {
         match command.as_str() {
@@ -430,7 +430,7 @@ fn emfile_child() {
         .request_queue_size(EMFILE_CLIENTS as i32 + 56)
         .build(|| UpperOnce)
         .unwrap();
-    println!("addr {}", server.server_address());
+    println!("addr {}", server.local_addr());
     let serving = Serving::start(server, POLL);
 
     let mut hogs = Vec::new();

@@ -72,7 +72,7 @@ fn a_datagram_from_the_servers_own_address_is_not_answered() {
         let server = ServerBuilder::udp(bind)
             .build(builds.factory::<UpperDatagram>())
             .unwrap();
-        let port = server.server_address().port();
+        let port = server.local_addr().port();
         let own = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let _serving = Serving::start(server, Duration::from_millis(100));
 

@@ -73,7 +73,7 @@ fn tcp_allow_list_refuses_before_building_a_handler() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(builds.factory::<UpperOnce>(), allow.guard(hooks.clone()))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
 
     assert_refused(connect_from("127.0.0.1:0", addr));
@@ -99,7 +99,7 @@ fn threaded_tcp_allow_list() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with(|sizes| ThreadingDispatch::with_hooks(factory, allow, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     for _ in 0..3 {
         assert_refused(connect_from("127.0.0.1:0", addr));
@@ -116,7 +116,7 @@ fn ipv6_allow_list() {
         let server = ServerBuilder::tcp("[::1]:0")
             .build_with_hooks(|| UpperOnce, allow)
             .unwrap_or_else(|err| panic!("bind [::1] (is IPv6 loopback configured?): {err}"));
-        let addr = *server.server_address();
+        let addr = *server.local_addr();
         let _serving = Serving::start(server, POLL);
         let reply = if served {
             exchange(connect_from("[::1]:0", addr), b"six\n")
@@ -136,7 +136,7 @@ fn udp_allow_list() {
     let server = ServerBuilder::udp("127.0.0.1:0")
         .build_with_hooks(builds.factory::<UpperDatagram>(), allow)
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
 
     let outsider = UdpSocket::bind("127.0.0.1:0").unwrap();

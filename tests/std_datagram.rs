@@ -34,7 +34,7 @@ fn udp_exchange(client: &UdpSocket, server: std::net::SocketAddr, data: &[u8]) -
 #[test]
 fn udp_echo_through_the_datagram_handler() {
     let server = UdpServer::new("127.0.0.1:0", || UpperDatagram).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     assert_ne!(addr.port(), 0);
     let _serving = Serving::start(server, POLL);
     let client = udp_client();
@@ -105,7 +105,7 @@ fn a_datagram_longer_than_max_packet_size_is_flagged_truncated() {
         .max_packet_size(8)
         .build(|| Truncation)
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     let client = udp_client();
     assert_eq!(udp_exchange(&client, addr, b"12345678"), b"W12345678");
@@ -119,7 +119,7 @@ fn a_reply_longer_than_the_write_buffer_is_an_error() {
         .buffer_sizes(socketserver::BufferSizes::new(64, 4))
         .build_with_hooks(|| Truncation, hooks.clone())
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     let client = udp_client();
     assert_eq!(udp_exchange(&client, addr, b"abc"), b"Wabc");

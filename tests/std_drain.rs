@@ -57,7 +57,7 @@ fn sync_serving(
     IdleClients,
 ) {
     let mut server = sync_server(bound);
-    let address = *server.server_address();
+    let address = *server.local_addr();
     let stop = server.shutdown_handle();
     let serving = thread::spawn(move || server.serve_forever(POLL));
     (stop, serving, IdleClients::connect(address, 1, 1))

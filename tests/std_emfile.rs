@@ -57,7 +57,7 @@ fn child() {
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(|| UpperOnce, timeouts.clone())
         .unwrap();
-    let mut client = TcpStream::connect(server.server_address()).unwrap();
+    let mut client = TcpStream::connect(server.local_addr()).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

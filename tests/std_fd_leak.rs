@@ -13,9 +13,9 @@ use util::{open_fds, TempDir};
 #[test]
 fn a_thousand_failed_binds_leak_no_descriptor() {
     let taken = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
-    let tcp = *taken.server_address();
+    let tcp = *taken.local_addr();
     let taken_udp = UdpServer::new("127.0.0.1:0", || UpperDatagram).unwrap();
-    let udp = *taken_udp.server_address();
+    let udp = *taken_udp.local_addr();
     let dir = TempDir::new("leak");
     let live = dir.path("live.sock");
     let _live = UnixStreamServer::new(&live, || UpperOnce).unwrap();

@@ -141,7 +141,7 @@ fn forking_tcp_server_echoes_in_children_and_reaps_them() {
     let mut sentinel = Sentinel::start();
     let server = ForkingTcpServer::new("127.0.0.1:0", || PidEcho).unwrap();
     assert_eq!(server.timeout(), Some(socketserver::os::FORKING_TIMEOUT));
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
     sentinel.release();
     let pids: Vec<u32> = (0..3)
@@ -180,7 +180,7 @@ fn forking_udp_server_echoes_and_handle_timeout_reaps() {
     let mut server = ForkingUdpServer::new("127.0.0.1:0", || PidEcho).unwrap();
     assert_eq!(server.timeout(), Some(socketserver::os::FORKING_TIMEOUT));
     server.set_timeout(Some(Duration::from_millis(10)));
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     sentinel.release();
@@ -243,7 +243,7 @@ fn max_children_holds_under_four_times_as_many_clients() {
         .request_queue_size(64)
         .build_forking_with(|sizes| ForkingDispatch::new(factory, sizes).max_children(MAX))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
     // At the limit, an ended child of the test's own must not be reaped.
     sentinel.release();
@@ -302,7 +302,7 @@ fn errors_and_panics_in_a_child_reach_handle_error() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_forking_with(|sizes| ForkingDispatch::with_hooks(|| Moody, hooks, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     sentinel.release();
 
@@ -352,7 +352,7 @@ fn an_error_in_a_child_is_logged_by_the_default_hooks() {
     log::set_max_level(log::LevelFilter::Error);
 
     let server = ForkingTcpServer::new("127.0.0.1:0", || Moody).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     sentinel.release();
     let (port, _) = send_line(addr, b"fail\n");
@@ -367,7 +367,7 @@ fn close_without_block_on_close_returns_at_once() {
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes).block_on_close(false))
         .unwrap();
-    let mut client = TcpStream::connect(*server.server_address()).unwrap();
+    let mut client = TcpStream::connect(*server.local_addr()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     server.handle_request().unwrap();
     assert_eq!(server.dispatch().active_children().len(), 1);
@@ -388,7 +388,7 @@ fn a_child_that_fails_exits_with_status_one() {
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_forking_with(|sizes| ForkingDispatch::new(|| Moody, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     sentinel.release();
     let mut replies = Vec::new();
     for line in [&b"fail\n"[..], b"panic\n", b"hello\n"] {
@@ -417,7 +417,7 @@ fn close_without_block_on_close_leaves_no_zombie() {
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes).block_on_close(false))
         .unwrap();
-    let mut client = TcpStream::connect(*server.server_address()).unwrap();
+    let mut client = TcpStream::connect(*server.local_addr()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     server.handle_request().unwrap();
     sentinel.release();
@@ -447,7 +447,7 @@ fn a_request_longer_than_timeout_does_not_stop_the_others() {
         .timeout(Some(Duration::from_millis(20)))
         .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.set_read_timeout(Some(PATIENCE)).unwrap();
     server.handle_request().unwrap();

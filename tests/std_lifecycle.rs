@@ -37,7 +37,7 @@ fn shutdown_does_not_wait_for_the_poll_interval() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(|| UpperOnce, hooks.clone())
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, Duration::from_secs(10));
     // After this request's pass the loop waits again, for up to 10 s.
     let mut client = TcpStream::connect(addr).unwrap();
@@ -116,7 +116,7 @@ fn server_closed_without_ever_serving() {
 #[test]
 fn after_close_connecting_is_refused() {
     let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     server.server_close();
     let err = TcpStream::connect(addr).expect_err("nobody listens");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
@@ -141,7 +141,7 @@ fn handle_request_serves_one_request() {
         .timeout(Some(PATIENCE))
         .build(|| UpperLine)
         .unwrap();
-    let mut client = TcpStream::connect(server.server_address()).unwrap();
+    let mut client = TcpStream::connect(server.local_addr()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     std::io::Write::write_all(&mut client, b"one\n").unwrap();
     server.handle_request().unwrap();
@@ -165,11 +165,11 @@ fn bind_and_activate_false_then_explicit_steps() {
         .bind_and_activate(false)
         .build(|| UpperLine)
         .unwrap();
-    assert_eq!(server.server_address().port(), 0, "not bound yet");
+    assert_eq!(server.local_addr().port(), 0, "not bound yet");
     assert!(server.handle_request().is_err(), "not activated");
     server.socket().unwrap().set_reuse_address(true).unwrap();
     server.server_bind().unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     assert_ne!(addr.port(), 0);
     assert!(server.socket().unwrap().reuse_address().unwrap());
     server.server_activate().unwrap();
@@ -199,7 +199,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         .allow_reuse_port(true)
         .build(|| UpperDatagram)
         .unwrap();
-    let addr = *first.server_address();
+    let addr = *first.local_addr();
     let second = ServerBuilder::udp(addr)
         .allow_reuse_port(true)
         .build(|| UpperDatagram);

@@ -29,7 +29,7 @@ fn pool_tcp_server_echoes() {
         server.dispatch().worker_count(),
         socketserver::os::default_workers()
     );
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     for _ in 0..5 {
         assert_eq!(tcp_exchange(addr, b"one\ntwo\n"), "one\ntwo\n");
@@ -52,7 +52,7 @@ fn pool_udp_server_replies_through_the_shared_socket() {
     let server = ServerBuilder::udp("127.0.0.1:0")
         .build_with(|sizes| PoolDispatch::new(|| UpperDatagram, sizes).workers(2))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -84,7 +84,7 @@ fn workers_and_queue_bound_hold_under_four_times_as_many_clients() {
                 .thread_name("worker")
         })
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let hooks_thread = Serving::start(server, POLL);
 
     let n = 4 * (WORKERS + QUEUE);
@@ -112,7 +112,7 @@ fn a_single_worker_survives_errors_and_panics() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with(|sizes| PoolDispatch::with_hooks(|| Moody, hooks.clone(), sizes).workers(1))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
 
     assert_eq!(tcp_exchange(addr, b"fail\n"), "");
@@ -162,7 +162,7 @@ fn held_pool(block_on_close: bool) -> (PoolTcpServer<impl Fn() -> Held>, mpsc::S
 #[test]
 fn close_without_block_on_close_returns_at_once() {
     let (mut server, release) = held_pool(false);
-    let mut client = connect(*server.server_address());
+    let mut client = connect(*server.local_addr());
     server.handle_request().unwrap();
     // The worker waits for `release`, which is only sent after close.
     server.server_close();
@@ -173,7 +173,7 @@ fn close_without_block_on_close_returns_at_once() {
 #[test]
 fn close_waits_for_the_workers_by_default() {
     let (mut server, release) = held_pool(true);
-    let mut client = connect(*server.server_address());
+    let mut client = connect(*server.local_addr());
     server.handle_request().unwrap();
     let releaser = thread::spawn(move || release.send(()).unwrap());
     server.server_close();

@@ -50,14 +50,14 @@ fn serve_tcp<H: StreamHandler<TcpConnection> + 'static>(
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(factory, hooks.clone())
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     (addr, hooks, Serving::start(server, POLL))
 }
 
 #[test]
 fn tcp_echo_through_rfile_and_wfile() {
     let server = TcpServer::new("127.0.0.1:0", || EchoLines).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     assert_ne!(addr.port(), 0, "port 0 is resolved");
     let _serving = Serving::start(server, POLL);
     for _ in 0..3 {
@@ -70,7 +70,7 @@ fn tcp_ipv6_loopback() {
     // A host without IPv6 loopback fails here loudly rather than skipping.
     let server = TcpServer::new("[::1]:0", || UpperLine)
         .unwrap_or_else(|err| panic!("bind [::1] (is IPv6 loopback configured?): {err}"));
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     assert!(addr.is_ipv6());
     let _serving = Serving::start(server, POLL);
     assert_eq!(tcp_exchange(addr, b" hello v6 \n"), b"HELLO V6");
@@ -81,7 +81,7 @@ fn unix_stream_echo() {
     let dir = TempDir::new("ustream");
     let path = dir.path("s.sock");
     let server = UnixStreamServer::new(&path, || EchoLines).unwrap();
-    assert_eq!(server.server_address().as_pathname(), Some(path.as_path()));
+    assert_eq!(server.local_addr().as_pathname(), Some(path.as_path()));
     let serving = Serving::start(server, POLL);
     for _ in 0..3 {
         let stream = UnixStream::connect(&path).unwrap();
@@ -163,7 +163,7 @@ fn refused_request_is_closed_and_never_handled() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with_hooks(builds.factory::<Moody>(), Recorder::refusing())
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
 
     let mut stream = connect(addr);
@@ -248,7 +248,7 @@ fn handler_options_reach_the_socket() {
         TcpTransport::open("127.0.0.1:0".parse().unwrap(), &Default::default()).unwrap();
     transport.server_bind().unwrap();
     transport.server_activate().unwrap();
-    let _client = connect(*transport.server_address());
+    let _client = connect(*transport.local_addr());
     assert_eq!(
         transport.wait(Some(PATIENCE)).unwrap(),
         socketserver::Readiness::Ready
@@ -286,7 +286,7 @@ fn connections_are_std_io_streams_too() {
     drop(listener);
     transport.server_bind().unwrap();
     transport.server_activate().unwrap();
-    let mut client = connect(*transport.server_address());
+    let mut client = connect(*transport.local_addr());
     client.write_all(b"ping").unwrap();
     assert_eq!(
         transport.wait(Some(PATIENCE)).unwrap(),

@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(500);
 #[test]
 fn threading_tcp_server_echoes() {
     let server = ThreadingTcpServer::new("127.0.0.1:0", || EchoLines).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     for _ in 0..3 {
         assert_eq!(tcp_exchange(addr, b"one\ntwo\n"), "one\ntwo\n");
@@ -48,7 +48,7 @@ fn threading_unix_stream_server_echoes() {
 #[test]
 fn threading_udp_server_echoes() {
     let server = ThreadingUdpServer::new("127.0.0.1:0", || UpperDatagram).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -81,7 +81,7 @@ fn threading_unix_datagram_server_echoes() {
 fn ten_requests_leave_fewer_than_ten_held_threads() {
     // bpo-37193: finished threads are not kept for ever.
     let mut server = ThreadingTcpServer::new("127.0.0.1:0", || EchoLines).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     for _ in 0..10 {
         let mut client = connect(addr);
         client.shutdown(Shutdown::Write).unwrap();
@@ -104,7 +104,7 @@ fn errors_and_panics_in_request_threads_reach_handle_error() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with(|sizes| ThreadingDispatch::with_hooks(|| Moody, hooks.clone(), sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
 
     assert_eq!(tcp_exchange(addr, b"fail\n"), "");
@@ -160,7 +160,7 @@ fn captured_log() -> &'static Captured {
 fn an_error_in_a_request_thread_is_logged_by_the_default_hooks() {
     let log = captured_log();
     let server = ThreadingTcpServer::new("127.0.0.1:0", || Moody).unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
     let client = connect(addr);
     let port = client.local_addr().unwrap().port().to_string();
@@ -196,7 +196,7 @@ fn max_threads_holds_under_four_times_as_many_clients() {
                 .thread_name("req")
         })
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
 
     let mut clients: Vec<TcpStream> = (0..4 * MAX).map(|_| connect(addr)).collect();
@@ -277,7 +277,7 @@ fn gated_server(
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .build_with(|sizes| configure(ThreadingDispatch::new(gate.clone(), sizes)))
         .unwrap();
-    let mut client = connect(*server.server_address());
+    let mut client = connect(*server.local_addr());
     client.write_all(b"wait\n").unwrap();
     server.handle_request().unwrap();
     gate.wait_entered(1);
@@ -322,7 +322,7 @@ fn shutdown_is_not_held_by_a_full_server() {
     let gate = Gate::default();
     // Not joining on close: the serving thread drops the server.
     let (server, mut held) = gated_server(&gate, |d| d.max_threads(Some(1)).block_on_close(false));
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
     // Ready to accept, but the only thread is taken: the loop waits for room.
     let _waiting = connect(addr);
@@ -345,7 +345,7 @@ fn a_request_longer_than_timeout_does_not_stop_the_others() {
         .timeout(Some(Duration::from_millis(20)))
         .build_with(|sizes| ThreadingDispatch::with_hooks(gate.clone(), hooks.clone(), sizes))
         .unwrap();
-    let addr = *server.server_address();
+    let addr = *server.local_addr();
     let mut slow = connect(addr);
     slow.write_all(b"wait\n").unwrap();
     server.handle_request().unwrap();

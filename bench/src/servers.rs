@@ -64,7 +64,7 @@ where
     D: Dispatch<T, T::Kind>,
 {
     let _signals = server.shutdown_handle().stop_on_signals()?;
-    announce(server.server_address())?;
+    announce(server.local_addr())?;
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())

@@ -45,7 +45,7 @@ pub fn probe(address: &str) -> io::Result<()> {
         .request_queue_size(BACKLOG)
         .build_with(|s| ThreadingDispatch::new(|| UpperLine, s))?;
     let stop = server.shutdown_handle();
-    let address = *server.server_address();
+    let address = *server.local_addr();
     let (start, starts) = mpsc::channel::<()>();
     let (returned, returns) = mpsc::channel::<io::Result<Instant>>();
     let serving = thread::spawn(move || {

@@ -11,7 +11,7 @@
 //! use socketserver_std::TcpServer;
 //!
 //! let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce)?;
-//! let address = *server.server_address();
+//! let address = *server.local_addr();
 //! let stop = server.shutdown_handle();
 //! let serving = std::thread::spawn(move || server.serve_forever(Duration::from_millis(500)));
 //!

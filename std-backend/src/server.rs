@@ -76,10 +76,11 @@ where
         self.inner.transport_mut().server_activate()
     }
 
-    /// The bound address (port 0 resolved), or before binding the address
-    /// asked for.
-    pub fn server_address(&self) -> &T::Addr {
-        self.inner.transport().server_address()
+    /// Python's `server_address`, by Rust's name (as `std::net`, socket2
+    /// and tokio call it): the bound address (port 0 resolved), or before
+    /// binding the address asked for.
+    pub fn local_addr(&self) -> &T::Addr {
+        self.inner.transport().local_addr()
     }
 
     /// The server socket (Python's `self.socket`); `None` once closed.
@@ -240,7 +241,7 @@ impl Default for Options {
 ///     .allow_reuse_address(true)
 ///     .request_queue_size(64)
 ///     .build(|| UpperOnce)?;
-/// assert_ne!(server.server_address().port(), 0);
+/// assert_ne!(server.local_addr().port(), 0);
 /// # std::io::Result::Ok(())
 /// ```
 #[derive(Debug)]

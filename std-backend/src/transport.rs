@@ -17,7 +17,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::{sys, Options};
 
 /// What the OS-socket transports offer beyond the core's [`Transport`]:
-/// Python's `server_bind`, `server_activate`, `server_address`, `socket`
+/// Python's `server_bind`, `server_activate`, `server_address` (as `local_addr`), `socket`
 /// and `fileno`, and the shutdown handle.
 pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
     /// Creates the socket for `address` (close-on-exec), not yet bound.
@@ -27,7 +27,7 @@ pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
     fn open(address: Self::Addr, options: &Options) -> io::Result<Self>;
 
     /// Python's `server_bind`: applies the reuse options and binds; the
-    /// [`server_address`](Self::server_address) becomes the bound one.
+    /// [`local_addr`](Self::local_addr) becomes the bound one.
     ///
     /// # Errors
     /// When an option cannot be set or the bind fails (address in use,
@@ -42,7 +42,7 @@ pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
     fn server_activate(&mut self) -> io::Result<()>;
 
     /// The address asked for, or once bound the real one (port 0 resolved).
-    fn server_address(&self) -> &Self::Addr;
+    fn local_addr(&self) -> &Self::Addr;
 
     /// The socket, for options this crate does not cover; `None` once closed.
     fn socket(&self) -> Option<&Socket>;
@@ -145,7 +145,7 @@ macro_rules! common_impls {
                 self.base.endpoint.register()
             }
 
-            fn server_address(&self) -> &F::Addr {
+            fn local_addr(&self) -> &F::Addr {
                 &self.base.address
             }
 

@@ -59,10 +59,7 @@ where
         D: Dispatch<T, T::Kind> + Send + 'static,
     {
         let server = server.expect("build the server");
-        (
-            server.server_address().clone(),
-            Serving::start(server, POLL),
-        )
+        (server.local_addr().clone(), Serving::start(server, POLL))
     }
     match dispatch {
         InProcess::Inline => start(builder.build_with(|sizes| sizes.inline(factory, hooks))),

@@ -270,7 +270,7 @@ pub fn serve_with_idle_clients<D>(
 where
     D: Dispatch<TcpTransport> + Send + 'static,
 {
-    let address = *server.server_address();
+    let address = *server.local_addr();
     let stop = server.shutdown_handle();
     let (done, closed) = mpsc::channel();
     thread::spawn(move || {

@@ -1118,8 +1118,8 @@ fn main() -> io::Result<()> {
         .allow_reuse_address(true)
         .request_queue_size(1024)
         .buffer_sizes(BufferSizes::new(LINE_CAPACITY, 0))
-        .build_with(|sizes| {
-            ThreadingDispatch::new(factory, sizes)
+        .build_with(|config| {
+            ThreadingDispatch::new(factory, config)
                 .daemon_threads(true)
                 .max_threads(Some(max_connections))
                 .stack_size(THREAD_STACK)

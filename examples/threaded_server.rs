@@ -11,8 +11,8 @@ use std::thread;
 
 use socketserver::os::TcpTransport;
 use socketserver::{
-    BufferSizes, Connection, Dispatch, Error, PoolDispatch, ServerBuilder, SocketServer,
-    StreamHandler, StreamRequest, ThreadingDispatch, DEFAULT_POLL_INTERVAL,
+    Connection, Dispatch, Error, PoolDispatch, ServerBuilder, SocketServer, StreamHandler,
+    StreamRequest, ThreadingDispatch, DEFAULT_POLL_INTERVAL,
 };
 
 /// The docs' `ThreadedTCPRequestHandler`.
@@ -57,14 +57,15 @@ fn main() -> io::Result<()> {
     let factory = || ThreadedTcpRequestHandler;
     match pool {
         Some(0) => Err(usage()),
-        Some(workers) => serve(builder.build_with(|sizes: BufferSizes| {
-            PoolDispatch::new(factory, sizes)
+        Some(workers) => serve(builder.build_with(|config| {
+            PoolDispatch::new(factory, config)
                 .workers(workers)
                 .thread_name("Worker")
         })?),
-        None => serve(
-            builder
-                .build_with(|sizes| ThreadingDispatch::new(factory, sizes).thread_name("Thread"))?,
-        ),
+        None => {
+            serve(builder.build_with(|config| {
+                ThreadingDispatch::new(factory, config).thread_name("Thread")
+            })?)
+        }
     }
 }

@@ -57,7 +57,8 @@ fn main() -> io::Result<()> {
     };
     let mut server = ServerBuilder::unix_stream(path)
         .socket_mode(0o666)
-        .build_with_hooks(|| UpperOnce, OnlyUid(uid))?;
+        .hooks(OnlyUid(uid))
+        .build(|| UpperOnce)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

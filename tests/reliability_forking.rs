@@ -34,7 +34,7 @@ fn forking_ten_thousand_connections_leave_no_descriptor() {
     let before = fd_table();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(128)
-        .build_forking_with(|sizes| ForkingDispatch::new(|| UpperLine, sizes))
+        .build_with(|config| ForkingDispatch::new(|| UpperLine, config))
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
@@ -73,7 +73,7 @@ fn forking_one_request_in_ten_panics() {
     let hooks = ReportErrors(gauge.path());
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(64)
-        .build_forking_with(|sizes| ForkingDispatch::with_hooks(|| TenthPanics, hooks, sizes))
+        .build_with(|config| ForkingDispatch::new(|| TenthPanics, config.with_hooks(hooks)))
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
@@ -119,7 +119,7 @@ fn forking_bound_holds_under_ten_times_as_many_clients() {
     };
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(128)
-        .build_forking_with(|sizes| ForkingDispatch::new(factory, sizes).max_children(MAX))
+        .build_with(|config| ForkingDispatch::new(factory, config).max_children(MAX))
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);

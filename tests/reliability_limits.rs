@@ -231,8 +231,8 @@ fn threading_bound_holds_under_ten_times_as_many_clients() {
     let gauge = Gauge::new();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(128)
-        .build_with(|sizes| {
-            ThreadingDispatch::new(gauged(&gauge), sizes)
+        .build_with(|config| {
+            ThreadingDispatch::new(gauged(&gauge), config)
                 .max_threads(Some(MAX))
                 .thread_name(NAME)
         })
@@ -261,8 +261,8 @@ fn pool_bound_holds_under_ten_times_as_many_clients() {
     let gauge = Gauge::new();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(128)
-        .build_with(|sizes| {
-            PoolDispatch::new(gauged(&gauge), sizes)
+        .build_with(|config| {
+            PoolDispatch::new(gauged(&gauge), config)
                 .workers(WORKERS)
                 .queue_capacity(WORKERS)
                 .thread_name(NAME)
@@ -336,8 +336,8 @@ fn soak_child() {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(128)
-        .build_with(|sizes| {
-            ThreadingDispatch::with_hooks(|| UpperLine, hooks.clone(), sizes)
+        .build_with(|config| {
+            ThreadingDispatch::new(|| UpperLine, config.with_hooks(hooks.clone()))
                 .thread_name(SOAK_THREADS)
         })
         .unwrap();

@@ -299,7 +299,8 @@ fn a_unix_peer_that_leaves_before_the_reply_raises_no_sigpipe() {
     let path = dir.path("s.sock");
     let hooks = Recorder::default();
     let server = ServerBuilder::unix_stream(&path)
-        .build_with_hooks(|| Fragile, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| Fragile)
         .unwrap();
     let serving = Serving::start(server, POLL);
 

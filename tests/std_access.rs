@@ -71,7 +71,8 @@ fn tcp_allow_list_refuses_before_building_a_handler() {
     let hooks = Recorder::default();
     let allow: AllowList = "127.0.0.2/32".parse().unwrap();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(builds.factory::<UpperOnce>(), allow.guard(hooks.clone()))
+        .hooks(allow.guard(hooks.clone()))
+        .build(builds.factory::<UpperOnce>())
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
@@ -97,7 +98,7 @@ fn threaded_tcp_allow_list() {
     let allow = AllowList::parse(["127.0.0.2", "::1"]).unwrap();
     let factory = builds.factory::<UpperOnce>();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|sizes| ThreadingDispatch::with_hooks(factory, allow, sizes))
+        .build_with(|config| ThreadingDispatch::new(factory, config.with_hooks(allow)))
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -114,7 +115,8 @@ fn ipv6_allow_list() {
     for (list, served) in [("127.0.0.0/8, ::1", true), ("127.0.0.0/8", false)] {
         let allow: AllowList = list.parse().unwrap();
         let server = ServerBuilder::tcp("[::1]:0")
-            .build_with_hooks(|| UpperOnce, allow)
+            .hooks(allow)
+            .build(|| UpperOnce)
             .unwrap_or_else(|err| panic!("bind [::1] (is IPv6 loopback configured?): {err}"));
         let addr = *server.local_addr();
         let _serving = Serving::start(server, POLL);
@@ -134,7 +136,8 @@ fn udp_allow_list() {
     let builds = Builds::default();
     let allow: AllowList = "127.0.0.2".parse().unwrap();
     let server = ServerBuilder::udp("127.0.0.1:0")
-        .build_with_hooks(builds.factory::<UpperDatagram>(), allow)
+        .hooks(allow)
+        .build(builds.factory::<UpperDatagram>())
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -203,7 +206,8 @@ fn unix_peer_credentials_are_the_clients() {
     let path = dir.path("s.sock");
     let hooks = UidHooks::admitting(current_uid());
     let server = ServerBuilder::unix_stream(&path)
-        .build_with_hooks(|| UpperOnce, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| UpperOnce)
         .unwrap();
     let _serving = Serving::start(server, POLL);
     assert_eq!(exchange(unix_connect(&path), b"me\n"), b"ME");
@@ -301,7 +305,8 @@ fn only_one_uid_is_admitted() {
     let hooks = UidHooks::admitting(current_uid());
     let server = ServerBuilder::unix_stream(&path)
         .socket_mode(0o666)
-        .build_with_hooks(builds.factory::<UpperOnce>(), hooks.clone())
+        .hooks(hooks.clone())
+        .build(builds.factory::<UpperOnce>())
         .unwrap();
     let _serving = Serving::start(server, POLL);
 

@@ -67,7 +67,8 @@ fn reply_to_an_unbound_client_is_reported_and_serving_goes_on() {
     let path = dir.path("server.sock");
     let hooks = Recorder::default();
     let server = ServerBuilder::unix_datagram(&path)
-        .build_with_hooks(|| UpperDatagram, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| UpperDatagram)
         .unwrap();
     let _serving = Serving::start(server, POLL);
 
@@ -117,7 +118,8 @@ fn a_reply_longer_than_the_write_buffer_is_an_error() {
     let hooks = Recorder::default();
     let server = ServerBuilder::udp("127.0.0.1:0")
         .buffer_sizes(socketserver::BufferSizes::new(64, 4))
-        .build_with_hooks(|| Truncation, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| Truncation)
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);

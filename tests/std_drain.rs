@@ -68,7 +68,7 @@ fn threading(
 ) -> SocketServer<TcpTransport, ThreadingDispatch<fn() -> UpperLine>> {
     ServerBuilder::tcp("127.0.0.1:0")
         .drain_timeout(bound)
-        .build_with(|sizes| ThreadingDispatch::new((|| UpperLine) as fn() -> UpperLine, sizes))
+        .build_with(|config| ThreadingDispatch::new((|| UpperLine) as fn() -> UpperLine, config))
         .unwrap()
 }
 
@@ -194,8 +194,8 @@ fn without_a_bound_threading_close_waits_for_its_requests() {
 fn pool_close_cuts_running_and_queued_requests() {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .drain_timeout(Some(BOUND))
-        .build_with(|sizes| {
-            PoolDispatch::new(|| UpperLine, sizes)
+        .build_with(|config| {
+            PoolDispatch::new(|| UpperLine, config)
                 .workers(1)
                 .queue_capacity(4)
         })

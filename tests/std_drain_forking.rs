@@ -36,7 +36,7 @@ where
 {
     ServerBuilder::tcp("127.0.0.1:0")
         .drain_timeout(Some(BOUND))
-        .build_forking_with(|sizes| ForkingDispatch::new(factory, sizes).max_children(max_children))
+        .build_with(|config| ForkingDispatch::new(factory, config).max_children(max_children))
         .unwrap()
 }
 

@@ -55,7 +55,8 @@ fn child() {
     accept_log::install();
     let timeouts = Timeouts::default();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(|| UpperOnce, timeouts.clone())
+        .hooks(timeouts.clone())
+        .build(|| UpperOnce)
         .unwrap();
     let mut client = TcpStream::connect(server.local_addr()).unwrap();
     client

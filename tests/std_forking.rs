@@ -241,7 +241,7 @@ fn max_children_holds_under_four_times_as_many_clients() {
     };
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(64)
-        .build_forking_with(|sizes| ForkingDispatch::new(factory, sizes).max_children(MAX))
+        .build_with(|config| ForkingDispatch::new(factory, config).max_children(MAX))
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, POLL);
@@ -300,7 +300,7 @@ fn errors_and_panics_in_a_child_reach_handle_error() {
     let gauge = Gauge::new();
     let hooks = ReportErrors(gauge.path());
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_forking_with(|sizes| ForkingDispatch::with_hooks(|| Moody, hooks, sizes))
+        .build_with(|config| ForkingDispatch::new(|| Moody, config.with_hooks(hooks)))
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -365,7 +365,7 @@ fn an_error_in_a_child_is_logged_by_the_default_hooks() {
 fn close_without_block_on_close_returns_at_once() {
     let mut sentinel = Sentinel::start();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes).block_on_close(false))
+        .build_with(|config| ForkingDispatch::new(|| PidEcho, config).block_on_close(false))
         .unwrap();
     let mut client = TcpStream::connect(*server.local_addr()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -386,7 +386,7 @@ fn close_without_block_on_close_returns_at_once() {
 fn a_child_that_fails_exits_with_status_one() {
     let mut sentinel = Sentinel::start();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_forking_with(|sizes| ForkingDispatch::new(|| Moody, sizes))
+        .build_with(|config| ForkingDispatch::new(|| Moody, config))
         .unwrap();
     let addr = *server.local_addr();
     sentinel.release();
@@ -415,7 +415,7 @@ fn a_child_that_fails_exits_with_status_one() {
 fn close_without_block_on_close_leaves_no_zombie() {
     let mut sentinel = Sentinel::start();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes).block_on_close(false))
+        .build_with(|config| ForkingDispatch::new(|| PidEcho, config).block_on_close(false))
         .unwrap();
     let mut client = TcpStream::connect(*server.local_addr()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -445,7 +445,7 @@ fn a_request_longer_than_timeout_does_not_stop_the_others() {
     let mut sentinel = Sentinel::start();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .timeout(Some(Duration::from_millis(20)))
-        .build_forking_with(|sizes| ForkingDispatch::new(|| PidEcho, sizes))
+        .build_with(|config| ForkingDispatch::new(|| PidEcho, config))
         .unwrap();
     let addr = *server.local_addr();
     let mut slow = TcpStream::connect(addr).unwrap();

@@ -35,7 +35,8 @@ fn twenty_servers_shut_down_right_after_their_loop_starts() {
 fn shutdown_does_not_wait_for_the_poll_interval() {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(|| UpperOnce, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| UpperOnce)
         .unwrap();
     let addr = *server.local_addr();
     let serving = Serving::start(server, Duration::from_secs(10));
@@ -84,7 +85,8 @@ fn shutdown_from_the_serving_thread_is_an_error_not_a_deadlock() {
         result: tx,
     };
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(|| UpperOnce, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| UpperOnce)
         .unwrap();
     hooks.handle.set(server.shutdown_handle()).unwrap();
     // Returns because the hook also requested a shutdown without waiting.
@@ -127,7 +129,8 @@ fn handle_request_times_out_into_handle_timeout() {
     let hooks = Recorder::default();
     let mut server = ServerBuilder::udp("127.0.0.1:0")
         .timeout(Some(Duration::from_millis(50)))
-        .build_with_hooks(|| UpperDatagram, hooks.clone())
+        .hooks(hooks.clone())
+        .build(|| UpperDatagram)
         .unwrap();
     let start = Instant::now();
     server.handle_request().unwrap();

@@ -50,7 +50,7 @@ fn pool_unix_stream_server_echoes() {
 #[test]
 fn pool_udp_server_replies_through_the_shared_socket() {
     let server = ServerBuilder::udp("127.0.0.1:0")
-        .build_with(|sizes| PoolDispatch::new(|| UpperDatagram, sizes).workers(2))
+        .build_with(|config| PoolDispatch::new(|| UpperDatagram, config).workers(2))
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -77,8 +77,8 @@ fn workers_and_queue_bound_hold_under_four_times_as_many_clients() {
     };
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(64)
-        .build_with(|sizes| {
-            PoolDispatch::new(factory, sizes)
+        .build_with(|config| {
+            PoolDispatch::new(factory, config)
                 .workers(WORKERS)
                 .queue_capacity(QUEUE)
                 .thread_name("worker")
@@ -110,7 +110,7 @@ fn workers_and_queue_bound_hold_under_four_times_as_many_clients() {
 fn a_single_worker_survives_errors_and_panics() {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|sizes| PoolDispatch::with_hooks(|| Moody, hooks.clone(), sizes).workers(1))
+        .build_with(|config| PoolDispatch::new(|| Moody, config.with_hooks(hooks.clone())).workers(1))
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -150,8 +150,8 @@ fn held_pool(block_on_close: bool) -> (PoolTcpServer<impl Fn() -> Held>, mpsc::S
     // One worker: the single receiver goes to the first handler built.
     let factory = move || Held(released.lock().unwrap().take().expect("one handler"));
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|sizes| {
-            PoolDispatch::new(factory, sizes)
+        .build_with(|config| {
+            PoolDispatch::new(factory, config)
                 .workers(1)
                 .block_on_close(block_on_close)
         })

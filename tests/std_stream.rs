@@ -48,7 +48,8 @@ fn serve_tcp<H: StreamHandler<TcpConnection> + 'static>(
 ) -> (SocketAddr, Recorder, Serving) {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(factory, hooks.clone())
+        .hooks(hooks.clone())
+        .build(factory)
         .unwrap();
     let addr = *server.local_addr();
     (addr, hooks, Serving::start(server, POLL))
@@ -161,7 +162,8 @@ fn handler_panic_is_reported_and_the_server_goes_on() {
 fn refused_request_is_closed_and_never_handled() {
     let builds = Builds::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with_hooks(builds.factory::<Moody>(), Recorder::refusing())
+        .hooks(Recorder::refusing())
+        .build(builds.factory::<Moody>())
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);

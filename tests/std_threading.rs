@@ -102,7 +102,7 @@ fn ten_requests_leave_fewer_than_ten_held_threads() {
 fn errors_and_panics_in_request_threads_reach_handle_error() {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|sizes| ThreadingDispatch::with_hooks(|| Moody, hooks.clone(), sizes))
+        .build_with(|config| ThreadingDispatch::new(|| Moody, config.with_hooks(hooks.clone())))
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);
@@ -190,8 +190,8 @@ fn max_threads_holds_under_four_times_as_many_clients() {
     };
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .request_queue_size(64)
-        .build_with(|sizes| {
-            ThreadingDispatch::new(factory, sizes)
+        .build_with(|config| {
+            ThreadingDispatch::new(factory, config)
                 .max_threads(Some(MAX))
                 .thread_name("req")
         })
@@ -275,7 +275,7 @@ fn gated_server(
     configure: impl FnOnce(ThreadingDispatch<Gate>) -> ThreadingDispatch<Gate>,
 ) -> (ThreadingTcpServer<Gate>, TcpStream) {
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|sizes| configure(ThreadingDispatch::new(gate.clone(), sizes)))
+        .build_with(|config| configure(ThreadingDispatch::new(gate.clone(), config)))
         .unwrap();
     let mut client = connect(*server.local_addr());
     client.write_all(b"wait\n").unwrap();
@@ -343,7 +343,7 @@ fn a_request_longer_than_timeout_does_not_stop_the_others() {
     let hooks = Recorder::default();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .timeout(Some(Duration::from_millis(20)))
-        .build_with(|sizes| ThreadingDispatch::with_hooks(gate.clone(), hooks.clone(), sizes))
+        .build_with(|config| ThreadingDispatch::new(gate.clone(), config.with_hooks(hooks.clone())))
         .unwrap();
     let addr = *server.local_addr();
     let mut slow = connect(addr);

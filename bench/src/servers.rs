@@ -34,9 +34,7 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
         "fw-sync-upper" => run(tcp().build(|| UpperLine)?),
         "fw-threading-upper" => run(tcp().build_with(|s| ThreadingDispatch::new(|| UpperLine, s))?),
         "fw-pool-upper" => run(tcp().build_with(|s| PoolDispatch::new(|| UpperLine, s))?),
-        "fw-forking-upper" => {
-            run(tcp().build_forking_with(|s| ForkingDispatch::new(|| UpperLine, s))?)
-        }
+        "fw-forking-upper" => run(tcp().build_with(|s| ForkingDispatch::new(|| UpperLine, s))?),
         "fw-threading-lines" => run(tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?),
         "fw-udp-upper" => run(ServerBuilder::udp(address).build(|| UpperDatagram)?),
         "fw-sync-echo" => run(tcp().build(|| Echo)?),

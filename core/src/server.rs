@@ -59,6 +59,14 @@ pub trait Lifecycle {
     /// (`server_close`; a threaded dispatch waits for its threads here).
     /// Default: nothing.
     fn server_close(&mut self) {}
+
+    /// The `timeout` a server built with this dispatch starts with, when
+    /// its builder sets none (Python's class attribute, which a mix-in may
+    /// override: `ForkingMixIn.timeout` is 300 s). Default: `None`, wait
+    /// for ever.
+    fn default_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// What [`Dispatch::take`] did.

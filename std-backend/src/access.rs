@@ -243,7 +243,7 @@ impl std::error::Error for NetworkError {}
 /// assert!(!allow.allows("192.0.2.7".parse()?));
 ///
 /// // As the server's hooks: a refused client is closed before a handler is built.
-/// let server = ServerBuilder::tcp("127.0.0.1:0").build_with_hooks(|| UpperOnce, allow)?;
+/// let server = ServerBuilder::tcp("127.0.0.1:0").hooks(allow).build(|| UpperOnce)?;
 /// # drop(server);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -153,7 +153,7 @@ impl SocketConnection<Unix> {
     ///
     /// let server = ServerBuilder::unix_stream("/run/example.sock")
     ///     .socket_mode(0o666)
-    ///     .build_with_hooks(|| UpperOnce, RootOnly)?;
+    ///     .hooks(RootOnly).build(|| UpperOnce)?;
     /// # drop(server);
     /// # std::io::Result::Ok(())
     /// ```

@@ -39,19 +39,62 @@ impl BufferSizes {
         vec![0; self.write].into_boxed_slice()
     }
 
-    /// Python's default `process_request` with buffers of these sizes:
-    /// each request is handled to the end on the serving thread, and a
-    /// panicking handler is reported to `handle_error` as
+    /// A [`DispatchConfig`] of these sizes with `hooks`.
+    pub fn with_hooks<H>(self, hooks: H) -> DispatchConfig<H> {
+        DispatchConfig { sizes: self, hooks }
+    }
+}
+
+/// What every dispatch is built from besides its handler factory: the
+/// buffer sizes and the hooks. [`ServerBuilder::build_with`] hands one to
+/// its closure, with the sizes and hooks set on the builder; every
+/// dispatch's `new(factory, config)` takes one (or plain
+/// [`BufferSizes`], for the default hooks).
+///
+/// [`ServerBuilder::build_with`]: crate::ServerBuilder::build_with
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct DispatchConfig<H = DefaultHooks> {
+    /// The buffers each request is served with.
+    pub sizes: BufferSizes,
+    /// Python's overridable server methods.
+    pub hooks: H,
+}
+
+impl<H> DispatchConfig<H> {
+    /// `sizes` and `hooks`.
+    pub fn new(sizes: BufferSizes, hooks: H) -> Self {
+        DispatchConfig { sizes, hooks }
+    }
+
+    /// The same sizes with other hooks.
+    pub fn with_hooks<H2>(self, hooks: H2) -> DispatchConfig<H2> {
+        DispatchConfig {
+            sizes: self.sizes,
+            hooks,
+        }
+    }
+
+    /// Python's default `process_request`: each request is handled to the
+    /// end on the serving thread, and a panicking handler is reported to
+    /// `handle_error` as
     /// [`Error::Panicked`](socketserver_core::Error::Panicked) while the
     /// server goes on.
-    pub fn inline<F: HandlerFactory, H>(&self, factory: F, hooks: H) -> InlineDispatch<F, H> {
-        SyncDispatch::with_buffers(factory, hooks, self.read_buffer(), self.write_buffer())
+    pub fn inline<F: HandlerFactory>(self, factory: F) -> InlineDispatch<F, H> {
+        let (read, write) = (self.sizes.read_buffer(), self.sizes.write_buffer());
+        SyncDispatch::with_buffers(factory, self.hooks, read, write)
+    }
+}
+
+impl From<BufferSizes> for DispatchConfig {
+    fn from(sizes: BufferSizes) -> Self {
+        sizes.with_hooks(DefaultHooks)
     }
 }
 
 /// The core's synchronous dispatch with heap buffers: what [`TcpServer`],
 /// [`UdpServer`] and the Unix servers serve with (build one with
-/// [`BufferSizes::inline`]).
+/// [`DispatchConfig::inline`]).
 ///
 /// [`TcpServer`]: crate::TcpServer
 /// [`UdpServer`]: crate::UdpServer

@@ -18,7 +18,7 @@ use socketserver_core::{
 };
 
 use crate::concurrent::ADMIT_RECHECK;
-use crate::dispatch::BufferSizes;
+use crate::dispatch::DispatchConfig;
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
 use crate::sys::{self, Child, Ended, Forked};
@@ -92,17 +92,13 @@ pub struct ForkingDispatch<F, H = DefaultHooks> {
     stop: Option<ShutdownHandle>,
 }
 
-impl<F: HandlerFactory> ForkingDispatch<F> {
-    /// Serves with handlers from `factory` and the default hooks; the
-    /// buffers of `sizes` are allocated once and copied into each child.
-    pub fn new(factory: F, sizes: BufferSizes) -> Self {
-        Self::with_hooks(factory, DefaultHooks, sizes)
-    }
-}
-
 impl<F, H> ForkingDispatch<F, H> {
-    /// Serves with handlers from `factory`, calling `hooks`.
-    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+    /// Serves with handlers from `factory` and the config's hooks; the
+    /// buffers of the config's sizes are allocated once and copied into
+    /// each child (`config` as for
+    /// [`ThreadingDispatch::new`](crate::ThreadingDispatch::new)).
+    pub fn new(factory: F, config: impl Into<DispatchConfig<H>>) -> Self {
+        let DispatchConfig { sizes, hooks } = config.into();
         ForkingDispatch {
             factory,
             hooks,
@@ -301,6 +297,11 @@ impl<F, H: ServerHooks> Lifecycle for ForkingDispatch<F, H> {
     fn server_close(&mut self) {
         close_children(self);
     }
+
+    /// [`FORKING_TIMEOUT`]: Python's `ForkingMixIn.timeout`.
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(FORKING_TIMEOUT)
+    }
 }
 
 impl<L, F, H> Dispatch<L, kind::Stream> for ForkingDispatch<F, H>
@@ -425,30 +426,26 @@ new_with_defaults!(
     ForkingDispatch,
     tcp,
     impl ToSocketAddrs,
-    "Python's `ForkingTCPServer(address, Handler)`",
-    build_forking_with
+    "Python's `ForkingTCPServer(address, Handler)`"
 );
 new_with_defaults!(
     UdpTransport,
     ForkingDispatch,
     udp,
     impl ToSocketAddrs,
-    "Python's `ForkingUDPServer(address, Handler)`",
-    build_forking_with
+    "Python's `ForkingUDPServer(address, Handler)`"
 );
 new_with_defaults!(
     UnixStreamTransport,
     ForkingDispatch,
     unix_stream,
     impl Into<PathBuf>,
-    "Python's `ForkingUnixStreamServer(address, Handler)`",
-    build_forking_with
+    "Python's `ForkingUnixStreamServer(address, Handler)`"
 );
 new_with_defaults!(
     UnixDatagramTransport,
     ForkingDispatch,
     unix_datagram,
     impl Into<PathBuf>,
-    "Python's `ForkingUnixDatagramServer(address, Handler)`",
-    build_forking_with
+    "Python's `ForkingUnixDatagramServer(address, Handler)`"
 );

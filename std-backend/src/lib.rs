@@ -60,7 +60,7 @@ mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};
 pub use connection::{PeerCredentials, SocketConnection, TcpConnection};
-pub use dispatch::{BufferSizes, InlineDispatch};
+pub use dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
 pub use family::{Family, Inet, Unix, UnixAddr};
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,

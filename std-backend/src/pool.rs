@@ -16,7 +16,7 @@ use crate::concurrent::{
     concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
     ADMIT_RECHECK,
 };
-use crate::dispatch::BufferSizes;
+use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::CUT_GRACE;
 use crate::transport::{TcpTransport, UnixStreamTransport};
@@ -41,14 +41,6 @@ pub struct PoolDispatch<F, H = DefaultHooks> {
     inner: Concurrent<Pool, F, H>,
 }
 
-impl<F: HandlerFactory> PoolDispatch<F> {
-    /// Serves with handlers from `factory` and the default hooks, on
-    /// [`default_workers`] workers with buffers of `sizes` each.
-    pub fn new(factory: F, sizes: BufferSizes) -> Self {
-        Self::with_hooks(factory, DefaultHooks, sizes)
-    }
-}
-
 /// The default number of pool workers: the available parallelism plus
 /// four, at most 32 (the default of Python's `ThreadPoolExecutor`), since
 /// handlers mostly wait on their clients.
@@ -58,8 +50,11 @@ pub fn default_workers() -> usize {
 }
 
 impl<F: HandlerFactory, H> PoolDispatch<F, H> {
-    /// Serves with handlers from `factory`, calling `hooks`.
-    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+    /// Serves with handlers from `factory` and the config's hooks, on
+    /// [`default_workers`] workers with buffers of the config's sizes each
+    /// (`config` as for [`ThreadingDispatch::new`](crate::ThreadingDispatch::new)).
+    pub fn new(factory: F, config: impl Into<DispatchConfig<H>>) -> Self {
+        let DispatchConfig { sizes, hooks } = config.into();
         let workers = default_workers();
         let pool = Pool {
             workers,

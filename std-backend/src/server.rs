@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::Socket;
 use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
 
-use crate::dispatch::{BufferSizes, InlineDispatch};
+use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
 use crate::family::UnixAddr;
 use crate::shutdown::ShutdownHandle;
 use crate::transport::{
@@ -246,9 +246,10 @@ impl Default for Options {
 /// ```
 #[derive(Debug)]
 #[must_use]
-pub struct ServerBuilder<T: SocketTransport> {
+pub struct ServerBuilder<T: SocketTransport, H = DefaultHooks> {
     address: io::Result<T::Addr>,
     options: Options,
+    hooks: H,
 }
 
 impl ServerBuilder<TcpTransport> {
@@ -298,6 +299,45 @@ impl<T: SocketTransport> ServerBuilder<T> {
         ServerBuilder {
             address,
             options: Options::default(),
+            hooks: DefaultHooks,
+        }
+    }
+}
+
+impl<T: SocketTransport, H> ServerBuilder<T, H> {
+    /// The server's hooks (Python's overridable server methods:
+    /// `verify_request`, `handle_error`, `handle_timeout`,
+    /// `service_actions`), for whichever dispatch is built next. Default:
+    /// [`DefaultHooks`].
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddr;
+    /// use socketserver_core::handlers::UpperLine;
+    /// use socketserver_core::{Hooks, ServerHooks};
+    /// use socketserver_std::{ServerBuilder, TcpConnection, ThreadingDispatch};
+    ///
+    /// struct LocalOnly;
+    /// impl Hooks<TcpConnection, SocketAddr> for LocalOnly {
+    ///     fn verify_request(&self, _: &TcpConnection, client: &SocketAddr) -> bool {
+    ///         client.ip().is_loopback()
+    ///     }
+    /// }
+    /// impl ServerHooks for LocalOnly {}
+    ///
+    /// // Inline, as Python's TCPServer:
+    /// let inline = ServerBuilder::tcp("127.0.0.1:0").hooks(LocalOnly).build(|| UpperLine)?;
+    /// // Any other dispatch, with the same hooks and builder options:
+    /// let threading = ServerBuilder::tcp("127.0.0.1:0")
+    ///     .hooks(LocalOnly)
+    ///     .build_with(|config| ThreadingDispatch::new(|| UpperLine, config).max_threads(Some(64)))?;
+    /// # drop((inline, threading));
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn hooks<H2>(self, hooks: H2) -> ServerBuilder<T, H2> {
+        ServerBuilder {
+            address: self.address,
+            options: self.options,
+            hooks,
         }
     }
 
@@ -391,14 +431,22 @@ impl<T: SocketTransport> ServerBuilder<T> {
     }
 
     /// Builds a server whose dispatch `make_dispatch` creates from the
-    /// buffer sizes (for dispatch strategies other than the inline one).
+    /// [`DispatchConfig`]: the buffer sizes and the hooks set on this
+    /// builder. The one way to build any dispatch, for example
+    /// `.build_with(|config| ThreadingDispatch::new(factory, config))`.
+    ///
+    /// Unless [`timeout`](Self::timeout) was set, the server's timeout is
+    /// the dispatch's default: none, or for a forking dispatch
+    /// [`FORKING_TIMEOUT`](crate::FORKING_TIMEOUT) (Python's
+    /// `ForkingMixIn.timeout`), so that `handle_timeout` reaps children
+    /// even when no request comes.
     ///
     /// # Errors
     /// The address did not resolve, or creating, binding or listening on
     /// the socket failed; the socket is then closed (bpo-22435).
     pub fn build_with<D>(
         self,
-        make_dispatch: impl FnOnce(BufferSizes) -> D,
+        make_dispatch: impl FnOnce(DispatchConfig<H>) -> D,
     ) -> io::Result<SocketServer<T, D>>
     where
         D: Dispatch<T, T::Kind>,
@@ -409,70 +457,29 @@ impl<T: SocketTransport> ServerBuilder<T> {
             transport.server_bind()?;
             transport.server_activate()?;
         }
-        let mut server = SocketServer::from_parts(transport, make_dispatch(self.options.buffers));
-        server.set_timeout(self.options.timeout);
+        let config = DispatchConfig::new(self.options.buffers, self.hooks);
+        let dispatch = make_dispatch(config);
+        let timeout = if self.options.timeout_set {
+            self.options.timeout
+        } else {
+            dispatch.default_timeout()
+        };
+        let mut server = SocketServer::from_parts(transport, dispatch);
+        server.set_timeout(timeout);
         Ok(server)
     }
 
-    /// [`build_with`](Self::build_with) for a forking dispatch: unless
-    /// [`timeout`](Self::timeout) was set, `handle_request` waits at most
-    /// [`FORKING_TIMEOUT`](crate::FORKING_TIMEOUT) (Python's
-    /// `ForkingMixIn.timeout`), so that `handle_timeout` reaps children
-    /// even when no request comes.
-    ///
-    /// ```no_run
-    /// use socketserver_core::handlers::UpperOnce;
-    /// use socketserver_std::{ForkingDispatch, ServerBuilder, FORKING_TIMEOUT};
-    ///
-    /// let server = ServerBuilder::tcp("127.0.0.1:0")
-    ///     .build_forking_with(|sizes| ForkingDispatch::new(|| UpperOnce, sizes).max_children(8))?;
-    /// assert_eq!(server.timeout(), Some(FORKING_TIMEOUT));
-    /// # std::io::Result::Ok(())
-    /// ```
-    ///
-    /// # Errors
-    /// See [`build_with`](Self::build_with).
-    pub fn build_forking_with<D>(
-        mut self,
-        make_dispatch: impl FnOnce(BufferSizes) -> D,
-    ) -> io::Result<SocketServer<T, D>>
-    where
-        D: Dispatch<T, T::Kind>,
-    {
-        if !self.options.timeout_set {
-            self.options.timeout = Some(crate::FORKING_TIMEOUT);
-        }
-        self.build_with(make_dispatch)
-    }
-
     /// Builds a server handling each request with a handler from `factory`
-    /// on the serving thread.
+    /// on the serving thread (Python's `TCPServer` and its siblings).
     ///
     /// # Errors
     /// See [`build_with`](Self::build_with).
-    pub fn build<F>(self, factory: F) -> io::Result<SocketServer<T, InlineDispatch<F>>>
-    where
-        F: HandlerFactory,
-        InlineDispatch<F>: Dispatch<T, T::Kind>,
-    {
-        self.build_with_hooks(factory, DefaultHooks)
-    }
-
-    /// Like [`build`](Self::build), calling `hooks` (Python's overridable
-    /// server methods).
-    ///
-    /// # Errors
-    /// See [`build_with`](Self::build_with).
-    pub fn build_with_hooks<F, H>(
-        self,
-        factory: F,
-        hooks: H,
-    ) -> io::Result<SocketServer<T, InlineDispatch<F, H>>>
+    pub fn build<F>(self, factory: F) -> io::Result<SocketServer<T, InlineDispatch<F, H>>>
     where
         F: HandlerFactory,
         InlineDispatch<F, H>: Dispatch<T, T::Kind>,
     {
-        self.build_with(|sizes| sizes.inline(factory, hooks))
+        self.build_with(|config| config.inline(factory))
     }
 }
 
@@ -498,9 +505,6 @@ macro_rules! new_with_defaults {
         }
     };
     ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal) => {
-        $crate::server::new_with_defaults!($transport, $dispatch, $ctor, $arg, $python, build_with);
-    };
-    ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal, $build:ident) => {
         impl<F> $crate::SocketServer<$transport, $dispatch<F>>
         where
             F: socketserver_core::HandlerFactory,
@@ -514,7 +518,8 @@ macro_rules! new_with_defaults {
             /// # Errors
             /// When creating, binding or listening on the socket fails.
             pub fn new(address: $arg, factory: F) -> std::io::Result<Self> {
-                $crate::ServerBuilder::$ctor(address).$build(|sizes| $dispatch::new(factory, sizes))
+                $crate::ServerBuilder::$ctor(address)
+                    .build_with(|config| $dispatch::new(factory, config))
             }
         }
     };

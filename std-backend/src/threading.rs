@@ -14,7 +14,7 @@ use crate::concurrent::{
     concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
     ADMIT_RECHECK,
 };
-use crate::dispatch::BufferSizes;
+use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::CUT_GRACE;
 use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
@@ -44,17 +44,13 @@ pub struct ThreadingDispatch<F, H = DefaultHooks> {
     inner: Concurrent<Threads, F, H>,
 }
 
-impl<F: HandlerFactory> ThreadingDispatch<F> {
-    /// Serves with handlers from `factory` and the default hooks; each
-    /// request thread allocates buffers of `sizes`.
-    pub fn new(factory: F, sizes: BufferSizes) -> Self {
-        Self::with_hooks(factory, DefaultHooks, sizes)
-    }
-}
-
 impl<F: HandlerFactory, H> ThreadingDispatch<F, H> {
-    /// Serves with handlers from `factory`, calling `hooks`.
-    pub fn with_hooks(factory: F, hooks: H, sizes: BufferSizes) -> Self {
+    /// Serves with handlers from `factory` and the config's hooks; each
+    /// request thread has buffers of the config's sizes. `config` is what
+    /// [`ServerBuilder::build_with`](crate::ServerBuilder::build_with)
+    /// hands its closure, or [`BufferSizes`](crate::BufferSizes) for the default hooks.
+    pub fn new(factory: F, config: impl Into<DispatchConfig<H>>) -> Self {
+        let DispatchConfig { sizes, hooks } = config.into();
         let threads = Threads {
             daemon: false,
             block_on_close: true,

@@ -62,12 +62,14 @@ where
         (server.local_addr().clone(), Serving::start(server, POLL))
     }
     match dispatch {
-        InProcess::Inline => start(builder.build_with(|sizes| sizes.inline(factory, hooks))),
-        InProcess::Threading => {
-            start(builder.build_with(|sizes| ThreadingDispatch::with_hooks(factory, hooks, sizes)))
+        InProcess::Inline => {
+            start(builder.build_with(|config| config.with_hooks(hooks).inline(factory)))
         }
+        InProcess::Threading => start(
+            builder.build_with(|config| ThreadingDispatch::new(factory, config.with_hooks(hooks))),
+        ),
         InProcess::Pool => {
-            start(builder.build_with(|sizes| PoolDispatch::with_hooks(factory, hooks, sizes)))
+            start(builder.build_with(|config| PoolDispatch::new(factory, config.with_hooks(hooks))))
         }
     }
 }

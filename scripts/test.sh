@@ -52,6 +52,8 @@ fi
 step "no_std build of the smoltcp backend and of the facade as firmware uses it"
 cargo build -p socketserver-smoltcp --target thumbv7em-none-eabihf
 cargo build -p socketserver --no-default-features --features smoltcp --target thumbv7em-none-eabihf
+# A handler crate as a firmware author writes it (tests/new_user.rs serves it on std and smoltcp).
+cargo build -p no-std-handler --target thumbv7em-none-eabihf
 
 # Linux waits on epoll directly; other systems take the `polling` path.
 step "the std backend's non-Linux path (cargo clippy for x86_64-apple-darwin)"

@@ -110,7 +110,9 @@ fn workers_and_queue_bound_hold_under_four_times_as_many_clients() {
 fn a_single_worker_survives_errors_and_panics() {
     let hooks = Recorder::default();
     let server = ServerBuilder::tcp("127.0.0.1:0")
-        .build_with(|config| PoolDispatch::new(|| Moody, config.with_hooks(hooks.clone())).workers(1))
+        .build_with(|config| {
+            PoolDispatch::new(|| Moody, config.with_hooks(hooks.clone())).workers(1)
+        })
         .unwrap();
     let addr = *server.local_addr();
     let _serving = Serving::start(server, POLL);

@@ -61,7 +61,7 @@ mod transport;
 pub use access::{AllowList, Guarded, Network, NetworkError};
 pub use connection::{PeerCredentials, TcpConnection, UnixConnection};
 pub use dispatch::{BufferSizes, InlineDispatch};
-pub use family::{Family, Inet, Unix, UnixAddr};
+pub use family::UnixAddr;
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,

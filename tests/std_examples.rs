@@ -288,7 +288,6 @@ fn json_lines_greets_and_reports_invalid_json() {
             r#"{"name": "Ada"}"#,
             r#"{"name": "Grace"}"#,
             "this is not json",
-            r#"{"name": "never read"}"#,
         ],
     );
     let replies: Vec<&str> = stdout

@@ -224,7 +224,7 @@ impl std::error::Error for NetworkError {}
 ///
 /// An empty list allows nobody. For TCP and UDP servers (client addresses
 /// are [`SocketAddr`]s); Unix sockets have no addresses to filter on, see
-/// [`UnixConnection::peer_credentials`](crate::SocketConnection::peer_credentials)
+/// [`UnixConnection::peer_credentials`](crate::UnixConnection::peer_credentials)
 /// instead. Use it as the server's hooks, or put it in front of your own
 /// with [`guard`](Self::guard).
 ///

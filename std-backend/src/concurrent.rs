@@ -14,9 +14,8 @@ use socketserver_core::{
 };
 
 use crate::dispatch::BufferSizes;
-use crate::family::Family;
 use crate::shutdown::{Shared, ShutdownHandle};
-use crate::transport::{DatagramReply, DatagramTransport, SocketTransport};
+use crate::transport::{Replies, SocketTransport};
 
 /// The buffers one request thread serves with.
 pub(crate) struct Buffers {
@@ -214,12 +213,13 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
     /// The datagram twin of [`stream_request`](Self::stream_request): the
     /// job owns a copy of the packet and replies through a second
     /// descriptor of the server socket.
-    pub(crate) fn datagram_request<Fam>(&mut self, socket: &mut DatagramTransport<Fam>) -> Took
+    pub(crate) fn datagram_request<S>(&mut self, socket: &mut S) -> Took
     where
-        Fam: Family,
+        S: Replies,
+        S::Addr: Send + 'static,
         F: HandlerFactory + Send + Sync + 'static,
-        F::Handler: DatagramHandler<DatagramReply<Fam>>,
-        H: Hooks<[u8], Fam::Addr> + Send + Sync + 'static,
+        F::Handler: DatagramHandler<S::Reply>,
+        H: Hooks<[u8], S::Addr> + Send + Sync + 'static,
     {
         if self.packet.len() != self.read_size {
             self.packet = vec![0; self.read_size];
@@ -246,7 +246,7 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         let packet = self.packet[..rx.len].to_vec();
         let client = rx.addr.clone();
         let served = Arc::clone(&self.served);
-        let mut reply = DatagramReply::<Fam>::new(reply);
+        let mut reply = S::reply(reply);
         let job = Box::new(move |bufs: &mut Buffers| {
             let Served { factory, hooks } = &*served;
             let (packet, reply_buf) = (&packet, &mut bufs.write);
@@ -276,7 +276,8 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
 }
 
 /// The core's `Dispatch` for a public wrapper around [`Concurrent`]
-/// (a field `inner`), for stream listeners and the datagram transports.
+/// (a field `inner`), for stream listeners and, one impl each so that
+/// their bounds name the reply type, the datagram transports.
 macro_rules! concurrent_dispatch {
     ($ty:ident) => {
         impl<F, H: socketserver_core::ServerHooks> socketserver_core::Lifecycle for $ty<F, H> {
@@ -310,25 +311,29 @@ macro_rules! concurrent_dispatch {
             }
         }
 
-        impl<Fam, F, H>
+        $crate::concurrent::concurrent_dispatch!(
+            @datagram $ty, UdpTransport, UdpReply, std::net::SocketAddr
+        );
+        $crate::concurrent::concurrent_dispatch!(
+            @datagram $ty, UnixDatagramTransport, UnixDatagramReply, $crate::UnixAddr
+        );
+    };
+    (@datagram $ty:ident, $transport:ident, $reply:ident, $addr:ty) => {
+        impl<F, H>
             socketserver_core::Dispatch<
-                $crate::DatagramTransport<Fam>,
+                $crate::$transport,
                 socketserver_core::transport::kind::Datagram,
             > for $ty<F, H>
         where
-            Fam: $crate::Family,
             F: socketserver_core::HandlerFactory + Send + Sync + 'static,
-            F::Handler: socketserver_core::DatagramHandler<$crate::DatagramReply<Fam>>,
-            H: socketserver_core::Hooks<[u8], Fam::Addr>
+            F::Handler: socketserver_core::DatagramHandler<$crate::$reply>,
+            H: socketserver_core::Hooks<[u8], $addr>
                 + socketserver_core::ServerHooks
                 + Send
                 + Sync
                 + 'static,
         {
-            fn take(
-                &mut self,
-                socket: &mut $crate::DatagramTransport<Fam>,
-            ) -> socketserver_core::Took {
+            fn take(&mut self, socket: &mut $crate::$transport) -> socketserver_core::Took {
                 self.inner.datagram_request(socket)
             }
         }

@@ -1,8 +1,9 @@
 //! An accepted stream connection (TCP or Unix stream).
 
+use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,24 +12,15 @@ use socket2::Socket;
 use socketserver_core::embedded_io;
 use socketserver_core::Connection;
 
-use crate::family::{Family, Inet, Unix};
+use crate::family::{Family, Inet, Unix, UnixAddr};
 use crate::shutdown::{Registered, Shared};
 use crate::sys;
 
-/// One accepted stream connection: [`TcpConnection`] or
-/// [`UnixConnection`](crate::UnixConnection).
-///
-/// While it is open, the server's drain can cut it
-/// ([`ShutdownHandle`](crate::ShutdownHandle)): reads then return
-/// end-of-file and writes fail.
-///
-/// Reads and writes block, bounded by the timeout set with
-/// [`Connection::set_timeout`]; exceeding it fails with
-/// [`io::ErrorKind::TimedOut`]. Writing to a peer that has gone fails with
-/// [`io::ErrorKind::BrokenPipe`] and never raises `SIGPIPE`. Implements both
-/// embedded-io and `std::io` [`Read`](io::Read)/[`Write`](io::Write).
-#[derive(Debug)]
-pub struct SocketConnection<F: Family> {
+/// An accepted stream connection, the part [`TcpConnection`] and
+/// [`UnixConnection`] share: one copy of the logic, wrapped by the public
+/// types (which `connection!` writes), so that their names are the ones
+/// user code and compiler errors see.
+pub(crate) struct Accepted<F: Family> {
     /// The connection's entry among those a drain cuts; declared before
     /// `socket` so that it is left before the descriptor is closed.
     _registered: Registered,
@@ -39,15 +31,12 @@ pub struct SocketConnection<F: Family> {
     family: PhantomData<fn() -> F>,
 }
 
-/// An accepted TCP connection.
-pub type TcpConnection = SocketConnection<Inet>;
-
-impl<F: Family> SocketConnection<F> {
+impl<F: Family> Accepted<F> {
     /// An accepted connection of the server whose shutdown state is
     /// `shared`, registered there until it is dropped.
     pub(crate) fn new(socket: Socket, shared: &Arc<Shared>) -> io::Result<Self> {
         sys::prepare_stream(&socket)?;
-        Ok(SocketConnection {
+        Ok(Accepted {
             _registered: Registered::new(shared, socket.as_raw_fd()),
             socket,
             timeout: None,
@@ -56,17 +45,43 @@ impl<F: Family> SocketConnection<F> {
         })
     }
 
-    /// The underlying socket, for options this type does not cover.
-    pub fn socket(&self) -> &Socket {
-        &self.socket
+    fn peer_addr(&self) -> io::Result<F::Addr> {
+        self.socket.peer_addr().map(|a| F::from_sock_addr(&a))
     }
 
-    /// The peer's address.
-    ///
-    /// # Errors
-    /// When the connection is no longer connected.
-    pub fn peer_addr(&self) -> io::Result<F::Addr> {
-        self.socket.peer_addr().map(|a| F::from_sock_addr(&a))
+    fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("socket", &self.socket)
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+
+    /// [`Connection::set_timeout`].
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.map(|t| t.max(Duration::from_micros(1)));
+        self.socket.set_read_timeout(timeout)?;
+        self.socket.set_write_timeout(timeout)?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// [`Connection::set_request_timeout`].
+    fn set_request_timeout(&mut self, total: Option<Duration>) -> io::Result<()> {
+        self.deadline = total.map(|t| Instant::now() + t);
+        if self.deadline.is_none() {
+            // Back to the per-operation timeout alone.
+            self.set_timeout(self.timeout)?;
+        }
+        Ok(())
+    }
+
+    /// [`Connection::set_nodelay`].
+    fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        if self.socket.local_addr()?.is_unix() {
+            return Ok(());
+        }
+        self.socket.set_tcp_nodelay(nodelay)
     }
 
     fn timed_out(&self, err: io::Error) -> io::Error {
@@ -117,7 +132,131 @@ impl<F: Family> SocketConnection<F> {
     }
 }
 
-impl SocketConnection<Unix> {
+/// Writes a public connection type around [`Accepted`]: its definition,
+/// the core's [`Connection`], embedded-io's and `std::io`'s `Read` and
+/// `Write`, the descriptor traits, `Debug`, `socket` and `peer_addr`.
+macro_rules! connection {
+    ($(#[$doc:meta])* $name:ident, $family:ty, $addr:ty) => {
+        $(#[$doc])*
+        ///
+        /// While it is open, the server's drain can cut it
+        /// ([`ShutdownHandle`](crate::ShutdownHandle)): reads then return
+        /// end-of-file and writes fail.
+        ///
+        /// Reads and writes block, bounded by the timeout set with
+        /// [`Connection::set_timeout`]; exceeding it fails with
+        /// [`io::ErrorKind::TimedOut`]. Writing to a peer that has gone fails with
+        /// [`io::ErrorKind::BrokenPipe`] and never raises `SIGPIPE`. Implements both
+        /// embedded-io and `std::io` [`Read`](io::Read)/[`Write`](io::Write).
+        pub struct $name {
+            inner: Accepted<$family>,
+        }
+
+        impl $name {
+            pub(crate) fn new(inner: Accepted<$family>) -> Self {
+                $name { inner }
+            }
+
+            /// The underlying socket, for options this type does not cover.
+            pub fn socket(&self) -> &Socket {
+                &self.inner.socket
+            }
+
+            /// The peer's address.
+            ///
+            /// # Errors
+            /// When the connection is no longer connected.
+            pub fn peer_addr(&self) -> io::Result<$addr> {
+                self.inner.peer_addr()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.inner.fmt_as(stringify!($name), f)
+            }
+        }
+
+        impl embedded_io::ErrorType for $name {
+            type Error = io::Error;
+        }
+
+        connection!(@io $name, embedded_io::Read, embedded_io::Write);
+        connection!(@io $name, io::Read, io::Write);
+
+        impl Connection for $name {
+            type Addr = $addr;
+
+            /// A zero timeout is taken as one microsecond, since sockets
+            /// read zero as "no timeout".
+            fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+                self.inner.set_timeout(timeout)
+            }
+
+            /// Each read and write then also sets the socket's timeout to
+            /// the time left (one more system call per operation while a
+            /// deadline is set).
+            fn set_request_timeout(&mut self, total: Option<Duration>) -> io::Result<()> {
+                self.inner.set_request_timeout(total)
+            }
+
+            /// Sets `TCP_NODELAY`; Unix sockets have no Nagle algorithm and
+            /// ignore it.
+            fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+                self.inner.set_nodelay(nodelay)
+            }
+
+            fn shutdown_write(&mut self) -> io::Result<()> {
+                self.inner.socket.shutdown(Shutdown::Write)
+            }
+        }
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.inner.socket.as_fd()
+            }
+        }
+
+        impl AsRawFd for $name {
+            fn as_raw_fd(&self) -> RawFd {
+                self.inner.socket.as_raw_fd()
+            }
+        }
+    };
+    // The embedded-io and `std::io` traits, written once.
+    (@io $name:ident, $read:path, $write:path) => {
+        impl $read for $name {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.inner.recv(buf)
+            }
+        }
+
+        impl $write for $name {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.inner.send(buf)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+connection!(
+    /// An accepted TCP connection.
+    TcpConnection,
+    Inet,
+    SocketAddr
+);
+connection!(
+    /// An accepted Unix stream connection.
+    UnixConnection,
+    Unix,
+    UnixAddr
+);
+
+impl UnixConnection {
     /// The credentials of the process that connected (`SO_PEERCRED`): what
     /// a [`Hooks::verify_request`](socketserver_core::Hooks::verify_request)
     /// of a Unix stream server checks to admit only some users, since its
@@ -165,14 +304,14 @@ impl SocketConnection<Unix> {
     /// # Errors
     /// The system call failed.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        let (pid, uid, gid) = sys::peer_credentials(&self.socket)?;
+        let (pid, uid, gid) = sys::peer_credentials(&self.inner.socket)?;
         Ok(PeerCredentials { pid, uid, gid })
     }
 }
 
 /// Who is at the other end of a Unix stream connection, as the kernel
 /// recorded it when the client connected; see
-/// [`peer_credentials`](SocketConnection::peer_credentials).
+/// [`peer_credentials`](UnixConnection::peer_credentials).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PeerCredentials {
@@ -182,89 +321,4 @@ pub struct PeerCredentials {
     pub uid: u32,
     /// Its effective group id.
     pub gid: u32,
-}
-
-impl<F: Family> embedded_io::ErrorType for SocketConnection<F> {
-    type Error = io::Error;
-}
-
-impl<F: Family> embedded_io::Read for SocketConnection<F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
-    }
-}
-
-impl<F: Family> embedded_io::Write for SocketConnection<F> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.send(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<F: Family> io::Read for SocketConnection<F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
-    }
-}
-
-impl<F: Family> io::Write for SocketConnection<F> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.send(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<F: Family> Connection for SocketConnection<F> {
-    type Addr = F::Addr;
-
-    /// A zero timeout is taken as one microsecond, since sockets read zero
-    /// as "no timeout".
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.socket.set_read_timeout(timeout)?;
-        self.socket.set_write_timeout(timeout)?;
-        self.timeout = timeout;
-        Ok(())
-    }
-
-    /// Each read and write then also sets the socket's timeout to the time
-    /// left (one more system call per operation while a deadline is set).
-    fn set_request_timeout(&mut self, total: Option<Duration>) -> io::Result<()> {
-        self.deadline = total.map(|t| Instant::now() + t);
-        if self.deadline.is_none() {
-            // Back to the per-operation timeout alone.
-            self.set_timeout(self.timeout)?;
-        }
-        Ok(())
-    }
-
-    /// Sets `TCP_NODELAY`; Unix sockets have no Nagle algorithm and ignore it.
-    fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
-        if self.socket.local_addr()?.is_unix() {
-            return Ok(());
-        }
-        self.socket.set_tcp_nodelay(nodelay)
-    }
-
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.socket.shutdown(Shutdown::Write)
-    }
-}
-
-impl<F: Family> AsFd for SocketConnection<F> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl<F: Family> AsRawFd for SocketConnection<F> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
 }

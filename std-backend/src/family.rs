@@ -1,4 +1,8 @@
-//! Address families: IPv4/IPv6 (`Inet`) and Unix domain sockets (`Unix`).
+//! Address families: IPv4/IPv6 (`Inet`) and Unix domain sockets (`Unix`),
+//! the parameter of the logic TCP and Unix servers share. Crate-private:
+//! the public types are the nominal ones built on them (`TcpConnection`,
+//! `UdpTransport`, ...), so that user code and compiler errors never name
+//! a family.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -9,12 +13,8 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr};
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// An address family a server can be bound in: [`Inet`] or [`Unix`]. Sealed.
-pub trait Family: sealed::Sealed + Send + Sync + 'static {
+/// An address family a server can be bound in: [`Inet`] or [`Unix`].
+pub(crate) trait Family: Send + Sync + 'static {
     /// How servers and clients of this family are addressed.
     type Addr: Clone + fmt::Debug + Send + Sync + 'static;
 
@@ -51,9 +51,7 @@ pub trait Family: sealed::Sealed + Send + Sync + 'static {
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
 #[derive(Debug)]
-pub enum Inet {}
-
-impl sealed::Sealed for Inet {}
+pub(crate) enum Inet {}
 
 impl Family for Inet {
     type Addr = SocketAddr;
@@ -106,9 +104,7 @@ fn is_local(addr: &SocketAddr) -> bool {
 
 /// Unix domain sockets: Unix stream and Unix datagram servers.
 #[derive(Debug)]
-pub enum Unix {}
-
-impl sealed::Sealed for Unix {}
+pub(crate) enum Unix {}
 
 /// The address of a Unix domain socket (Python gives the path, or `''` for
 /// a client that did not bind).

@@ -59,9 +59,9 @@ mod threading;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};
-pub use connection::{PeerCredentials, SocketConnection, TcpConnection};
+pub use connection::{PeerCredentials, TcpConnection, UnixConnection};
 pub use dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
-pub use family::{Family, Inet, Unix, UnixAddr};
+pub use family::UnixAddr;
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
@@ -77,12 +77,9 @@ pub use threading::{
     ThreadingUnixStreamServer,
 };
 pub use transport::{
-    DatagramReply, DatagramTransport, SocketTransport, StreamTransport, TcpTransport, UdpTransport,
+    SocketTransport, TcpTransport, UdpReply, UdpTransport, UnixDatagramReply,
     UnixDatagramTransport, UnixStreamTransport,
 };
-
-/// An accepted Unix stream connection.
-pub type UnixConnection = SocketConnection<Unix>;
 
 pub use socket2;
 pub use socketserver_core as core;

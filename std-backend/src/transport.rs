@@ -1,7 +1,7 @@
 //! The core's transports over OS sockets.
 
 use std::io;
-use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +10,9 @@ use socket2::{Socket, Type};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Listener, Readiness, Received, ReplySocket, Transport};
 
-use crate::connection::SocketConnection;
+use crate::connection::{Accepted, TcpConnection, UnixConnection};
 use crate::endpoint::Endpoint;
-use crate::family::{Family, Inet, Unix};
+use crate::family::{Family, Inet, Unix, UnixAddr};
 use crate::shutdown::ShutdownHandle;
 use crate::{sys, Options};
 
@@ -51,27 +51,10 @@ pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
     fn shutdown_handle(&self) -> ShutdownHandle;
 }
 
-/// A listening stream socket: [`TcpTransport`] or [`UnixStreamTransport`].
-#[derive(Debug)]
-pub struct StreamTransport<F: Family> {
-    base: Base<F>,
-}
-
-/// A bound datagram socket: [`UdpTransport`] or [`UnixDatagramTransport`].
-#[derive(Debug)]
-pub struct DatagramTransport<F: Family> {
-    base: Base<F>,
-}
-
-/// The socket of a TCP server.
-pub type TcpTransport = StreamTransport<Inet>;
-/// The socket of a Unix stream server.
-pub type UnixStreamTransport = StreamTransport<Unix>;
-/// The socket of a UDP server.
-pub type UdpTransport = DatagramTransport<Inet>;
-/// The socket of a Unix datagram server.
-pub type UnixDatagramTransport = DatagramTransport<Unix>;
-
+/// The state every server socket keeps, whatever its family and type: one
+/// copy of the logic, wrapped by the public transports (which `transport!`
+/// writes) so that their names are the ones user code and compiler errors
+/// see.
 #[derive(Debug)]
 struct Base<F: Family> {
     endpoint: Endpoint,
@@ -101,13 +84,81 @@ impl<F: Family> Base<F> {
         self.address = F::from_sock_addr(&bound);
         Ok(())
     }
+
+    fn listen(&mut self) -> io::Result<()> {
+        let backlog = self.options.request_queue_size;
+        self.endpoint.socket()?.listen(backlog)
+    }
+
+    /// [`Listener::try_accept`].
+    fn try_accept(&mut self) -> io::Result<Option<(Accepted<F>, F::Addr)>> {
+        if !self.endpoint.may_take() {
+            return Ok(None);
+        }
+        match self.endpoint.socket()?.accept() {
+            Ok((socket, addr)) => {
+                let conn = Accepted::new(socket, self.endpoint.shared())?;
+                Ok(Some((conn, F::from_sock_addr(&addr))))
+            }
+            Err(err) if sys::is_transient_accept_error(&err) => Ok(None),
+            Err(err) if sys::is_resource_exhaustion(&err) => {
+                self.endpoint.back_off()?;
+                Err(err)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// [`DatagramSocket::try_recv_from`].
+    fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
+        if !self.endpoint.may_take() {
+            return Ok(None);
+        }
+        let socket = self.endpoint.socket()?;
+        loop {
+            match sys::recv_datagram(socket, buf, F::from_sock_addr) {
+                // Answering the server's own address would loop for ever.
+                Ok((.., addr)) if F::is_own_address(&self.address, &addr) => {}
+                Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+    }
 }
 
-macro_rules! common_impls {
-    ($ty:ident, $kind:ty, $socket_type:expr, $activate:expr) => {
-        impl<F: Family> Transport for $ty<F> {
+/// A datagram transport and the socket its threaded and pooled requests
+/// reply through, for the dispatches generic over both.
+pub(crate) trait Replies: DatagramSocket + SocketTransport {
+    /// [`UdpReply`] or [`UnixDatagramReply`].
+    type Reply: ReplySocket<Addr = Self::Addr, Error = io::Error> + Send + 'static;
+
+    /// A second descriptor for the server socket (close-on-exec), through
+    /// which request threads send their replies while the serving thread
+    /// keeps receiving on the first.
+    fn reply_socket(&self) -> io::Result<Socket>;
+
+    /// The reply socket over `socket`, from [`reply_socket`](Self::reply_socket).
+    fn reply(socket: Arc<Socket>) -> Self::Reply;
+}
+
+/// Writes a public transport around [`Base`]: its definition, the core's
+/// [`Transport`], [`SocketTransport`] and the descriptor traits.
+macro_rules! transport {
+    (
+        $(#[$doc:meta])*
+        $name:ident($family:ty, $addr:ty), $kind:ty, $socket_type:expr, $activate:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            base: Base<$family>,
+        }
+
+        impl Transport for $name {
             type Kind = $kind;
-            type Addr = F::Addr;
+            type Addr = $addr;
             type Error = io::Error;
 
             /// Waits on the OS for the socket to be readable; a shutdown
@@ -130,9 +181,9 @@ macro_rules! common_impls {
             }
         }
 
-        impl<F: Family> SocketTransport for $ty<F> {
-            fn open(address: F::Addr, options: &Options) -> io::Result<Self> {
-                Base::open(address, options, $socket_type).map(|base| $ty { base })
+        impl SocketTransport for $name {
+            fn open(address: $addr, options: &Options) -> io::Result<Self> {
+                Base::open(address, options, $socket_type).map(|base| $name { base })
             }
 
             fn server_bind(&mut self) -> io::Result<()> {
@@ -140,12 +191,12 @@ macro_rules! common_impls {
             }
 
             fn server_activate(&mut self) -> io::Result<()> {
-                let activate: fn(&mut Base<F>) -> io::Result<()> = $activate;
+                let activate: fn(&mut Base<$family>) -> io::Result<()> = $activate;
                 activate(&mut self.base)?;
                 self.base.endpoint.register()
             }
 
-            fn local_addr(&self) -> &F::Addr {
+            fn local_addr(&self) -> &$addr {
                 &self.base.address
             }
 
@@ -158,14 +209,14 @@ macro_rules! common_impls {
             }
         }
 
-        impl<F: Family> AsRawFd for $ty<F> {
+        impl AsRawFd for $name {
             /// Python's `fileno()`: -1 once closed.
             fn as_raw_fd(&self) -> RawFd {
                 self.base.endpoint.raw_fd()
             }
         }
 
-        impl<F: Family> AsFd for $ty<F> {
+        impl AsFd for $name {
             /// # Panics
             /// If the socket was closed.
             fn as_fd(&self) -> BorrowedFd<'_> {
@@ -179,142 +230,143 @@ macro_rules! common_impls {
     };
 }
 
-common_impls!(StreamTransport, kind::Stream, Type::STREAM, |base| {
-    let backlog = base.options.request_queue_size;
-    base.endpoint.socket()?.listen(backlog)
-});
-common_impls!(DatagramTransport, kind::Datagram, Type::DGRAM, |_| Ok(()));
+/// A listening stream socket: `transport!` and the core's [`Listener`],
+/// accepting `$conn`s.
+macro_rules! stream_transport {
+    ($(#[$doc:meta])* $name:ident($family:ty, $addr:ty), $conn:ident) => {
+        transport!(
+            $(#[$doc])*
+            $name($family, $addr), kind::Stream, Type::STREAM, Base::listen
+        );
 
-impl<F: Family> Listener for StreamTransport<F> {
-    type Connection = SocketConnection<F>;
+        impl Listener for $name {
+            type Connection = $conn;
 
-    /// Takes one pending connection without blocking (the socket is
-    /// non-blocking once activated): `Ok(None)` when none is pending, or
-    /// one went away before it was taken. Running out of descriptors
-    /// (`EMFILE`, `ENFILE`) is returned as the error (the server logs it),
-    /// and the next waits ignore the socket for 100 ms instead of spinning
-    /// on it.
-    fn try_accept(&mut self) -> io::Result<Option<(SocketConnection<F>, F::Addr)>> {
-        if !self.base.endpoint.may_take() {
-            return Ok(None);
-        }
-        match self.base.endpoint.socket()?.accept() {
-            Ok((socket, addr)) => {
-                let conn = SocketConnection::new(socket, self.base.endpoint.shared())?;
-                Ok(Some((conn, F::from_sock_addr(&addr))))
-            }
-            Err(err) if sys::is_transient_accept_error(&err) => Ok(None),
-            Err(err) if sys::is_resource_exhaustion(&err) => {
-                self.base.endpoint.back_off()?;
-                Err(err)
-            }
-            Err(err) => Err(err),
-        }
-    }
-}
-
-impl<F: Family> DatagramSocket for DatagramTransport<F> {
-    /// Receives one pending datagram without blocking; `Ok(None)` when
-    /// none is pending.
-    fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<F::Addr>>> {
-        if !self.base.endpoint.may_take() {
-            return Ok(None);
-        }
-        let socket = self.base.endpoint.socket()?;
-        loop {
-            match sys::recv_datagram(socket, buf, F::from_sock_addr) {
-                // Answering the server's own address would loop for ever.
-                Ok((.., addr)) if F::is_own_address(&self.base.address, &addr) => {}
-                Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(err) => return Err(err),
+            /// Takes one pending connection without blocking (the socket is
+            /// non-blocking once activated): `Ok(None)` when none is pending, or
+            /// one went away before it was taken. Running out of descriptors
+            /// (`EMFILE`, `ENFILE`) is returned as the error (the server logs it),
+            /// and the next waits ignore the socket for 100 ms instead of spinning
+            /// on it.
+            fn try_accept(&mut self) -> io::Result<Option<($conn, $addr)>> {
+                let accepted = self.base.try_accept()?;
+                Ok(accepted.map(|(conn, addr)| ($conn::new(conn), addr)))
             }
         }
-    }
-
-    /// Sends the whole datagram. The socket does not block: a peer whose
-    /// receive queue is full (Unix datagram) makes this fail rather than
-    /// stall the server.
-    fn send_to(&mut self, data: &[u8], addr: &F::Addr) -> io::Result<()> {
-        send_datagram::<F>(self.base.endpoint.socket()?, data, addr)
-    }
+    };
 }
 
-impl<F: Family> DatagramTransport<F> {
-    /// A second descriptor for the server socket (close-on-exec), through
-    /// which request threads send their replies while the serving thread
-    /// keeps receiving on the first.
-    pub(crate) fn reply_socket(&self) -> io::Result<Socket> {
-        self.base.endpoint.socket()?.try_clone()
-    }
-}
+/// A bound datagram socket: `transport!`, the core's [`DatagramSocket`],
+/// and the `$reply` type its threaded and pooled requests reply through.
+macro_rules! datagram_transport {
+    (
+        $(#[$doc:meta])* $name:ident($family:ty, $addr:ty),
+        $(#[$reply_doc:meta])* $reply:ident
+    ) => {
+        transport!(
+            $(#[$doc])*
+            $name($family, $addr), kind::Datagram, Type::DGRAM, |_| Ok(())
+        );
 
-/// The socket a request of a threaded or pooled datagram server replies
-/// through (its `DatagramRequest::socket`): a second descriptor of the
-/// server socket, shared by the request threads and closed when the last
-/// one is done. A handler that needs the socket itself on every std
-/// datagram server bounds its socket type by `AsFd` (or `AsRawFd`), which
-/// this and the datagram transports implement.
-#[derive(Debug)]
-pub struct DatagramReply<F: Family> {
-    socket: Arc<Socket>,
-    family: PhantomData<F>,
-}
+        impl DatagramSocket for $name {
+            /// Receives one pending datagram without blocking; `Ok(None)` when
+            /// none is pending.
+            fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<Option<Received<$addr>>> {
+                self.base.try_recv_from(buf)
+            }
 
-impl<F: Family> Clone for DatagramReply<F> {
-    fn clone(&self) -> Self {
-        DatagramReply {
-            socket: Arc::clone(&self.socket),
-            family: PhantomData,
+            /// Sends the whole datagram. The socket does not block: a peer whose
+            /// receive queue is full (Unix datagram) makes this fail rather than
+            /// stall the server.
+            fn send_to(&mut self, data: &[u8], addr: &$addr) -> io::Result<()> {
+                send_datagram::<$family>(self.base.endpoint.socket()?, data, addr)
+            }
         }
-    }
-}
 
-impl<F: Family> DatagramReply<F> {
-    pub(crate) fn new(socket: Arc<Socket>) -> Self {
-        DatagramReply {
-            socket,
-            family: PhantomData,
+        impl Replies for $name {
+            type Reply = $reply;
+
+            fn reply_socket(&self) -> io::Result<Socket> {
+                self.base.endpoint.socket()?.try_clone()
+            }
+
+            fn reply(socket: Arc<Socket>) -> $reply {
+                $reply { socket }
+            }
         }
-    }
 
-    /// The socket, for options this crate does not cover.
-    pub fn socket(&self) -> &Socket {
-        &self.socket
-    }
+        $(#[$reply_doc])*
+        ///
+        /// A second descriptor of the server socket, shared by the request
+        /// threads and closed when the last one is done. A handler that needs
+        /// the socket itself on every std datagram server bounds its socket
+        /// type by `AsFd` (or `AsRawFd`), which this and the datagram
+        /// transports implement.
+        #[derive(Clone, Debug)]
+        pub struct $reply {
+            socket: Arc<Socket>,
+        }
+
+        impl $reply {
+            /// The socket, for options this crate does not cover.
+            pub fn socket(&self) -> &Socket {
+                &self.socket
+            }
+        }
+
+        impl ReplySocket for $reply {
+            type Addr = $addr;
+            type Error = io::Error;
+
+            /// Sends the whole datagram, without blocking (see
+            /// [`DatagramSocket::send_to`]).
+            fn send_to(&mut self, data: &[u8], addr: &$addr) -> io::Result<()> {
+                send_datagram::<$family>(&self.socket, data, addr)
+            }
+        }
+
+        impl AsFd for $reply {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.socket.as_fd()
+            }
+        }
+
+        impl AsRawFd for $reply {
+            fn as_raw_fd(&self) -> RawFd {
+                self.socket.as_raw_fd()
+            }
+        }
+    };
 }
 
-impl<F: Family> ReplySocket for DatagramReply<F> {
-    type Addr = F::Addr;
-    type Error = io::Error;
-
-    /// Sends the whole datagram, without blocking (see
-    /// [`DatagramSocket::send_to`]).
-    fn send_to(&mut self, data: &[u8], addr: &F::Addr) -> io::Result<()> {
-        send_datagram::<F>(&self.socket, data, addr)
-    }
-}
-
-impl<F: Family> AsFd for DatagramReply<F> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl<F: Family> AsRawFd for DatagramReply<F> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
+stream_transport!(
+    /// The listening socket of a TCP server.
+    TcpTransport(Inet, SocketAddr),
+    TcpConnection
+);
+stream_transport!(
+    /// The listening socket of a Unix stream server.
+    UnixStreamTransport(Unix, UnixAddr),
+    UnixConnection
+);
+datagram_transport!(
+    /// The socket of a UDP server.
+    UdpTransport(Inet, SocketAddr),
+    /// The socket a request of a threaded or pooled UDP server replies
+    /// through (its `DatagramRequest::socket`).
+    UdpReply
+);
+datagram_transport!(
+    /// The socket of a Unix datagram server.
+    UnixDatagramTransport(Unix, UnixAddr),
+    /// The socket a request of a threaded or pooled Unix datagram server
+    /// replies through (its `DatagramRequest::socket`).
+    UnixDatagramReply
+);
 
 /// [`DatagramSocket::send_to`] on any descriptor of a datagram server's
 /// socket: the whole datagram or an error.
-pub(crate) fn send_datagram<F: Family>(
-    socket: &Socket,
-    data: &[u8],
-    addr: &F::Addr,
-) -> io::Result<()> {
+fn send_datagram<F: Family>(socket: &Socket, data: &[u8], addr: &F::Addr) -> io::Result<()> {
     let dest = F::to_sock_addr(addr)?;
     loop {
         match socket.send_to(data, &dest) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use super::PATIENCE;
 
@@ -35,9 +36,10 @@ impl Drop for Running {
 }
 
 /// Runs `finish` on `child` in another thread; kills the child and fails
-/// the test if that takes longer than [`PATIENCE`].
+/// the test if that takes longer than `patience`.
 fn bounded<T: Send + 'static>(
     child: Child,
+    patience: Duration,
     finish: impl FnOnce(Child) -> std::io::Result<T> + Send + 'static,
 ) -> T {
     let pid = child.id();
@@ -45,7 +47,7 @@ fn bounded<T: Send + 'static>(
     thread::spawn(move || {
         let _ = tx.send(finish(child));
     });
-    match rx.recv_timeout(PATIENCE) {
+    match rx.recv_timeout(patience) {
         Ok(result) => result.unwrap(),
         Err(_) => {
             let _ = Command::new("kill")
@@ -58,10 +60,15 @@ fn bounded<T: Send + 'static>(
 
 /// Waits for `child`, at most [`PATIENCE`].
 pub fn wait_bounded(child: Child) -> ExitStatus {
-    bounded(child, |mut child| child.wait())
+    bounded(child, PATIENCE, |mut child| child.wait())
 }
 
 /// `child`'s output, at most [`PATIENCE`] after this call.
 pub fn output_bounded(child: Child) -> Output {
-    bounded(child, Child::wait_with_output)
+    output_within(child, PATIENCE)
+}
+
+/// `child`'s output, at most `patience` after this call.
+pub fn output_within(child: Child, patience: Duration) -> Output {
+    bounded(child, patience, Child::wait_with_output)
 }

@@ -164,3 +164,31 @@ impl Default for NicMemory {
         Self::new()
     }
 }
+
+/// The interrupt handlers both NIC images need, defined in the binary that
+/// invokes it (cortex-m-rt wants them there): SysTick advances the
+/// millisecond clock, and the device interrupt goes to the Stellaris
+/// controller's handler. Without a peripheral access crate, every device
+/// interrupt arrives at `DefaultHandler`.
+#[macro_export]
+macro_rules! nic_exceptions {
+    () => {
+        #[cortex_m_rt::exception]
+        fn SysTick() {
+            $crate::tick();
+        }
+
+        // SAFETY: cortex-m-rt makes a default handler `unsafe fn` because it
+        // also catches NMI, which preempts critical sections; this one
+        // touches no data, only the controller's interrupt status.
+        #[allow(unsafe_code)]
+        #[cortex_m_rt::exception]
+        unsafe fn DefaultHandler(irqn: i16) {
+            if irqn == $crate::stellaris_enet::IRQ as i16 {
+                $crate::stellaris_enet::StellarisEnet::on_interrupt();
+            } else {
+                panic!("unexpected exception {}", irqn);
+            }
+        }
+    };
+}

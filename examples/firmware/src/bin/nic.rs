@@ -13,7 +13,7 @@
 
 use core::time::Duration;
 
-use cortex_m_rt::{entry, exception};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use smoltcp::iface::Config;
@@ -26,8 +26,8 @@ use socketserver_firmware::nic::{
     refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
-use socketserver_firmware::stellaris_enet::{self, StellarisEnet};
-use socketserver_firmware::{now_ms, start_clock, tick};
+use socketserver_firmware::stellaris_enet::StellarisEnet;
+use socketserver_firmware::{now_ms, start_clock};
 use socketserver_smoltcp::{Idle, Net, Stack, TcpListener, UdpSocket};
 
 /// The SysTick millisecond counter as the core's clock.
@@ -39,24 +39,7 @@ impl Clock for SysTickClock {
     }
 }
 
-#[exception]
-fn SysTick() {
-    tick();
-}
-
-// Without a peripheral access crate, every device interrupt comes here.
-// SAFETY: cortex-m-rt makes a default handler `unsafe fn` because it also
-// catches NMI, which preempts critical sections; this one touches no data,
-// only the controller's interrupt status.
-#[allow(unsafe_code)]
-#[exception]
-unsafe fn DefaultHandler(irqn: i16) {
-    if irqn == stellaris_enet::IRQ as i16 {
-        StellarisEnet::on_interrupt();
-    } else {
-        panic!("unexpected exception {}", irqn);
-    }
-}
+socketserver_firmware::nic_exceptions!();
 
 /// The stack's idle hook: sleep until the NIC or SysTick interrupts.
 struct Sleep;

@@ -10,7 +10,7 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use cortex_m_rt::{entry, exception};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -21,31 +21,13 @@ use socketserver_firmware::nic::{
     refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
-use socketserver_firmware::stellaris_enet::{self, StellarisEnet};
-use socketserver_firmware::{now_ms, smol_now, start_clock, tick};
+use socketserver_firmware::{now_ms, smol_now, start_clock};
 
 /// How long a closing connection waits for the client's FIN, as the
 /// framework's default linger.
 const LINGER_MS: u64 = 5000;
 
-#[exception]
-fn SysTick() {
-    tick();
-}
-
-// Without a peripheral access crate, every device interrupt comes here.
-// SAFETY: cortex-m-rt makes a default handler `unsafe fn` because it also
-// catches NMI, which preempts critical sections; this one touches no data,
-// only the controller's interrupt status.
-#[allow(unsafe_code)]
-#[exception]
-unsafe fn DefaultHandler(irqn: i16) {
-    if irqn == stellaris_enet::IRQ as i16 {
-        StellarisEnet::on_interrupt();
-    } else {
-        panic!("unexpected exception {}", irqn);
-    }
-}
+socketserver_firmware::nic_exceptions!();
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -78,3 +78,10 @@ pub use socketserver_smoltcp as smoltcp;
 #[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's pages, compiled as doctests.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../docs/guide/persistent.md")]
+    pub struct Persistent;
+}

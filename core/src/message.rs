@@ -217,6 +217,14 @@ impl<C: Connection, H: MessageHandler<C>> Session<C, H> {
         self.conn.borrow()
     }
 
+    /// The connection, to read what it has received without waiting.
+    ///
+    /// # Panics
+    /// As [`connection`](Self::connection).
+    pub fn connection_mut(&self) -> core::cell::RefMut<'_, C> {
+        self.conn.borrow_mut()
+    }
+
     /// The peer's address.
     pub fn client_address(&self) -> &C::Addr {
         &self.client_address

@@ -82,6 +82,7 @@ pub struct ReadmeDoctests;
 /// The guide's pages, compiled as doctests.
 #[cfg(doctest)]
 mod guide {
+    #[cfg(all(feature = "std", feature = "smoltcp"))]
     #[doc = include_str!("../docs/guide/persistent.md")]
     pub struct Persistent;
 }

@@ -96,6 +96,11 @@ fn one_loop_serves_interleaved_keep_alive_clients() {
             assert_eq!(read_line(&mut clients[1]), b"whole\n");
             clients[0].write_all(b"line\n").unwrap();
             assert_eq!(read_line(&mut clients[0]), b"split line\n");
+            // Closed in order (a dropped client would reset its connection,
+            // which the server reports).
+            for client in clients {
+                client.close().unwrap();
+            }
         },
         |stop, bound| serve(stop, bound, server_end, None),
     );

@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-use embedded_io::ReadReady;
+use embedded_io::{ReadReady, WriteReady};
 
 use crate::handler::{HandlerFactory, Hooks, ServerHooks};
 use crate::message::{MessageHandler, Session, Turn};
@@ -21,6 +21,9 @@ struct Slot<C: Connection, Hd, const R: usize> {
     /// With bytes in `buf`: when the first of them came; else the last
     /// activity.
     since: Instant,
+    /// A reply is unfinished ([`Turn::Resume`]): resume it when the
+    /// connection can take more, before reading.
+    writing: bool,
 }
 
 /// Serves [`MessageHandler`]s on up to `N` persistent connections from the
@@ -73,7 +76,7 @@ where
 impl<C, F, H, K, const N: usize, const R: usize, const W: usize>
     MessageDispatch<C, F, H, K, N, R, W>
 where
-    C: Connection + ReadReady,
+    C: Connection + ReadReady + WriteReady,
     F: HandlerFactory,
     F::Handler: MessageHandler<C>,
     H: Hooks<C, C::Addr>,
@@ -122,6 +125,7 @@ where
             buf: [0; R],
             filled: 0,
             since: now,
+            writing: false,
         });
     }
 
@@ -131,6 +135,30 @@ where
         let Some(slot) = self.slots[i].as_mut() else {
             return false;
         };
+        let idle = now.saturating_duration_since(slot.since);
+        let idle_too_long = self.idle_timeout.is_some_and(|t| idle >= t);
+        if slot.writing {
+            let ready = slot.session.connection_mut().write_ready();
+            match ready.map_err(Into::into) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if idle_too_long {
+                        self.end(i, None);
+                    }
+                    return false;
+                }
+                Err(error) => {
+                    self.end(i, Some(error));
+                    return false;
+                }
+            }
+            let filled = slot.filled;
+            let turn = slot
+                .session
+                .resume(&mut slot.buf, filled, &mut self.wbuf, &self.hooks);
+            self.settle(i, turn, false);
+            return true;
+        }
         let arrived = receive(slot);
         let (eof, complete) = match arrived {
             Ok(found) => found,
@@ -140,29 +168,40 @@ where
             }
         };
         if slot.filled == 0 {
-            let idle = now.saturating_duration_since(slot.since);
-            if eof || self.idle_timeout.is_some_and(|t| idle >= t) {
+            if eof || idle_too_long {
                 self.end(i, None);
             }
             return false;
         }
         if !(complete || eof || slot.filled == R) {
             let bound = slot.session.options().request_timeout;
-            if bound.is_some_and(|t| now.saturating_duration_since(slot.since) >= t) {
+            if bound.is_some_and(|t| idle >= t) {
                 self.end(i, Some(Error::io(embedded_io::ErrorKind::TimedOut)));
             }
             return false;
         }
         let filled = slot.filled;
-        match slot
+        let turn = slot
             .session
-            .serve(&mut slot.buf, filled, &mut self.wbuf, &self.hooks)
-        {
-            Turn::Park(unread) => {
+            .serve(&mut slot.buf, filled, &mut self.wbuf, &self.hooks);
+        self.settle(i, turn, eof);
+        true
+    }
+
+    /// Keeps slot `i` after a turn, or ends it.
+    fn settle(&mut self, i: usize, turn: Turn, eof: bool) {
+        let now = self.clock.now();
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        let writing = matches!(turn, Turn::Resume(_));
+        match turn {
+            Turn::Park(unread) | Turn::Resume(unread) => {
+                slot.writing = writing;
                 slot.filled = unread.len();
                 slot.buf.copy_within(unread, 0);
-                slot.since = self.clock.now();
-                if eof && slot.filled == 0 {
+                slot.since = now;
+                if eof && slot.filled == 0 && !slot.writing {
                     self.end(i, None);
                 }
             }
@@ -172,7 +211,6 @@ where
                 }
             }
         }
-        true
     }
 
     /// Ends slot `i`'s connection without another message.
@@ -188,7 +226,7 @@ where
 /// message is whole or the buffer full: (end of stream, message complete).
 fn receive<C, Hd, const R: usize>(slot: &mut Slot<C, Hd, R>) -> Result<(bool, bool), Error>
 where
-    C: Connection + ReadReady,
+    C: Connection + ReadReady + WriteReady,
     Hd: MessageHandler<C>,
 {
     let mut complete = slot.filled > 0 && slot.session.message_complete(&slot.buf[..slot.filled]);
@@ -213,7 +251,7 @@ where
 impl<C, F, H, K, const N: usize, const R: usize, const W: usize> Lifecycle
     for MessageDispatch<C, F, H, K, N, R, W>
 where
-    C: Connection + ReadReady,
+    C: Connection + ReadReady + WriteReady,
     F: HandlerFactory,
     F::Handler: MessageHandler<C>,
     H: Hooks<C, C::Addr> + ServerHooks,
@@ -237,7 +275,7 @@ impl<L, C, F, H, K, const N: usize, const R: usize, const W: usize> Dispatch<L, 
     for MessageDispatch<C, F, H, K, N, R, W>
 where
     L: Listener<Connection = C>,
-    C: Connection<Addr = L::Addr> + ReadReady,
+    C: Connection<Addr = L::Addr> + ReadReady + WriteReady,
     F: HandlerFactory,
     F::Handler: MessageHandler<C>,
     H: Hooks<C, C::Addr> + ServerHooks,

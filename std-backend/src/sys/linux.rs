@@ -140,20 +140,42 @@ impl Waiter {
 pub(crate) struct Parker {
     epoll: Epoll,
     stop: EventFd,
+    wake: EventFd,
 }
 
 impl Parker {
     /// The key [`wait`](Self::wait) reports for the stop notification.
     pub(crate) const STOP: u64 = u64::MAX;
+    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake).
+    pub(crate) const WAKE: u64 = u64::MAX - 1;
 
     pub(crate) fn new() -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let stop = EventFd::from_flags(flags)?;
         epoll.add(
             stop.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, Self::STOP),
         )?;
-        Ok(Parker { epoll, stop })
+        // Edge-triggered and never read: each write is one new event, which
+        // the first waiter to look takes.
+        let wake = EventFd::from_flags(flags)?;
+        let edge = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        epoll.add(wake.as_fd(), EpollEvent::new(edge, Self::WAKE))?;
+        Ok(Parker { epoll, stop, wake })
+    }
+
+    /// Ends one current or future [`wait`](Self::wait) with
+    /// [`WAKE`](Self::WAKE).
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        match self.wake.write(1) {
+            // The counter is full: nobody reads it, so start it again.
+            Err(Errno::EAGAIN) => {
+                let _ = self.wake.read();
+                self.wake.write(1).map(drop).map_err(Into::into)
+            }
+            other => other.map(drop).map_err(Into::into),
+        }
     }
 
     fn flags(readable: bool, writable: bool) -> EpollFlags {

@@ -58,6 +58,11 @@ pub use socketserver_std::{
     ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
     UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use socketserver_std::{
+    Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PersistentUnixStreamServer,
+};
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---

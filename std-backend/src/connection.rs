@@ -211,6 +211,12 @@ macro_rules! connection {
             }
         }
 
+        impl crate::parking::Parkable for $name {
+            fn socket(&self) -> &Socket {
+                &self.inner.socket
+            }
+        }
+
         impl AsFd for $name {
             fn as_fd(&self) -> BorrowedFd<'_> {
                 self.inner.socket.as_fd()

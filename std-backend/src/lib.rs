@@ -50,6 +50,7 @@ mod dispatch;
 mod endpoint;
 mod family;
 mod forking;
+mod parking;
 mod pool;
 mod server;
 mod shutdown;
@@ -65,6 +66,10 @@ pub use family::UnixAddr;
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+};
+pub use parking::{
+    Full, Parkable, ParkingDispatch, ParkingStats, PersistentTcpServer, PersistentUnixStreamServer,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
 pub use server::{

@@ -4,9 +4,9 @@
 //! call.
 //!
 //! Usage: `cargo run --release --example http_server -- [HOST:PORT [DIR]] [--timeout SECS]
-//! [--header-timeout SECS] [--min-rate BYTES] [--max-connections N]` (port 0 picks a free
+//! [--header-timeout SECS] [--min-rate BYTES] [--max-connections N] [--workers N]` (port 0 picks a free
 //! port; `DIR` defaults to the current directory; the defaults are 5 s, 10 s, 32 KiB/s
-//! and 1024). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! and 10 000; 128 workers). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
 //! docs/guide/http_server.md describes what it serves and how; the modules are:
 //!
 //! - `request`: where a request head ends, what its lines say, its target;
@@ -29,9 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socketserver::{
-    BufferSizes, MessageLoop, ServerBuilder, ThreadingDispatch, DEFAULT_POLL_INTERVAL,
-};
+use socketserver::{BufferSizes, Full, ParkingDispatch, ServerBuilder, DEFAULT_POLL_INTERVAL};
 
 use handler::HttpHandler;
 
@@ -48,9 +46,14 @@ const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MIN_RATE: u64 = 32 * 1024;
 /// At most this many connections at once, unless `--max-connections` says
 /// otherwise.
-const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// A request thread keeps its buffers on the heap.
-const THREAD_STACK: usize = 256 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Workers unless `--workers` says otherwise: how many requests are served
+/// at once. A reply holds its worker until it is written, so this is also
+/// how many slow readers can be served while others are answered at once.
+const DEFAULT_WORKERS: usize = 128;
+/// Descriptors the server needs besides its connections (listening socket,
+/// poller, files being sent, stdio).
+const SPARE_DESCRIPTORS: u64 = 64;
 
 /// What every connection shares: the directory and the settings.
 pub struct Site {
@@ -68,7 +71,7 @@ pub struct Site {
 }
 
 const USAGE: &str = "usage: http_server [HOST:PORT [DIR]] [--timeout SECS] \
-    [--header-timeout SECS] [--min-rate BYTES] [--max-connections N]";
+    [--header-timeout SECS] [--min-rate BYTES] [--max-connections N] [--workers N]";
 
 /// The command line.
 struct Args {
@@ -78,6 +81,7 @@ struct Args {
     header_timeout: Duration,
     min_rate: u64,
     max_connections: usize,
+    workers: usize,
 }
 
 /// Why the command line was not run.
@@ -98,6 +102,7 @@ impl Args {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            workers: DEFAULT_WORKERS,
         };
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -110,6 +115,7 @@ impl Args {
                 "--header-timeout" => parsed.header_timeout = seconds(&arg, value()?)?,
                 "--min-rate" => parsed.min_rate = count(&arg, value()?)?,
                 "--max-connections" => parsed.max_connections = count(&arg, value()?)?,
+                "--workers" => parsed.workers = count(&arg, value()?)?,
                 _ if arg.starts_with('-') => return Err(bad(format!("unknown option {arg}"))),
                 _ if positional.len() == 2 => return Err(bad(format!("unexpected {arg}"))),
                 _ => positional.push(arg),
@@ -196,17 +202,18 @@ fn serve(args: Args) -> io::Result<()> {
         header_timeout: args.header_timeout,
         min_rate: args.min_rate,
     });
-    let max_connections = args.max_connections;
+    let max_connections = fit_descriptor_limit(args.max_connections);
     let mut server = ServerBuilder::tcp(args.address.as_str())
         .allow_reuse_address(true)
         .request_queue_size(1024)
         .buffer_sizes(BufferSizes::new(HEAD_CAPACITY, 0))
         .build_with(|config| {
-            let factory = move || MessageLoop(HttpHandler::new(Arc::clone(&site)));
-            ThreadingDispatch::new(factory, config)
-                .daemon_threads(true)
-                .max_threads(Some(max_connections))
-                .stack_size(THREAD_STACK)
+            let factory = move || HttpHandler::new(Arc::clone(&site));
+            ParkingDispatch::new(factory, config)
+                .workers(args.workers)
+                .idle_timeout(Some(args.timeout))
+                .max_connections(max_connections)
+                .when_full(Full::ShedIdlest)
         })?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
@@ -214,4 +221,30 @@ fn serve(args: Args) -> io::Result<()> {
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+/// Makes room for `max` connections under the limit on open descriptors:
+/// raises the soft limit as far as the hard one allows, and if that is not
+/// enough, lowers the bound (and says so), so that the bound and its policy
+/// apply before `accept` would fail for want of descriptors.
+fn fit_descriptor_limit(max: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max;
+    };
+    let want = (max as u64).saturating_add(SPARE_DESCRIPTORS);
+    if want <= soft {
+        return max;
+    }
+    let soft = if setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).is_ok() {
+        want.min(hard)
+    } else {
+        soft
+    };
+    if want <= soft {
+        return max;
+    }
+    let fits = soft.saturating_sub(SPARE_DESCRIPTORS).max(1) as usize;
+    eprintln!("http_server: --max-connections {max} lowered to {fits} to fit the limit of {soft} open descriptors");
+    fits
 }

@@ -528,6 +528,36 @@ fn a_missing_directory_is_an_error() {
     assert!(output.stdout.is_empty(), "it never listened");
 }
 
+/// `--help` is the usage on stdout with status 0; a bad argument one
+/// `error:` line on stderr with status 2 (issue 25, item 11).
+#[test]
+fn help_and_bad_arguments_are_answered_in_words() {
+    let run = |args: &[&str]| {
+        Command::new(example("http_server"))
+            .args(args)
+            .output()
+            .expect("run the http_server example")
+    };
+    let help = run(&["--help"]);
+    assert!(help.status.success(), "{:?}", help.status);
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("usage: http_server "));
+    for bad in [
+        &["--timeout", "soon"][..],
+        &["--workers", "0"],
+        &["--nonsense"],
+        &["a", "b", "c"],
+    ] {
+        let output = run(bad);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.lines().count() == 1,
+            "{bad:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{bad:?}");
+    }
+}
+
 /// Makes a FIFO at `path`; no writer ever opens it, so opening it to read
 /// without `O_NONBLOCK` would block for ever.
 fn mkfifo(path: &Path) {

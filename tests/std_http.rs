@@ -227,6 +227,30 @@ fn assert_closed(reader: &mut BufReader<TcpStream>) {
     assert!(rest.is_empty(), "unexpected bytes {rest:?}");
 }
 
+/// A new client's `GET` is answered with 200 within 2 s.
+fn assert_answered_at_once(server: &Server) {
+    let start = Instant::now();
+    let mut conn = server.connect();
+    conn.get_mut()
+        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
+        .unwrap();
+    let response = read_response(&mut conn, false);
+    let waited = start.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+}
+
+/// The server has not closed `conn`, nor sent anything on it.
+fn assert_still_open(conn: &TcpStream) {
+    conn.set_nonblocking(true).unwrap();
+    let now = (&mut &*conn).read(&mut [0]);
+    conn.set_nonblocking(false).unwrap();
+    assert!(
+        matches!(&now, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "closed or answered: {now:?}"
+    );
+}
+
 fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
 }
@@ -751,18 +775,8 @@ fn a_trickling_request_head_is_cut_at_the_header_timeout() {
             }
         })
     };
-    let mut next = server.connect();
-    next.get_mut()
-        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
-        .unwrap();
-    assert_eq!(read_response(&mut next, false).status, 200);
-    slow.set_nonblocking(true).unwrap();
-    let during = slow.read(&mut [0]);
-    assert!(
-        matches!(&during, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-        "the trickle was cut before another client was answered: {during:?}"
-    );
-    slow.set_nonblocking(false).unwrap();
+    assert_answered_at_once(&server);
+    assert_still_open(&slow);
 
     let mut rest = Vec::new();
     let end = slow.read_to_end(&mut rest);
@@ -812,15 +826,7 @@ fn a_slow_reader_is_cut_at_the_minimum_rate() {
         }
         (total, began.elapsed())
     });
-    let start = Instant::now();
-    let mut next = server.connect();
-    next.get_mut()
-        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
-        .unwrap();
-    let response = read_response(&mut next, false);
-    let waited = start.elapsed();
-    assert_eq!(response.status, 200);
-    assert!(waited < Duration::from_secs(2), "served after {waited:?}");
+    assert_answered_at_once(&server);
     let (received, cut) = reader.join().unwrap();
     assert!(cut < Duration::from_secs(4), "cut after {cut:?}");
     assert!(received < HUGE, "all of it went out ({received} bytes)");
@@ -840,16 +846,7 @@ fn idle_keep_alive_connections_give_way_at_the_connection_bound() {
         .map(|_| connection_after_one_request(&server))
         .collect();
 
-    let start = Instant::now();
-    let mut fifth = server.connect();
-    fifth
-        .get_mut()
-        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
-        .unwrap();
-    let response = read_response(&mut fifth, false);
-    let waited = start.elapsed();
-    assert_eq!(response.status, 200);
-    assert!(waited < Duration::from_secs(2), "served after {waited:?}");
+    assert_answered_at_once(&server);
 
     // The longest idle, the first, was closed to make room, silently.
     let mut idle = idle.into_iter();
@@ -1006,24 +1003,11 @@ fn a_new_client_is_answered_at_once_among_slow_clients() {
         thread::sleep(Duration::from_millis(20));
     }
 
-    let start = Instant::now();
-    let mut next = server.connect();
-    next.get_mut()
-        .write_all(get("/hello.txt", "Connection: close\r\n").as_bytes())
-        .unwrap();
-    let response = read_response(&mut next, false);
-    let waited = start.elapsed();
-    assert_eq!(response.status, 200);
-    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+    assert_answered_at_once(&server);
 
     // Everyone was still there: each slow head open, each reply unfinished.
-    for mut conn in heads {
-        conn.set_nonblocking(true).unwrap();
-        let end = conn.read(&mut [0]);
-        assert!(
-            matches!(&end, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            "a slow head was closed: {end:?}"
-        );
+    for conn in &heads {
+        assert_still_open(conn);
     }
     stop.store(true, Ordering::Relaxed);
     let received = reading.join().unwrap();

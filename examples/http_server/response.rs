@@ -2,7 +2,7 @@
 //! bodies, each sent within its deadline.
 
 use std::fs::File;
-use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socketserver::{Connection, Error, StreamRequest};
@@ -194,7 +194,7 @@ impl<C: Connection> Reply<'_, '_, C> {
         if status == Status::NotModified || head.method == Some(Method::Head) {
             return self.send(head_len);
         }
-        self.body(head_len, found.file, found.size)
+        self.body(head_len, Transfer::new(found.file, found.size))
     }
 
     /// Sends `buf[..len]`, a whole reply.
@@ -219,33 +219,64 @@ impl<C: Connection> Reply<'_, '_, C> {
             .map_err(Into::into)
     }
 
-    /// Sends the head already in `buf[..filled]` and `size` bytes of `file`,
-    /// a buffer at a time.
-    fn body(&mut self, mut filled: usize, mut file: File, size: u64) -> Result<(), Error> {
-        let mut left = size;
+    /// Sends the head already in `buf[..head]`, then the body, a buffer at
+    /// a time.
+    fn body(&mut self, head: usize, mut body: Transfer) -> Result<(), Error> {
+        let mut filled = head + body.fill(&mut self.buf[head..])?;
         let mut sent = 0;
         loop {
-            while filled < self.buf.len() && left > 0 {
-                let room = self.buf.len() - filled;
-                let want = room.min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = file
-                    .read(&mut self.buf[filled..filled + want])
-                    .map_err(|_| Error::Handler("reading the file failed"))?;
-                if n == 0 {
-                    // Content-Length is sent; only closing can tell the client.
-                    return Err(Error::Handler("the file shrank while being sent"));
-                }
-                filled += n;
-                left -= n as u64;
-            }
             sent += filled as u64;
             self.out_by(sent)?;
             self.req.wfile.write_all(&self.buf[..filled])?;
-            if left == 0 {
+            if body.left == 0 {
                 return Ok(());
             }
-            filled = 0;
+            filled = body.fill(self.buf)?;
         }
+    }
+}
+
+/// A file body on its way out: the file and where the rest of it starts.
+/// Read at an offset, so that between two chunks nothing else is kept —
+/// which is what a connection would hold while parked until its socket can
+/// take more, once the dispatch offers such a turn (see the guide).
+struct Transfer {
+    file: File,
+    offset: u64,
+    left: u64,
+}
+
+impl Transfer {
+    /// The first `size` bytes of `file`.
+    fn new(file: File, size: u64) -> Self {
+        Transfer {
+            file,
+            offset: 0,
+            left: size,
+        }
+    }
+
+    /// Fills as much of `buf` as the rest of the body allows, and counts
+    /// it as sent; how much.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let mut got = 0;
+        while got < want {
+            let n = self
+                .file
+                .read_at(&mut buf[got..want], self.offset + got as u64)
+                .map_err(|_| Error::Handler("reading the file failed"))?;
+            if n == 0 {
+                // Content-Length is sent; only closing can tell the client.
+                return Err(Error::Handler("the file shrank while being sent"));
+            }
+            got += n;
+        }
+        self.offset += got as u64;
+        self.left -= got as u64;
+        Ok(got)
     }
 }
 

@@ -73,7 +73,9 @@ pub struct Site {
 const USAGE: &str = "usage: http_server [HOST:PORT [DIR]] [--timeout SECS] \
     [--header-timeout SECS] [--min-rate BYTES] [--max-connections N] [--workers N]";
 
-/// The command line.
+/// The command line. Each option is a field here and an arm in
+/// [`Args::parse`]; serving over TLS (`--tls-cert FILE --tls-key FILE`)
+/// adds its own pair the same way, and its transport in [`serve`].
 struct Args {
     address: String,
     dir: String,

@@ -78,3 +78,11 @@ pub use socketserver_smoltcp as smoltcp;
 #[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's pages, compiled as doctests.
+#[cfg(doctest)]
+mod guide {
+    #[cfg(all(feature = "std", feature = "smoltcp"))]
+    #[doc = include_str!("../docs/guide/persistent.md")]
+    pub struct Persistent;
+}

@@ -391,3 +391,59 @@ fn closing_lets_the_message_in_progress_finish_and_closes_parked_connections() {
     assert_eq!(read_to_eof(&mut idle), "");
     stopping.join().unwrap().unwrap();
 }
+
+/// Sends `SIZE` bytes for each "big" line, a piece per turn when the
+/// connection can take it: a slow reader holds no worker.
+#[derive(Default)]
+struct Big {
+    left: usize,
+}
+
+const SIZE: usize = 64 << 20;
+
+impl<C: Connection> MessageHandler<C> for Big {
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let line = req.rfile.read_line()?;
+        if line != b"big\n" {
+            req.wfile.write_all(line)?;
+            return Ok(Next::KeepOpen);
+        }
+        self.left = SIZE;
+        self.resume(req)
+    }
+
+    fn resume(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let piece = [b'x'; 16 << 10];
+        while self.left > 0 {
+            let n = req.wfile.write_now(&piece[..piece.len().min(self.left)])?;
+            if n == 0 {
+                return Ok(Next::Resume);
+            }
+            self.left -= n;
+        }
+        Ok(Next::KeepOpen)
+    }
+}
+
+#[test]
+fn a_slow_reader_of_a_long_reply_holds_no_worker() {
+    let (server, address) = parking(1, Recorder::default(), Big::default, |d| d);
+    let _serving = Serving::start(server, POLL);
+    let mut slow = connect(address);
+    slow.get_mut().write_all(b"big\n").unwrap();
+    // The one worker is not stuck writing to `slow`, which reads nothing yet.
+    let mut other = connect(address);
+    for i in 0..20 {
+        let line = format!("{i}\n");
+        assert_eq!(round_trip(&mut other, &line), line);
+    }
+    let mut got = 0;
+    let mut chunk = vec![0u8; 64 << 10];
+    while got < SIZE {
+        let n = slow.read(&mut chunk).unwrap();
+        assert!(n > 0, "EOF after {got} bytes");
+        assert!(chunk[..n].iter().all(|&b| b == b'x'));
+        got += n;
+    }
+    assert_eq!(round_trip(&mut slow, "after\n"), "after\n");
+}

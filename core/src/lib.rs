@@ -17,6 +17,7 @@ mod handler;
 pub mod handlers;
 pub mod memory;
 mod message;
+mod message_loop;
 mod seam;
 mod server;
 mod stream;
@@ -34,6 +35,7 @@ pub use handler::{
     StreamOptions,
 };
 pub use message::{MessageHandler, MessageLoop, Next, Session, Turn};
+pub use message_loop::MessageDispatch;
 pub use server::{
     handle_datagram_request, handle_stream_request, take_datagram_request, take_stream_request,
     Dispatch, Incoming, Lifecycle, Server, SyncDispatch, Took,

@@ -31,6 +31,11 @@ pub enum Next {
     KeepOpen,
     /// Close the connection after this message (`close_connection = True`).
     Close,
+    /// The reply is not finished (beyond Python): call
+    /// [`MessageHandler::resume`] once the connection can take more bytes.
+    /// A dispatch that parks connections holds no thread meanwhile, so a
+    /// client that reads slowly costs a parked connection, not a worker.
+    Resume,
 }
 
 /// Serves a persistent connection one message per call (Python's
@@ -101,6 +106,19 @@ pub trait MessageHandler<C: Connection> {
     /// after `finish`, and is passed to the server's `handle_error`.
     fn handle_message(&mut self, request: &mut StreamRequest<'_, C>) -> Result<Next, Error>;
 
+    /// Continues a reply that [`handle_message`](Self::handle_message) (or
+    /// the previous `resume`) left unfinished by returning
+    /// [`Next::Resume`]; called once the connection can take more bytes.
+    /// Write with [`WFile::write_now`](crate::WFile::write_now), which
+    /// never waits under a parking dispatch, keep the position in the
+    /// handler, and return `Next::Resume` again until the reply is done.
+    /// Do not read here: the next message waits for the next call of
+    /// `handle_message`. Default: the reply is done (`Next::KeepOpen`).
+    fn resume(&mut self, request: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let _ = request;
+        Ok(Next::KeepOpen)
+    }
+
     /// Cleans up once the connection ends, whether the last message
     /// succeeded or not. A buffered `wfile` is flushed after it.
     fn finish(&mut self, request: &mut StreamRequest<'_, C>) -> Result<(), Error> {
@@ -141,7 +159,12 @@ impl<C: Connection, H: MessageHandler<C>> StreamHandler<C> for MessageLoop<H> {
                     .set_request_timeout(total)
                     .map_err(Into::into)?;
             }
-            if self.0.handle_message(request)? == Next::Close {
+            let mut next = self.0.handle_message(request)?;
+            while next == Next::Resume {
+                // `write_now` waits here, so this loop never spins.
+                next = self.0.resume(request)?;
+            }
+            if next == Next::Close {
                 return Ok(());
             }
             request.wfile.flush_buffer()?;
@@ -173,6 +196,10 @@ pub enum Turn {
     /// received and not yet read (pipelined messages): keep them for the
     /// next turn, whose buffer must start with them.
     Park(Range<usize>),
+    /// The reply is not finished ([`Next::Resume`]): park the connection
+    /// until it can take more bytes, then call [`Session::resume`]. The
+    /// range holds unread bytes, as with `Park`.
+    Resume(Range<usize>),
     /// The connection is done (the handler closed it, failed or panicked;
     /// `finish` and `handle_error` have run): end it with [`Session::close`].
     Close,
@@ -217,6 +244,14 @@ impl<C: Connection, H: MessageHandler<C>> Session<C, H> {
         self.conn.borrow()
     }
 
+    /// The connection, to read what it has received without waiting.
+    ///
+    /// # Panics
+    /// As [`connection`](Self::connection).
+    pub fn connection_mut(&self) -> core::cell::RefMut<'_, C> {
+        self.conn.borrow_mut()
+    }
+
     /// The peer's address.
     pub fn client_address(&self) -> &C::Addr {
         &self.client_address
@@ -242,10 +277,36 @@ impl<C: Connection, H: MessageHandler<C>> Session<C, H> {
     where
         K: Hooks<C, C::Addr> + ?Sized,
     {
-        let served = crate::unwind::catch(|| self.step(rbuf, filled, wbuf));
+        self.turn(false, rbuf, filled, wbuf, hooks)
+    }
+
+    /// Continues an unfinished reply ([`Turn::Resume`]) once the
+    /// connection can take more: [`MessageHandler::resume`], with
+    /// `rbuf[..filled]` holding the unread bytes as for
+    /// [`serve`](Self::serve), which they are handed to afterwards.
+    pub fn resume<K>(&mut self, rbuf: &mut [u8], filled: usize, wbuf: &mut [u8], hooks: &K) -> Turn
+    where
+        K: Hooks<C, C::Addr> + ?Sized,
+    {
+        self.turn(true, rbuf, filled, wbuf, hooks)
+    }
+
+    fn turn<K>(
+        &mut self,
+        resuming: bool,
+        rbuf: &mut [u8],
+        filled: usize,
+        wbuf: &mut [u8],
+        hooks: &K,
+    ) -> Turn
+    where
+        K: Hooks<C, C::Addr> + ?Sized,
+    {
+        let served = crate::unwind::catch(|| self.step(resuming, rbuf, filled, wbuf));
         let error = match served {
-            Ok(Some(unread)) => return Turn::Park(unread),
-            Ok(None) => None,
+            Ok((Next::KeepOpen, unread)) => return Turn::Park(unread),
+            Ok((Next::Resume, unread)) => return Turn::Resume(unread),
+            Ok((Next::Close, _)) => None,
             Err(error) => Some(error),
         };
         if matches!(error, Some(Error::Panicked)) {
@@ -275,27 +336,26 @@ impl<C: Connection, H: MessageHandler<C>> Session<C, H> {
         shutdown_request(self.conn.into_inner());
     }
 
-    /// One message; `Some(unread)` when the connection stays open.
+    /// One message, or the rest of a reply; what the handler wants next,
+    /// and the unread bytes.
     fn step(
         &mut self,
+        resuming: bool,
         rbuf: &mut [u8],
         filled: usize,
         wbuf: &mut [u8],
-    ) -> Result<Option<Range<usize>>, Error> {
+    ) -> Result<(Next, Range<usize>), Error> {
         let wbuf = if self.options.buffered_wfile {
             wbuf
         } else {
             &mut []
         };
         let total = self.options.request_timeout;
-        if self.stage == Stage::New {
+        let first = self.stage == Stage::New;
+        if first {
             self.stage = Stage::Done;
             apply_options(&mut *self.conn.borrow_mut(), &self.options, total)?;
-            let address = self.client_address.clone();
-            let mut request = StreamRequest::prefilled(&self.conn, address, rbuf, filled, wbuf);
-            self.handler.setup(&mut request)?;
-            self.stage = Stage::Open;
-        } else if total.is_some() {
+        } else if total.is_some() && !resuming {
             self.conn
                 .borrow_mut()
                 .set_request_timeout(total)
@@ -303,9 +363,17 @@ impl<C: Connection, H: MessageHandler<C>> Session<C, H> {
         }
         let address = self.client_address.clone();
         let mut request = StreamRequest::prefilled(&self.conn, address, rbuf, filled, wbuf);
-        let next = self.handler.handle_message(&mut request)?;
+        if first {
+            self.handler.setup(&mut request)?;
+            self.stage = Stage::Open;
+        }
+        let next = if resuming {
+            self.handler.resume(&mut request)?
+        } else {
+            self.handler.handle_message(&mut request)?
+        };
         request.wfile.flush_buffer()?;
-        Ok((next == Next::KeepOpen).then(|| request.rfile.unread()))
+        Ok((next, request.rfile.unread()))
     }
 
     /// `finish` if it is due, then the report of the first error.

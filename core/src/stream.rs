@@ -49,7 +49,7 @@ impl<'a, C: Connection> StreamRequest<'a, C> {
     ) -> Self {
         StreamRequest {
             rfile: RFile::prefilled(conn, rbuf, filled),
-            wfile: WFile::new(conn, wbuf),
+            wfile: WFile::new(conn, wbuf).parked(),
             client_address,
             conn,
         }
@@ -241,12 +241,53 @@ pub struct WFile<'a, C> {
     conn: &'a RefCell<C>,
     buf: &'a mut [u8],
     len: usize,
+    /// [`write_now`](Self::write_now) does not wait: the request is served
+    /// by a dispatch that parks connections.
+    parked: bool,
 }
 
 impl<'a, C: Connection> WFile<'a, C> {
     /// A writer over `conn`, buffering in `buf` unless it is empty.
     pub fn new(conn: &'a RefCell<C>, buf: &'a mut [u8]) -> Self {
-        WFile { conn, buf, len: 0 }
+        WFile {
+            conn,
+            buf,
+            len: 0,
+            parked: false,
+        }
+    }
+
+    /// Makes [`write_now`](Self::write_now) write without waiting.
+    pub(crate) fn parked(mut self) -> Self {
+        self.parked = true;
+        self
+    }
+
+    /// Writes what the connection takes now, after what is buffered: the
+    /// count written, possibly 0. For a [`MessageHandler`] sending a long
+    /// reply in pieces: it writes a piece, and when the connection takes no
+    /// more, returns [`Next::Resume`] to be called again
+    /// ([`MessageHandler::resume`]) once it can, holding no worker while
+    /// the peer is slow.
+    ///
+    /// Served by a dispatch that parks connections (`ParkingDispatch`,
+    /// `MessageDispatch`), it never waits. Anywhere else (a classic
+    /// dispatch, [`MessageLoop`](crate::MessageLoop)) it is an ordinary
+    /// write, which waits until the connection takes at least one byte,
+    /// bounded by the timeout, so a loop of `write_now` calls never spins.
+    ///
+    /// [`MessageHandler`]: crate::MessageHandler
+    /// [`Next::Resume`]: crate::Next::Resume
+    /// [`MessageHandler::resume`]: crate::MessageHandler::resume
+    pub fn write_now(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.flush_buffer()?;
+        let mut conn = borrow(self.conn);
+        let written = if self.parked {
+            conn.write_now(data)
+        } else {
+            conn.write(data)
+        };
+        written.map_err(Into::into)
     }
 
     /// Bytes written but not yet sent.

@@ -412,6 +412,22 @@ struct Entry<C: Connection, Hd> {
     pending: Vec<u8>,
     /// With `pending`, when its message began; else the last activity.
     since: Instant,
+    /// A reply is unfinished ([`Turn::Resume`]): the next turn resumes it,
+    /// when the socket can be written.
+    writing: bool,
+}
+
+/// What a parked connection waits for.
+#[derive(Clone, Copy)]
+enum Interest {
+    /// Bytes to read.
+    Read,
+    /// A turn behind the events already pending: a whole message is
+    /// buffered (readable or writable, whichever comes; writable comes at
+    /// once unless the peer stopped reading).
+    Again,
+    /// Room to write more of an unfinished reply.
+    Write,
 }
 
 /// What the workers share.
@@ -539,6 +555,7 @@ where
                     session,
                     pending: Vec::new(),
                     since: Instant::now(),
+                    writing: false,
                 }));
             }
             Err(err) => {
@@ -686,8 +703,9 @@ where
         }
     }
 
-    /// One connection's turn: reads what arrived and serves a message if
-    /// one is whole, then parks the connection again or ends it.
+    /// One connection's turn: resumes its unfinished reply, or reads what
+    /// arrived and serves a message if one is whole; then parks the
+    /// connection again or ends it.
     fn turn(&self, key: u64, bufs: &mut Buffers) {
         let (index, generation) = split(key);
         let Some(slot) = self.table.slot(index) else {
@@ -703,49 +721,71 @@ where
         let rbuf = &mut bufs.read[..];
         let mut filled = entry.pending.len().min(rbuf.len());
         rbuf[..filled].copy_from_slice(&entry.pending[..filled]);
-        let read = receive(entry, rbuf, &mut filled);
-        let (eof, complete) = match read {
+        let hooks = &self.served.hooks;
+        if entry.writing {
+            let turn = entry.session.resume(rbuf, filled, &mut bufs.write, hooks);
+            return self.settle(index, &mut inner, key, turn, false, bufs);
+        }
+        let (eof, complete) = match receive(entry, rbuf, &mut filled) {
             Ok(read) => read,
             Err(err) => {
-                return self.retire(
-                    index,
-                    &mut inner,
-                    Some(Error::from_io(err)),
-                    rbuf,
-                    &mut bufs.write,
-                )
+                let why = Some(Error::from_io(err));
+                return self.retire(index, &mut inner, why, rbuf, &mut bufs.write);
             }
         };
-        let now = Instant::now();
         if filled == 0 {
             return if eof {
                 self.retire(index, &mut inner, None, rbuf, &mut bufs.write)
             } else {
-                self.rearm(index, &mut inner, key, false, bufs)
+                self.rearm(index, &mut inner, key, Interest::Read, bufs)
             };
         }
         if !(complete || eof || filled == rbuf.len()) {
             if entry.pending.is_empty() {
-                entry.since = now;
+                entry.since = Instant::now();
             }
             entry.pending = rbuf[..filled].to_vec();
-            return self.rearm(index, &mut inner, key, false, bufs);
+            return self.rearm(index, &mut inner, key, Interest::Read, bufs);
         }
-        entry.pending = Vec::new();
-        let hooks = &self.served.hooks;
-        match entry.session.serve(rbuf, filled, &mut bufs.write, hooks) {
-            Turn::Park(unread) => {
-                entry.since = now;
-                entry.pending = rbuf[unread].to_vec();
-                if eof && entry.pending.is_empty() {
-                    return self.retire(index, &mut inner, None, rbuf, &mut bufs.write);
-                }
-                let again = !entry.pending.is_empty()
-                    && (eof || entry.session.message_complete(&entry.pending));
-                self.rearm(index, &mut inner, key, again, bufs);
+        let turn = entry.session.serve(rbuf, filled, &mut bufs.write, hooks);
+        self.settle(index, &mut inner, key, turn, eof, bufs);
+    }
+
+    /// After a message or a piece of a reply: keeps the unread bytes and
+    /// parks the connection for what it needs next, or ends it.
+    fn settle(
+        &self,
+        index: u32,
+        inner: &mut SlotInner<Entry<C, F::Handler>>,
+        key: u64,
+        turn: Turn,
+        eof: bool,
+        bufs: &mut Buffers,
+    ) {
+        let Some(entry) = inner.entry.as_deref_mut() else {
+            return;
+        };
+        let writing = matches!(turn, Turn::Resume(_));
+        let unread = match turn {
+            Turn::Park(unread) | Turn::Resume(unread) => unread,
+            Turn::Close => return self.remove(index, inner),
+        };
+        entry.since = Instant::now();
+        entry.writing = writing;
+        entry.pending = bufs.read[unread].to_vec();
+        let interest = if writing {
+            Interest::Write
+        } else if entry.pending.is_empty() {
+            if eof {
+                return self.retire(index, inner, None, &mut bufs.read, &mut bufs.write);
             }
-            Turn::Close => self.remove(index, &mut inner),
-        }
+            Interest::Read
+        } else if eof || entry.session.message_complete(&entry.pending) {
+            Interest::Again
+        } else {
+            Interest::Read
+        };
+        self.rearm(index, inner, key, interest, bufs);
     }
 
     /// Parks a connection again; ends it if the poller refuses.
@@ -754,15 +794,20 @@ where
         index: u32,
         inner: &mut SlotInner<Entry<C, F::Handler>>,
         key: u64,
-        now: bool,
+        interest: Interest,
         bufs: &mut Buffers,
     ) {
         let Some(entry) = inner.entry.as_deref() else {
             return;
         };
-        let rearmed = self
-            .parker
-            .rearm(entry.session.connection().socket(), key, now);
+        let (readable, writable) = match interest {
+            Interest::Read => (true, false),
+            Interest::Again => (true, true),
+            Interest::Write => (false, true),
+        };
+        let socket = entry.session.connection();
+        let rearmed = self.parker.rearm(socket.socket(), key, readable, writable);
+        drop(socket);
         if let Err(err) = rearmed {
             let why = Some(Error::from_io(err));
             self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
@@ -854,7 +899,8 @@ where
                 continue;
             };
             let age = now.saturating_duration_since(entry.since);
-            let why = if entry.pending.is_empty() {
+            // A reply the peer does not take counts as idleness.
+            let why = if entry.pending.is_empty() || entry.writing {
                 if idle.is_none_or(|t| age < t) {
                     continue;
                 }

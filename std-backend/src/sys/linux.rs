@@ -156,9 +156,12 @@ impl Parker {
         Ok(Parker { epoll, stop })
     }
 
-    fn flags(also_writable: bool) -> EpollFlags {
-        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-        if also_writable {
+    fn flags(readable: bool, writable: bool) -> EpollFlags {
+        let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        if readable {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if writable {
             flags |= EpollFlags::EPOLLOUT;
         }
         flags
@@ -168,15 +171,22 @@ impl Parker {
     pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
         Ok(self
             .epoll
-            .add(fd, EpollEvent::new(Self::flags(false), key))?)
+            .add(fd, EpollEvent::new(Self::flags(true, false), key))?)
     }
 
-    /// Parks `fd` again after its turn. With `now`, the event comes as soon
-    /// as the socket can be written (at once, unless the peer stopped
-    /// reading): a turn queued behind the events already pending, for a
-    /// connection that holds a whole message already.
-    pub(crate) fn rearm(&self, fd: impl AsFd, key: u64, now: bool) -> io::Result<()> {
-        let mut event = EpollEvent::new(Self::flags(now), key);
+    /// Parks `fd` again after its turn, for one event when it is
+    /// `readable` or `writable`. Writable comes at once unless the peer
+    /// stopped reading: with readable too, that is a turn queued behind the
+    /// events already pending, for a connection that holds a whole message
+    /// already; alone, it waits for a slow reader to take more of a reply.
+    pub(crate) fn rearm(
+        &self,
+        fd: impl AsFd,
+        key: u64,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<()> {
+        let mut event = EpollEvent::new(Self::flags(readable, writable), key);
         Ok(self.epoll.modify(fd, &mut event)?)
     }
 

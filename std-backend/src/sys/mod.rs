@@ -58,6 +58,18 @@ pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<u
     }
 }
 
+/// Sends what a stream socket takes now, without waiting: the count,
+/// `Ok(0)` when its send buffer is full. Never raises `SIGPIPE`.
+pub(crate) fn send_now(socket: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.send_with_flags(data, SEND_FLAGS | libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            other => return other,
+        }
+    }
+}
+
 /// Views an initialized buffer as possibly-uninitialized bytes, the type
 /// socket2's receive calls take.
 pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {

@@ -135,12 +135,12 @@ impl Parker {
         })
     }
 
-    fn event(key: u64, also_writable: bool) -> Event {
+    fn event(key: u64, readable: bool, writable: bool) -> Event {
         let key = usize::try_from(key).unwrap_or(usize::MAX);
-        if also_writable {
-            Event::all(key)
-        } else {
-            Event::readable(key)
+        match (readable, writable) {
+            (true, true) => Event::all(key),
+            (false, true) => Event::writable(key),
+            _ => Event::readable(key),
         }
     }
 
@@ -153,17 +153,23 @@ impl Parker {
         unsafe {
             self.poller.add_with_mode(
                 fd.as_fd().as_raw_fd(),
-                Self::event(key, false),
+                Self::event(key, true, false),
                 PollMode::Oneshot,
             )
         }
     }
 
-    /// Parks `fd` again after its turn; with `now`, also as soon as it can
-    /// be written (a turn queued behind the pending events).
-    pub(crate) fn rearm(&self, fd: impl AsFd, key: u64, now: bool) -> io::Result<()> {
-        self.poller
-            .modify_with_mode(fd, Self::event(key, now), PollMode::Oneshot)
+    /// Parks `fd` again after its turn, for one event when it is
+    /// `readable` or `writable` (see the Linux twin).
+    pub(crate) fn rearm(
+        &self,
+        fd: impl AsFd,
+        key: u64,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<()> {
+        let event = Self::event(key, readable, writable);
+        self.poller.modify_with_mode(fd, event, PollMode::Oneshot)
     }
 
     /// Stops watching `fd`; call before closing it.

@@ -227,6 +227,27 @@ fn assert_closed(reader: &mut BufReader<TcpStream>) {
     assert!(rest.is_empty(), "unexpected bytes {rest:?}");
 }
 
+/// Waits (at most [`PATIENCE`]) until the server has closed one of
+/// `conns`, without a byte; which one.
+fn wait_for_one_closed(conns: &[BufReader<TcpStream>]) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for (i, conn) in conns.iter().enumerate() {
+            let conn = conn.get_ref();
+            conn.set_nonblocking(true).unwrap();
+            let now = (&mut &*conn).read(&mut [0]);
+            conn.set_nonblocking(false).unwrap();
+            match now {
+                Ok(0) => return i,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("connection {i}: {other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "none was closed");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A new client's `GET` is answered with 200 within 2 s.
 fn assert_answered_at_once(server: &Server) {
     let start = Instant::now();
@@ -744,6 +765,22 @@ fn a_redirect_never_names_another_host() {
     server.stop();
 }
 
+/// A read of one byte that waits at most `patience`, whatever signals
+/// interrupt it.
+fn read_for(conn: &TcpStream, patience: Duration) -> io::Result<usize> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let end = (&mut &*conn).read(&mut [0]);
+        conn.set_read_timeout(Some(PATIENCE))?;
+        match end {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !left.is_zero() => {}
+            end => return end,
+        }
+    }
+}
+
 /// Whether a read ended because the peer closed or reset the connection,
 /// not because the read timed out.
 fn closed_by_peer(end: &io::Result<usize>) -> bool {
@@ -784,7 +821,9 @@ fn a_trickling_request_head_is_cut_at_the_header_timeout() {
     stop.store(true, Ordering::Relaxed);
     assert!(closed_by_peer(&end), "still open after {cut:?}: {end:?}");
     assert!(rest.is_empty(), "unexpected reply {rest:?}");
-    let bound = Duration::from_secs(1)..Duration::from_secs(4);
+    // Nothing else cuts it (each byte comes within `--timeout`): a slack
+    // for a loaded machine.
+    let bound = Duration::from_secs(1)..Duration::from_secs(8);
     assert!(bound.contains(&cut), "cut after {cut:?}, not in {bound:?}");
     trickle.join().unwrap();
     server.stop();
@@ -793,7 +832,9 @@ fn a_trickling_request_head_is_cut_at_the_header_timeout() {
 /// Item 6, slow reader: the first N bytes of a reply must go out within
 /// `--header-timeout` plus a second per `--min-rate` bytes; a client
 /// reading ~3 MiB/s from a 128 MiB file at 128 MiB/s is cut within about
-/// a second, and meanwhile another client is answered by the other worker.
+/// a second. Meanwhile its reply goes out a piece whenever the connection
+/// can take more, holding no worker: another client is answered by the only
+/// one.
 #[test]
 fn a_slow_reader_is_cut_at_the_minimum_rate() {
     const HUGE: u64 = 128 << 20;
@@ -808,7 +849,7 @@ fn a_slow_reader_is_cut_at_the_minimum_rate() {
         "--min-rate",
         &HUGE.to_string(),
         "--workers",
-        "2",
+        "1",
     ]);
     let mut slow = server.connect().into_inner();
     slow.write_all(get("/huge.bin", "").as_bytes()).unwrap();
@@ -828,7 +869,8 @@ fn a_slow_reader_is_cut_at_the_minimum_rate() {
     });
     assert_answered_at_once(&server);
     let (received, cut) = reader.join().unwrap();
-    assert!(cut < Duration::from_secs(4), "cut after {cut:?}");
+    // All of it would take 40 s at that pace.
+    assert!(cut < Duration::from_secs(8), "cut after {cut:?}");
     assert!(received < HUGE, "all of it went out ({received} bytes)");
     server.stop();
 }
@@ -848,12 +890,10 @@ fn idle_keep_alive_connections_give_way_at_the_connection_bound() {
 
     assert_answered_at_once(&server);
 
-    // The longest idle, the first, was closed to make room, silently.
-    let mut idle = idle.into_iter();
-    let mut first = idle.next().unwrap();
-    assert_closed(&mut first);
-    // The others are still served on their connections.
-    for mut conn in idle {
+    // One of them (the longest idle, as the server saw it) was closed to
+    // make room, silently; the others are still served.
+    let closed = wait_for_one_closed(&idle);
+    for (_, mut conn) in idle.into_iter().enumerate().filter(|&(i, _)| i != closed) {
         conn.get_mut()
             .write_all(get("/hello.txt", "").as_bytes())
             .unwrap();
@@ -868,19 +908,14 @@ fn idle_keep_alive_connections_give_way_at_the_connection_bound() {
 /// is closed once the timeout has passed, not before.
 #[test]
 fn an_idle_keep_alive_connection_is_kept_for_the_timeout() {
-    const TIMEOUT: Duration = Duration::from_secs(3);
+    const TIMEOUT: Duration = Duration::from_secs(4);
     let site = Site::new();
     let server = site.start(&["--timeout", &TIMEOUT.as_secs().to_string()]);
     let mut conn = connection_after_one_request(&server);
 
     // Still open after 1.5 s of silence: the read times out, no EOF.
-    conn.get_mut()
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let mut byte = [0];
-    let end = conn.get_mut().read(&mut byte);
+    let end = read_for(conn.get_ref(), Duration::from_millis(1500));
     assert!(!closed_by_peer(&end), "closed while idle: {end:?}");
-    conn.get_mut().set_read_timeout(Some(PATIENCE)).unwrap();
     conn.get_mut()
         .write_all(get("/hello.txt", "").as_bytes())
         .unwrap();
@@ -963,8 +998,9 @@ fn read_slowly(
 /// Issue 23: with 1024 connections that sent part of a request head and
 /// 100 clients reading a large file at 4 KiB/s, all open, a new client is
 /// answered at once: not refused, not left waiting for a deadline to cut
-/// someone. The slow heads are parked; the slow readers each hold a worker
-/// while their reply is written (`--workers` is above 100).
+/// someone. The slow heads are parked, and so are the slow readers between
+/// the turns in which their connections take more of the reply, so the
+/// default few workers are enough.
 #[test]
 fn a_new_client_is_answered_at_once_among_slow_clients() {
     const SLOW_HEADS: usize = 1024;

@@ -10,7 +10,7 @@ use socketserver::{Connection, Error, MessageHandler, Next, StreamOptions, Strea
 
 use crate::files::{Resolved, Resolver};
 use crate::request::{self, Head, HeadParser, Step};
-use crate::response::{After, Reply, Status, CHUNK};
+use crate::response::{After, Progress, Reply, Sending, Status, CHUNK};
 use crate::Site;
 
 /// After a reply that leaves input unread, at most this much more is read
@@ -42,29 +42,62 @@ impl Default for Scratch {
     }
 }
 
-/// One connection: the site it serves, and whether it only waits for the
-/// client to stop sending before it closes.
+/// One connection: the site it serves, and where it is between turns.
 pub struct HttpHandler {
     site: Arc<Site>,
-    /// `Some(bytes dropped)` once a reply left input unread: the sending
-    /// side is shut, and what still arrives is read and dropped, a turn at
-    /// a time, until the client closes (or [`DRAIN_BYTES`], or the idle
-    /// timeout). Between turns the connection waits like an idle one.
-    drained: Option<usize>,
+    state: State,
+}
+
+/// Where a connection is between turns.
+enum State {
+    /// Waiting for a request.
+    Idle,
+    /// A reply the connection has not taken whole yet, and what follows it.
+    Sending(Sending, After),
+    /// A reply left input unread: the sending side is shut, and what still
+    /// arrives is read and dropped, a turn at a time, until the client
+    /// closes (or [`DRAIN_BYTES`] were dropped, or the idle timeout).
+    Draining { dropped: usize },
 }
 
 impl HttpHandler {
     pub fn new(site: Arc<Site>) -> Self {
         HttpHandler {
             site,
-            drained: None,
+            state: State::Idle,
         }
+    }
+
+    /// After a turn of a reply: more turns for the rest of it, or what the
+    /// request asked for next.
+    fn next<C: Connection>(
+        &mut self,
+        progress: Progress,
+        after: After,
+        req: &mut StreamRequest<'_, C>,
+    ) -> Result<Next, Error> {
+        self.state = State::Idle;
+        Ok(match (progress, after) {
+            (Progress::Unfinished(sending), _) => {
+                self.state = State::Sending(sending, after);
+                Next::Resume
+            }
+            (Progress::Done, After::KeepAlive) => Next::KeepOpen,
+            (Progress::Done, After::Close) => Next::Close,
+            (Progress::Done, After::Drain) => {
+                // The client sees the end of the reply; closing waits for
+                // the end of its input.
+                req.connection().shutdown_write().map_err(Into::into)?;
+                self.state = State::Draining { dropped: 0 };
+                Next::KeepOpen
+            }
+        })
     }
 }
 
 impl<C: Connection> MessageHandler<C> for HttpHandler {
     /// Every read and write within `--timeout`; the head within
-    /// `--header-timeout` (a reply then sets its own deadline).
+    /// `--header-timeout` (a reply then follows the `--min-rate` schedule).
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
             .timeout(Some(self.site.timeout))
@@ -74,28 +107,30 @@ impl<C: Connection> MessageHandler<C> for HttpHandler {
 
     /// A request head; while draining, whatever arrives.
     fn message_complete(&self, buffered: &[u8]) -> bool {
-        if self.drained.is_some() {
-            return !buffered.is_empty();
+        match self.state {
+            State::Draining { .. } => !buffered.is_empty(),
+            _ => request::head_complete(buffered),
         }
-        request::head_complete(buffered)
     }
 
     fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
-        if let Some(drained) = &mut self.drained {
-            return drain(req, drained);
+        if let State::Draining { dropped } = &mut self.state {
+            return drain(req, dropped);
         }
-        let after = SCRATCH.with_borrow_mut(|scratch| serve(&self.site, scratch, req))?;
-        Ok(match after {
-            After::KeepAlive => Next::KeepOpen,
-            After::Close => Next::Close,
-            After::Drain => {
-                // The client sees the end of the reply; closing waits for
-                // the end of its input.
-                req.connection().shutdown_write().map_err(Into::into)?;
-                self.drained = Some(0);
-                Next::KeepOpen
-            }
-        })
+        let site = Arc::clone(&self.site);
+        let (progress, after) = SCRATCH.with_borrow_mut(|scratch| serve(&site, scratch, req))?;
+        self.next(progress, after, req)
+    }
+
+    /// More of an unfinished reply, now that the connection can take it.
+    fn resume(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let State::Sending(sending, after) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Ok(Next::KeepOpen);
+        };
+        let site = Arc::clone(&self.site);
+        let progress =
+            SCRATCH.with_borrow_mut(|scratch| sending.pump(&site, &mut scratch.buf, req))?;
+        self.next(progress, after, req)
     }
 }
 
@@ -103,24 +138,24 @@ impl<C: Connection> MessageHandler<C> for HttpHandler {
 /// [`DRAIN_BYTES`].
 fn drain<C: Connection>(
     req: &mut StreamRequest<'_, C>,
-    drained: &mut usize,
+    dropped: &mut usize,
 ) -> Result<Next, Error> {
     let n = req.rfile.fill_buf()?.len();
     req.rfile.consume(n);
-    *drained += n;
-    Ok(if n == 0 || *drained >= DRAIN_BYTES {
+    *dropped += n;
+    Ok(if n == 0 || *dropped >= DRAIN_BYTES {
         Next::Close
     } else {
         Next::KeepOpen
     })
 }
 
-/// Reads one request and answers it.
+/// Reads one request and starts its reply; what follows the reply.
 fn serve<C: Connection>(
     site: &Site,
     scratch: &mut Scratch,
     req: &mut StreamRequest<'_, C>,
-) -> Result<After, Error> {
+) -> Result<(Progress, After), Error> {
     let Scratch {
         buf,
         target,
@@ -134,19 +169,27 @@ fn serve<C: Connection>(
         start: Instant::now(),
     };
     let mut head = match read {
-        HeadRead::Closed => return Ok(After::Close),
-        HeadRead::Refused(status, head) => return reply.error(status, &head),
+        HeadRead::Closed => return Ok((Progress::Done, After::Close)),
+        HeadRead::Refused(status, head) => {
+            let after = After::for_error(status, &head);
+            return Ok((reply.error(status, &head, after)?, after));
+        }
         HeadRead::Head(head) => head,
     };
     // The body of a GET means nothing here; rather than read it, close.
     head.keep_alive &= !head.has_body;
     let after = After::for_head(&head);
-    match resolver.resolve(site, target) {
-        Err(status) => return reply.error(status, &head),
-        Ok(Resolved::AddSlash) => reply.redirect(&head, resolver.rel(), request::query(target))?,
-        Ok(Resolved::File(found)) => reply.file(&head, found)?,
-    }
-    Ok(after)
+    Ok(match resolver.resolve(site, target) {
+        Err(status) => {
+            let after = After::for_error(status, &head);
+            (reply.error(status, &head, after)?, after)
+        }
+        Ok(Resolved::AddSlash) => {
+            let query = request::query(target);
+            (reply.redirect(&head, resolver.rel(), query)?, after)
+        }
+        Ok(Resolved::File(found)) => (reply.file(&head, found)?, after),
+    })
 }
 
 /// How reading a request head ended.

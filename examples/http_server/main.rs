@@ -1,12 +1,14 @@
 //! A static file server: Python's `http.server` (`SimpleHTTPRequestHandler`,
 //! whose `handle()` is a loop of `handle_one_request()`) as a
 //! [`MessageHandler`](socketserver::MessageHandler) serving one request per
-//! call.
+//! call, on `ParkingDispatch`.
 //!
-//! Usage: `cargo run --release --example http_server -- [HOST:PORT [DIR]] [--timeout SECS]
-//! [--header-timeout SECS] [--min-rate BYTES] [--max-connections N] [--workers N]` (port 0 picks a free
-//! port; `DIR` defaults to the current directory; the defaults are 5 s, 10 s, 32 KiB/s
-//! and 10 000; 128 workers). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM.
+//! Usage: `cargo run --release --example http_server -- [HOST:PORT [DIR]]
+//! [--timeout SECS] [--header-timeout SECS] [--min-rate BYTES]
+//! [--max-connections N] [--workers N]` (port 0 picks a free port; `DIR`
+//! defaults to the current directory; the defaults are 5 s, 10 s, 32 KiB/s,
+//! 10 000 and a worker per CPU). Prints `listening on ADDRESS` once bound,
+//! serves until SIGINT or SIGTERM.
 //! docs/guide/http_server.md describes what it serves and how; the modules are:
 //!
 //! - `request`: where a request head ends, what its lines say, its target;
@@ -47,10 +49,6 @@ const DEFAULT_MIN_RATE: u64 = 32 * 1024;
 /// At most this many connections at once, unless `--max-connections` says
 /// otherwise.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Workers unless `--workers` says otherwise: how many requests are served
-/// at once. A reply holds its worker until it is written, so this is also
-/// how many slow readers can be served while others are answered at once.
-const DEFAULT_WORKERS: usize = 128;
 /// Descriptors the server needs besides its connections (listening socket,
 /// poller, files being sent, stdio).
 const SPARE_DESCRIPTORS: u64 = 64;
@@ -83,7 +81,8 @@ struct Args {
     header_timeout: Duration,
     min_rate: u64,
     max_connections: usize,
-    workers: usize,
+    /// `None`: the dispatch's default, one per available CPU.
+    workers: Option<usize>,
 }
 
 /// Why the command line was not run.
@@ -104,7 +103,7 @@ impl Args {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            workers: DEFAULT_WORKERS,
+            workers: None,
         };
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -117,7 +116,7 @@ impl Args {
                 "--header-timeout" => parsed.header_timeout = seconds(&arg, value()?)?,
                 "--min-rate" => parsed.min_rate = count(&arg, value()?)?,
                 "--max-connections" => parsed.max_connections = count(&arg, value()?)?,
-                "--workers" => parsed.workers = count(&arg, value()?)?,
+                "--workers" => parsed.workers = Some(count(&arg, value()?)?),
                 _ if arg.starts_with('-') => return Err(bad(format!("unknown option {arg}"))),
                 _ if positional.len() == 2 => return Err(bad(format!("unexpected {arg}"))),
                 _ => positional.push(arg),
@@ -211,11 +210,14 @@ fn serve(args: Args) -> io::Result<()> {
         .buffer_sizes(BufferSizes::new(HEAD_CAPACITY, 0))
         .build_with(|config| {
             let factory = move || HttpHandler::new(Arc::clone(&site));
-            ParkingDispatch::new(factory, config)
-                .workers(args.workers)
+            let dispatch = ParkingDispatch::new(factory, config)
                 .idle_timeout(Some(args.timeout))
                 .max_connections(max_connections)
-                .when_full(Full::ShedIdlest)
+                .when_full(Full::ShedIdlest);
+            match args.workers {
+                Some(n) => dispatch.workers(n),
+                None => dispatch,
+            }
         })?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

@@ -2,6 +2,7 @@
 //! bodies, each sent within its deadline.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +102,16 @@ pub enum After {
 }
 
 impl After {
+    /// After a status page: closing (once the client stops sending) when
+    /// the request was not understood, else as the request said.
+    pub fn for_error(status: Status, head: &Head) -> Self {
+        if status.closes() {
+            After::Drain
+        } else {
+            After::for_head(head)
+        }
+    }
+
     /// After a reply to `head`: a body this server does not read means
     /// closing, as does `Connection: close` (or HTTP/1.0 without keep-alive).
     pub fn for_head(head: &Head) -> Self {
@@ -125,13 +136,8 @@ pub struct Reply<'x, 'a, C: Connection> {
 }
 
 impl<C: Connection> Reply<'_, '_, C> {
-    /// A status page; says whether the connection can go on.
-    pub fn error(&mut self, status: Status, head: &Head) -> Result<After, Error> {
-        let after = if status.closes() {
-            After::Drain
-        } else {
-            After::for_head(head)
-        };
+    /// A status page, its `Connection` field saying what `after` does.
+    pub fn error(&mut self, status: Status, head: &Head, after: After) -> Result<Progress, Error> {
         let mut reply_head = *head;
         reply_head.keep_alive = after == After::KeepAlive;
         let mut out = Out::new(self.buf);
@@ -141,8 +147,7 @@ impl<C: Connection> Reply<'_, '_, C> {
         }
         out.error_page(status);
         let len = out.end_page(status, &reply_head);
-        self.send(len)?;
-        Ok(after)
+        self.send(len, None)
     }
 
     /// Redirects to the directory `rel` with a final `/`, keeping the
@@ -151,7 +156,7 @@ impl<C: Connection> Reply<'_, '_, C> {
     /// `Location: //host/`, which browsers read as another host (CPython's
     /// bpo-43223, CVE-2021-28861, collapses the leading slashes; this also
     /// drops `.` segments and escapes `\`).
-    pub fn redirect(&mut self, head: &Head, rel: &[u8], query: &[u8]) -> Result<(), Error> {
+    pub fn redirect(&mut self, head: &Head, rel: &[u8], query: &[u8]) -> Result<Progress, Error> {
         let status = Status::MovedPermanently;
         let mut out = Out::new(self.buf);
         out.start(status, head);
@@ -164,12 +169,12 @@ impl<C: Connection> Reply<'_, '_, C> {
         out.put(b"\r\n");
         out.error_page(status);
         let len = out.end_page(status, head);
-        self.send(len)
+        self.send(len, None)
     }
 
     /// The file, or 304 when the client's copy is current; only the head
     /// for `HEAD`.
-    pub fn file(&mut self, head: &Head, found: Found) -> Result<(), Error> {
+    pub fn file(&mut self, head: &Head, found: Found) -> Result<Progress, Error> {
         let not_modified = !head.if_none_match
             && matches!((head.if_modified_since, found.modified), (Some(since), Some(m)) if m <= since);
         let status = if not_modified {
@@ -192,54 +197,127 @@ impl<C: Connection> Reply<'_, '_, C> {
         }
         let head_len = out.end();
         if status == Status::NotModified || head.method == Some(Method::Head) {
-            return self.send(head_len);
+            return self.send(head_len, None);
         }
-        self.body(head_len, Transfer::new(found.file, found.size))
+        self.send(head_len, Some(Transfer::new(found.file, found.size)))
     }
 
-    /// Sends `buf[..len]`, a whole reply.
-    fn send(&mut self, len: usize) -> Result<(), Error> {
-        self.out_by(len as u64)?;
-        self.req.wfile.write_all(&self.buf[..len])
+    /// Sends the head in `buf[..head]` and the body, as far as the
+    /// connection takes them now; the head and the body's first chunk go
+    /// out in one `send`.
+    fn send(&mut self, head: usize, mut body: Option<Transfer>) -> Result<Progress, Error> {
+        let first = match &mut body {
+            Some(body) => head + body.peek(&mut self.buf[head..])?,
+            None => head,
+        };
+        let mut sending = Sending {
+            head: Vec::new(),
+            body,
+            sent: 0,
+            start: self.start,
+        };
+        sending.on_schedule(self.site, self.req, first)?;
+        let taken = self.req.wfile.write_now(&self.buf[..first])?;
+        sending.sent = taken as u64;
+        if taken < head {
+            sending.head = self.buf[taken..head].to_vec();
+        } else if let Some(body) = &mut sending.body {
+            body.advance(taken - head);
+        }
+        sending.pump(self.site, self.buf, self.req)
+    }
+}
+
+/// How far a reply got in a turn.
+pub enum Progress {
+    /// All of it is out.
+    Done,
+    /// The connection took no more: the rest goes out on later turns, once
+    /// it can take more ([`Sending::pump`]).
+    Unfinished(Sending),
+}
+
+/// A reply on its way out: what a connection holds between the turns in
+/// which it can take more. No buffer: the rest of the head only if the
+/// connection took less than the head (rare), and the body as a file and
+/// an offset.
+pub struct Sending {
+    /// The head's bytes not taken yet.
+    head: Vec<u8>,
+    body: Option<Transfer>,
+    /// Bytes taken so far.
+    sent: u64,
+    /// When the reply began.
+    start: Instant,
+}
+
+impl Sending {
+    /// Sends more, as far as the connection takes it now (under a classic
+    /// dispatch, waiting for it), a chunk of `buf` at a time.
+    pub fn pump<C: Connection>(
+        mut self,
+        site: &Site,
+        buf: &mut [u8],
+        req: &mut StreamRequest<'_, C>,
+    ) -> Result<Progress, Error> {
+        loop {
+            let piece = if !self.head.is_empty() {
+                &self.head[..]
+            } else {
+                match &self.body {
+                    Some(body) if body.left > 0 => {
+                        let n = body.peek(buf)?;
+                        &buf[..n]
+                    }
+                    _ => return Ok(Progress::Done),
+                }
+            };
+            self.on_schedule(site, req, piece.len())?;
+            let taken = req.wfile.write_now(piece)?;
+            if taken == 0 {
+                return Ok(Progress::Unfinished(self));
+            }
+            self.sent += taken as u64;
+            if !self.head.is_empty() {
+                self.head.drain(..taken);
+            } else if let Some(body) = &mut self.body {
+                body.advance(taken);
+            }
+        }
     }
 
-    /// Bounds the writes to come: the first `bytes` bytes of the reply must
-    /// be out by `--header-timeout` after it began plus a second per
-    /// `--min-rate` bytes. Set again before each chunk, so the rate holds at
-    /// every point of a long body, not only on average over it.
-    fn out_by(&self, bytes: u64) -> Result<(), Error> {
-        let rate = u128::from(self.site.min_rate);
+    /// Checks the `--min-rate` schedule before `next` more bytes: the first
+    /// N bytes of a reply must be out within `--header-timeout` plus a
+    /// second per `--min-rate` bytes of its start, at every point of a long
+    /// body, not only on average over it. Fails with `TimedOut` once the
+    /// client has fallen behind; otherwise bounds the write to come (which
+    /// waits only under a classic dispatch) by the same schedule.
+    fn on_schedule<C: Connection>(
+        &self,
+        site: &Site,
+        req: &StreamRequest<'_, C>,
+        next: usize,
+    ) -> Result<(), Error> {
+        let bytes = u128::from(self.sent) + next as u128;
         // At most 2^62 ns (146 years), which no `Instant` overflows on.
-        let nanos = (u128::from(bytes) * 1_000_000_000 / rate).min(1 << 62);
-        let due = self.start + self.site.header_timeout + Duration::from_nanos(nanos as u64);
+        let nanos = (bytes * 1_000_000_000 / u128::from(site.min_rate)).min(1 << 62);
+        let due = self.start + site.header_timeout + Duration::from_nanos(nanos as u64);
         let left = due.saturating_duration_since(Instant::now());
-        self.req
-            .connection()
+        if left.is_zero() {
+            let late = io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client reads slower than --min-rate",
+            );
+            return Err(late.into());
+        }
+        req.connection()
             .set_request_timeout(Some(left))
             .map_err(Into::into)
-    }
-
-    /// Sends the head already in `buf[..head]`, then the body, a buffer at
-    /// a time.
-    fn body(&mut self, head: usize, mut body: Transfer) -> Result<(), Error> {
-        let mut filled = head + body.fill(&mut self.buf[head..])?;
-        let mut sent = 0;
-        loop {
-            sent += filled as u64;
-            self.out_by(sent)?;
-            self.req.wfile.write_all(&self.buf[..filled])?;
-            if body.left == 0 {
-                return Ok(());
-            }
-            filled = body.fill(self.buf)?;
-        }
     }
 }
 
 /// A file body on its way out: the file and where the rest of it starts.
-/// Read at an offset, so that between two chunks nothing else is kept —
-/// which is what a connection would hold while parked until its socket can
-/// take more, once the dispatch offers such a turn (see the guide).
+/// Read at an offset, so that between two pieces nothing else is kept.
 struct Transfer {
     file: File,
     offset: u64,
@@ -256,9 +334,8 @@ impl Transfer {
         }
     }
 
-    /// Fills as much of `buf` as the rest of the body allows, and counts
-    /// it as sent; how much.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+    /// Fills as much of `buf` as the rest of the body allows; how much.
+    fn peek(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let want = buf
             .len()
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
@@ -274,9 +351,13 @@ impl Transfer {
             }
             got += n;
         }
-        self.offset += got as u64;
-        self.left -= got as u64;
         Ok(got)
+    }
+
+    /// Counts `n` more bytes as sent.
+    fn advance(&mut self, n: usize) {
+        self.offset += n as u64;
+        self.left -= n as u64;
     }
 }
 

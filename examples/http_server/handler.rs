@@ -96,8 +96,9 @@ impl HttpHandler {
 }
 
 impl<C: Connection> MessageHandler<C> for HttpHandler {
-    /// Every read and write within `--timeout`; the head within
-    /// `--header-timeout` (a reply then follows the `--min-rate` schedule).
+    /// A read or write that waits (under a parking dispatch none does)
+    /// within `--timeout`; the head within `--header-timeout` of its first
+    /// byte (a reply then follows the `--min-rate` schedule).
     fn options(&self) -> StreamOptions {
         StreamOptions::new()
             .timeout(Some(self.site.timeout))
@@ -117,8 +118,8 @@ impl<C: Connection> MessageHandler<C> for HttpHandler {
         if let State::Draining { dropped } = &mut self.state {
             return drain(req, dropped);
         }
-        let site = Arc::clone(&self.site);
-        let (progress, after) = SCRATCH.with_borrow_mut(|scratch| serve(&site, scratch, req))?;
+        let site = &self.site;
+        let (progress, after) = SCRATCH.with_borrow_mut(|scratch| serve(site, scratch, req))?;
         self.next(progress, after, req)
     }
 
@@ -127,9 +128,9 @@ impl<C: Connection> MessageHandler<C> for HttpHandler {
         let State::Sending(sending, after) = std::mem::replace(&mut self.state, State::Idle) else {
             return Ok(Next::KeepOpen);
         };
-        let site = Arc::clone(&self.site);
+        let site = &self.site;
         let progress =
-            SCRATCH.with_borrow_mut(|scratch| sending.pump(&site, &mut scratch.buf, req))?;
+            SCRATCH.with_borrow_mut(|scratch| sending.pump(site, &mut scratch.buf, req))?;
         self.next(progress, after, req)
     }
 }

@@ -1177,3 +1177,51 @@ fn message_loop_serves_messages_until_the_peer_closes_between_them() {
     );
     assert_eq!(&*conn.borrow().output.borrow(), b"one\ntwo\n");
 }
+
+impl embedded_io::ReadReady for FakeConn {
+    fn read_ready(&mut self) -> Result<bool, ErrorKind> {
+        Ok(true)
+    }
+}
+
+impl embedded_io::WriteReady for FakeConn {
+    fn write_ready(&mut self) -> Result<bool, ErrorKind> {
+        Ok(true)
+    }
+}
+
+/// Echoes one line per message, quietly.
+struct EchoLine;
+
+impl<C: Connection> MessageHandler<C> for EchoLine {
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let line = req.rfile.read_line()?;
+        req.wfile.write_all(line)?;
+        Ok(Next::KeepOpen)
+    }
+}
+
+#[test]
+fn message_dispatch_takes_one_message_per_take_from_each_connection_in_turn() {
+    let log = new_log();
+    let fake = Fake::new(&log)
+        .with_queued(b"a1\na2\na3\n")
+        .with_queued(b"b1\nb2\n");
+    let output = fake.output.clone();
+    let hooks = hooks(&log, true);
+    let clock = Rc::new(ManualClock::new());
+    let mut dispatch =
+        MessageDispatch::<FakeConn, _, _, _, 2, 16, 0>::new(|| EchoLine, &hooks, clock);
+    let mut listener = fake;
+    let mut takes = 0;
+    while Dispatch::take(&mut dispatch, &mut listener) == Took::Request {
+        takes += 1;
+        assert!(takes < 20, "a take that never finds nothing");
+    }
+    // Both connections were accepted before either had a second turn, and
+    // a connection with a message waiting went before the busier one's next.
+    assert_eq!(&*output.borrow(), b"a1\nb1\na2\nb2\na3\n");
+    // Each connection's end of stream ended it; a third would have a slot.
+    assert_eq!(dispatch.open(), 0);
+    assert!(hooks.errors.borrow().is_empty());
+}

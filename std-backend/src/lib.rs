@@ -44,42 +44,57 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod access;
+#[cfg(not(target_os = "wasi"))]
 mod concurrent;
 mod connection;
 mod dispatch;
 mod endpoint;
 mod family;
+#[cfg(unix)]
 mod forking;
+#[cfg(not(target_os = "wasi"))]
 mod pool;
 mod server;
 mod shutdown;
+#[cfg_attr(not(unix), path = "socket_file_none.rs")]
+mod socket_file;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(not(target_os = "wasi"))]
 mod threading;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};
-pub use connection::{PeerCredentials, TcpConnection, UnixConnection};
+pub use connection::TcpConnection;
+#[cfg(unix)]
+pub use connection::{PeerCredentials, UnixConnection};
 pub use dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 pub use family::UnixAddr;
+#[cfg(unix)]
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
-pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
+#[cfg(all(unix, not(target_os = "wasi")))]
+pub use pool::PoolUnixStreamServer;
+#[cfg(not(target_os = "wasi"))]
+pub use pool::{default_workers, PoolDispatch, PoolTcpServer};
 pub use server::{
-    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
-pub use threading::{
-    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer,
-};
-pub use transport::{
-    SocketTransport, TcpTransport, UdpReply, UdpTransport, UnixDatagramReply,
-    UnixDatagramTransport, UnixStreamTransport,
-};
+#[cfg(unix)]
+pub use server::{UnixDatagramServer, UnixStreamServer};
+#[cfg(not(target_os = "wasi"))]
+pub use shutdown::SignalGuard;
+pub use shutdown::{ShutdownError, ShutdownHandle};
+#[cfg(not(target_os = "wasi"))]
+pub use threading::{ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer};
+#[cfg(all(unix, not(target_os = "wasi")))]
+pub use threading::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+pub use transport::{SocketTransport, TcpTransport, UdpReply, UdpTransport};
+#[cfg(unix)]
+pub use transport::{UnixDatagramReply, UnixDatagramTransport, UnixStreamTransport};
 
 pub use socket2;
 pub use socketserver_core as core;

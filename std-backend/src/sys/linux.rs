@@ -24,6 +24,12 @@ use crate::shutdown::Shared;
 /// write fail with `EPIPE` instead of raising `SIGPIPE`.
 pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
+
 /// Prepares an accepted stream socket. Nothing to do: Linux never passes
 /// `O_NONBLOCK` on from the listener, and `MSG_NOSIGNAL` covers `SIGPIPE`,
 /// which saves a system call per connection.

@@ -302,7 +302,7 @@ impl Registry {
     }
 
     /// How many connections are registered.
-    #[cfg(test)]
+    #[cfg(all(test, unix))]
     pub(crate) fn len(&self) -> usize {
         let slots = self
             .slots

@@ -33,6 +33,12 @@
 //! through a bounded queue); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
+//! On WASI preview 2 (`wasm32-wasip2`) the TCP and UDP servers with the
+//! inline dispatch serve from a WebAssembly component (run it with
+//! `wasmtime run -S inherit-network=y -S tcp=y -S udp=y`); threads, forking,
+//! Unix sockets and signals do not exist there, nor what needs them (see
+//! `docs/guide/wasi.md`).
+//!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
 //! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
 //! current request is done, whatever the poll interval. A panicking handler

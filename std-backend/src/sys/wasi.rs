@@ -11,9 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::time::Duration;
 
-use socket2::{SockAddr, Socket};
-
-use super::as_uninit;
+use socket2::Socket;
 
 /// Flags for `send` on stream sockets: none, as WASI has no `SIGPIPE` (a
 /// write to a peer that has gone fails with `EPIPE`).
@@ -142,21 +140,11 @@ impl Waiter {
     }
 }
 
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf`, and its sender (as `sender` converts it).
-///
 /// wasi-libc's `recvfrom` returns a datagram's full length when asked with
 /// `MSG_TRUNC`, as Linux does.
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let capacity = buf.len();
-    let (len, addr) = socket.recv_from_with_flags(as_uninit(buf), MSG_TRUNC)?;
-    Ok((len.min(capacity), len > capacity, sender(&addr)))
-}
+#[path = "msg_trunc.rs"]
+mod msg_trunc;
+pub(crate) use msg_trunc::recv_datagram;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,9 @@ NETWORK = ["-S", "inherit-network=y", "-S", "tcp=y", "-S", "udp=y"]
 
 def candidates():
     if os.environ.get("WASMTIME"):
+        # Asked for by name: that one or none.
         yield os.environ["WASMTIME"]
+        return
     try:
         import wasmtime_cli
 

@@ -54,10 +54,6 @@ impl ServerHooks for Recorder {
     }
 }
 
-fn leak<T>(value: T) -> &'static T {
-    Box::leak(Box::new(value))
-}
-
 fn client(addr: SocketAddr, data: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -145,7 +141,7 @@ fn datagram_reply(client: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 
 #[test]
 fn handle_request_waits_its_timeout_then_calls_handle_timeout() {
-    let hooks = leak(Recorder::default());
+    let hooks = &Recorder::default();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .hooks(hooks)
         .timeout(Some(Duration::from_millis(100)))
@@ -159,10 +155,10 @@ fn handle_request_waits_its_timeout_then_calls_handle_timeout() {
 
 #[test]
 fn service_actions_can_stop_serve_forever() {
-    let hooks = leak(Recorder {
+    let hooks = &Recorder {
         stop_after: 3,
         ..Recorder::default()
-    });
+    };
     let mut server = ServerBuilder::udp("127.0.0.1:0")
         .hooks(hooks)
         .build(|| Truncation)
@@ -212,7 +208,7 @@ impl<C: Connection> StreamHandler<C> for Impatient {
 
 #[test]
 fn a_silent_client_times_out_and_the_next_one_is_served() {
-    let hooks = leak(Recorder::default());
+    let hooks = &Recorder::default();
     let mut server = ServerBuilder::tcp("127.0.0.1:0")
         .hooks(hooks)
         .build(|| Impatient)

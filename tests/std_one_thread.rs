@@ -234,9 +234,9 @@ fn allow_reuse_port_is_refused_on_wasi() {
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);
 }
 
-#[cfg(not(target_os = "wasi"))]
+#[cfg(unix)]
 #[test]
-fn allow_reuse_port_is_set_elsewhere() -> io::Result<()> {
+fn allow_reuse_port_is_set_on_unix() -> io::Result<()> {
     let server = ServerBuilder::tcp("127.0.0.1:0")
         .allow_reuse_port(true)
         .build(|| UpperOnce)?;

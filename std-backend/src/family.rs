@@ -4,11 +4,14 @@
 //! `UdpTransport`, ...), so that user code and compiler errors never name
 //! a family.
 
+#[cfg(unix)]
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr};
@@ -102,10 +105,12 @@ fn is_local(addr: &SocketAddr) -> bool {
         .is_ok()
 }
 
+#[cfg(unix)]
 /// Unix domain sockets: Unix stream and Unix datagram servers.
 #[derive(Debug)]
 pub(crate) enum Unix {}
 
+#[cfg(unix)]
 /// The address of a Unix domain socket (Python gives the path, or `''` for
 /// a client that did not bind).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +124,7 @@ pub enum UnixAddr {
     Unnamed,
 }
 
+#[cfg(unix)]
 impl UnixAddr {
     /// The socket file's path, for a [`Pathname`](Self::Pathname) address.
     pub fn as_pathname(&self) -> Option<&Path> {
@@ -129,24 +135,28 @@ impl UnixAddr {
     }
 }
 
+#[cfg(unix)]
 impl From<PathBuf> for UnixAddr {
     fn from(path: PathBuf) -> Self {
         UnixAddr::Pathname(path)
     }
 }
 
+#[cfg(unix)]
 impl From<&Path> for UnixAddr {
     fn from(path: &Path) -> Self {
         UnixAddr::Pathname(path.to_owned())
     }
 }
 
+#[cfg(unix)]
 impl From<&str> for UnixAddr {
     fn from(path: &str) -> Self {
         UnixAddr::Pathname(path.into())
     }
 }
 
+#[cfg(unix)]
 impl fmt::Display for UnixAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -157,6 +167,7 @@ impl fmt::Display for UnixAddr {
     }
 }
 
+#[cfg(unix)]
 impl Family for Unix {
     type Addr = UnixAddr;
 
@@ -200,6 +211,7 @@ impl Family for Unix {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn unix_addresses_round_trip_through_the_kernel_form() {
         for addr in [
@@ -233,7 +245,11 @@ mod tests {
         assert!(!own("127.0.0.1:7", "127.0.0.1:8"), "another port");
         assert!(!own("0.0.0.0:7", "203.0.113.7:7"), "another host");
         assert!(!own("[::]:7", "[2001:db8::7]:7"), "another host");
+    }
 
+    #[cfg(unix)]
+    #[test]
+    fn own_unix_addresses_are_the_servers_name() {
         let path = UnixAddr::from("/run/s.sock");
         assert!(Unix::is_own_address(&path, &path));
         assert!(!Unix::is_own_address(&path, &UnixAddr::from("/run/c.sock")));

@@ -7,6 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::fd::AsFd;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
@@ -26,7 +27,9 @@ use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
 use crate::sys::{self, Parker};
-use crate::transport::{SocketTransport, TcpTransport, UnixStreamTransport};
+use crate::transport::{SocketTransport, TcpTransport};
+#[cfg(unix)]
+use crate::transport::UnixStreamTransport;
 use crate::SocketServer;
 
 /// A connection type a [`ParkingDispatch`] can park: the std backend's
@@ -990,6 +993,7 @@ fn receive<C: Parkable, Hd: MessageHandler<C>>(
 pub type PersistentTcpServer<F, H = DefaultHooks> =
     SocketServer<TcpTransport, ParkingDispatch<F, H>>;
 /// A [`ParkingDispatch`] server over a Unix stream socket.
+#[cfg(unix)]
 pub type PersistentUnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, ParkingDispatch<F, H>>;
 
@@ -1000,6 +1004,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "A persistent TCP server (`ParkingDispatch`)"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     ParkingDispatch,

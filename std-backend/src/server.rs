@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,11 +12,12 @@ use socket2::Socket;
 use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
 
 use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 use crate::family::UnixAddr;
 use crate::shutdown::ShutdownHandle;
-use crate::transport::{
-    SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
-};
+use crate::transport::{SocketTransport, TcpTransport, UdpTransport};
+#[cfg(unix)]
+use crate::transport::{UnixDatagramTransport, UnixStreamTransport};
 
 /// Python's default `poll_interval` for `serve_forever` (0.5 s). With this
 /// crate it only paces `service_actions`; shutdown does not wait for it.
@@ -40,9 +42,11 @@ pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispa
 /// Python's `UDPServer`.
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
 /// Python's `UnixStreamServer`.
+#[cfg(unix)]
 pub type UnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
 /// Python's `UnixDatagramServer`.
+#[cfg(unix)]
 pub type UnixDatagramServer<F, H = DefaultHooks> =
     SocketServer<UnixDatagramTransport, InlineDispatch<F, H>>;
 
@@ -266,6 +270,7 @@ impl ServerBuilder<UdpTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixStreamTransport> {
     /// A Unix stream server on the socket file `path`.
     pub fn unix_stream(path: impl Into<PathBuf>) -> Self {
@@ -273,6 +278,7 @@ impl ServerBuilder<UnixStreamTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixDatagramTransport> {
     /// A Unix datagram server on the socket file `path`.
     pub fn unix_datagram(path: impl Into<PathBuf>) -> Self {
@@ -525,6 +531,8 @@ macro_rules! new_with_defaults {
     };
 }
 
+// The threading, pool and forking dispatches' constructors (none on WASI).
+#[cfg(not(target_os = "wasi"))]
 pub(crate) use new_with_defaults;
 
 new_with_defaults!(
@@ -541,6 +549,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "Python's `UDPServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     InlineDispatch,
@@ -548,6 +557,7 @@ new_with_defaults!(
     impl Into<PathBuf>,
     "Python's `UnixStreamServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixDatagramTransport,
     InlineDispatch,

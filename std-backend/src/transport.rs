@@ -10,9 +10,13 @@ use socket2::{Socket, Type};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Listener, Readiness, Received, ReplySocket, Transport};
 
-use crate::connection::{Accepted, TcpConnection, UnixConnection};
+#[cfg(unix)]
+use crate::connection::UnixConnection;
+use crate::connection::{Accepted, TcpConnection};
 use crate::endpoint::Endpoint;
-use crate::family::{Family, Inet, Unix, UnixAddr};
+use crate::family::{Family, Inet};
+#[cfg(unix)]
+use crate::family::{Unix, UnixAddr};
 use crate::shutdown::ShutdownHandle;
 use crate::{sys, Options};
 
@@ -130,6 +134,7 @@ impl<F: Family> Base<F> {
 
 /// A datagram transport and the socket its threaded and pooled requests
 /// reply through, for the dispatches generic over both.
+#[cfg(not(target_os = "wasi"))]
 pub(crate) trait Replies: DatagramSocket + SocketTransport {
     /// [`UdpReply`] or [`UnixDatagramReply`].
     type Reply: ReplySocket<Addr = Self::Addr, Error = io::Error> + Send + 'static;
@@ -283,6 +288,7 @@ macro_rules! datagram_transport {
             }
         }
 
+        #[cfg(not(target_os = "wasi"))]
         impl Replies for $name {
             type Reply = $reply;
 
@@ -344,6 +350,7 @@ stream_transport!(
     TcpTransport(Inet, SocketAddr),
     TcpConnection
 );
+#[cfg(unix)]
 stream_transport!(
     /// The listening socket of a Unix stream server.
     UnixStreamTransport(Unix, UnixAddr),
@@ -356,6 +363,7 @@ datagram_transport!(
     /// through (its `DatagramRequest::socket`).
     UdpReply
 );
+#[cfg(unix)]
 datagram_transport!(
     /// The socket of a Unix datagram server.
     UnixDatagramTransport(Unix, UnixAddr),

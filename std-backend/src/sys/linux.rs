@@ -8,21 +8,28 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libc::MSG_TRUNC;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
 use super::signal::{quiesce, register, Registration};
-use super::{as_uninit, Ended};
+use super::Ended;
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
 /// write fail with `EPIPE` instead of raising `SIGPIPE`.
 pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
 
 /// Prepares an accepted stream socket. Nothing to do: Linux never passes
 /// `O_NONBLOCK` on from the listener, and `MSG_NOSIGNAL` covers `SIGPIPE`,
@@ -250,23 +257,13 @@ impl Parker {
     }
 }
 
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf`, and its sender (as `sender` converts it).
-///
 /// `recvfrom` returns a datagram's full length when asked with `MSG_TRUNC`
 /// (UDP and Unix datagram sockets alike), so truncation is known without
 /// `recvmsg` and its message header, which the kernel would copy in and out
 /// for every datagram.
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let capacity = buf.len();
-    let (len, addr) = socket.recv_from_with_flags(as_uninit(buf), libc::MSG_TRUNC)?;
-    Ok((len.min(capacity), len > capacity, sender(&addr)))
-}
+#[path = "msg_trunc.rs"]
+mod msg_trunc;
+pub(crate) use msg_trunc::recv_datagram;
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
 /// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)),

@@ -1,28 +1,52 @@
 //! Every `unsafe` and platform difference of the backend.
 //!
-//! This file holds what all Unix systems share. What differs is in one
-//! file per platform family, chosen once here: `linux.rs` (Linux and
-//! Android: epoll, eventfd, `MSG_TRUNC`, `SO_PEERCRED`) or `other_unix.rs`
-//! (macOS and the BSDs: `polling`, `recvmsg`, `getpeereid`). Both offer the
-//! same items, re-exported below, so the rest of the crate never names a
-//! platform.
+//! This file holds what every platform shares, and (marked `cfg(unix)`)
+//! what all Unix systems share: forking and reaping. What differs is in
+//! one file per platform family, chosen once here: `linux.rs` (Linux and
+//! Android: epoll, eventfd, `MSG_TRUNC`, `SO_PEERCRED`), `other_unix.rs`
+//! (macOS and the BSDs: `polling`, `recvmsg`, `getpeereid`) or `wasi.rs`
+//! (WASI preview 2: `poll` over `wasi:io/poll`, no threads, no signals).
+//! They offer the same items, re-exported below (the Unix ones also the
+//! signal watch, peer credentials, socket file modes and children), so
+//! the rest of the crate never names a platform.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
+#[cfg(unix)]
+use socket2::Socket;
+
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
+#[cfg_attr(target_os = "wasi", path = "wasi.rs")]
 #[cfg_attr(
-    not(any(target_os = "linux", target_os = "android")),
+    all(unix, not(any(target_os = "linux", target_os = "android"))),
     path = "other_unix.rs"
 )]
 mod platform;
+#[cfg(unix)]
 mod signal;
 
-pub(crate) use platform::{
-    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, Parker,
-    SignalWatch, Waiter, SEND_FLAGS,
-};
+#[cfg(not(unix))]
+pub(crate) use platform::set_reuse;
+#[cfg(unix)]
+pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials, SignalWatch};
+pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
+#[cfg(not(target_os = "wasi"))]
+pub(crate) use platform::Parker;
+
+/// Python's `allow_reuse_address` and `allow_reuse_port`: `SO_REUSEADDR`
+/// and `SO_REUSEPORT` before binding, as asked.
+#[cfg(unix)]
+pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Result<()> {
+    if address {
+        socket.set_reuse_address(true)?;
+    }
+    if port {
+        socket.set_reuse_port(true)?;
+    }
+    Ok(())
+}
 
 /// Whether `err` says the process or the system ran out of descriptors or
 /// buffer memory: accepting again at once would fail the same way.
@@ -49,6 +73,7 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
 /// bytes, `Ok(0)` at end of stream, `WouldBlock` when nothing is there.
 /// A flag of this one call (`MSG_DONTWAIT`), so the socket stays blocking
 /// for the handler's own reads.
+#[cfg(not(target_os = "wasi"))]
 pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match socket.recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT) {
@@ -60,6 +85,7 @@ pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<u
 
 /// Sends what a stream socket takes now, without waiting: the count,
 /// `Ok(0)` when its send buffer is full. Never raises `SIGPIPE`.
+#[cfg(not(target_os = "wasi"))]
 pub(crate) fn send_now(socket: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
     loop {
         match socket.send_with_flags(data, SEND_FLAGS | libc::MSG_DONTWAIT) {
@@ -89,6 +115,7 @@ pub(crate) fn cut(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+#[cfg(unix)]
 /// Sends `signal` to the child `pid`, which this process has not reaped
 /// yet (so the number cannot name another process).
 pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
@@ -97,12 +124,14 @@ pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
+#[cfg(unix)]
 /// The signals [`SignalWatch`] turns into shutdown requests.
 const STOP_SIGNALS: [nix::sys::signal::Signal; 2] = [
     nix::sys::signal::Signal::SIGINT,
     nix::sys::signal::Signal::SIGTERM,
 ];
 
+#[cfg(unix)]
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
     /// The parent, with the child's process id.
@@ -111,6 +140,7 @@ pub(crate) enum Forked {
     Child,
 }
 
+#[cfg(unix)]
 /// Forks the process for one request (Python's `os.fork()` in
 /// `ForkingMixIn`).
 ///
@@ -143,6 +173,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+#[cfg(unix)]
 fn default_stop_signals() {
     for signal in STOP_SIGNALS.map(|s| s as libc::c_int) {
         // SAFETY: `sigaction` with a null new action only reads the
@@ -160,6 +191,7 @@ fn default_stop_signals() {
     }
 }
 
+#[cfg(unix)]
 /// Ends a forked child at once with `status`, running no destructors and
 /// flushing no buffers that belong to the parent's copy (Python's
 /// `os._exit`).
@@ -169,6 +201,7 @@ pub(crate) fn exit_child(status: i32) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+#[cfg(unix)]
 /// What [`ended_child`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Systems without `waitid` only ever say `Unknown`.
@@ -185,6 +218,7 @@ pub(crate) enum Ended {
     Unknown,
 }
 
+#[cfg(unix)]
 /// What [`reap`] found of a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Child {
@@ -198,6 +232,7 @@ pub(crate) enum Child {
     Gone,
 }
 
+#[cfg(unix)]
 /// Reaps the child `pid` if it has ended, or waits until it does when
 /// `block`.
 pub(crate) fn reap(pid: u32, block: bool) -> Child {

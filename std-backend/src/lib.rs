@@ -44,6 +44,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod access;
+#[cfg(unix)]
+pub mod activation;
 mod concurrent;
 mod connection;
 mod dispatch;

@@ -19,10 +19,37 @@ use std::os::fd::RawFd;
 mod platform;
 mod signal;
 
+pub(crate) use platform::unix_socket_bound_to;
 pub(crate) use platform::{
     ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
     Waiter, SEND_FLAGS,
 };
+
+/// Takes ownership of descriptor `fd`, which this process inherited from
+/// whoever started it (socket activation), and makes it close-on-exec so
+/// that programs this one starts do not inherit it in turn.
+///
+/// # Errors
+/// `fd` is not open (`EBADF`).
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is a
+    // valid argument (an unopened one fails with EBADF).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFD only changes the descriptor's own flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above), and the launcher handed it to
+    // this process to own (the LISTEN_PID check says the variables are
+    // meant for this process). The caller (`activation`) takes each
+    // number once per process, under a lock, and unsets the variables,
+    // so no second `OwnedFd` for it is ever made here.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
 
 /// Whether `err` says the process or the system ran out of descriptors or
 /// buffer memory: accepting again at once would fail the same way.

@@ -58,6 +58,9 @@ mod shutdown;
 #[allow(unsafe_code)]
 mod sys;
 mod threading;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};

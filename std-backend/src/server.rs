@@ -211,6 +211,8 @@ pub struct Options {
     pub(crate) socket_mode: Option<u32>,
     pub(crate) keep_socket_file: bool,
     pub(crate) drain_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -227,6 +229,8 @@ impl Default for Options {
             socket_mode: None,
             keep_socket_file: false,
             drain_timeout: Some(ShutdownHandle::DEFAULT_DRAIN_TIMEOUT),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -555,6 +559,33 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     pub fn drain_timeout(mut self, bound: Option<Duration>) -> Self {
         self.options.drain_timeout = bound;
         self
+    }
+
+    /// Serves TLS with `config` (feature `tls`): every connection is a
+    /// [`TlsConnection`](crate::tls::TlsConnection) over `T`'s, served by
+    /// the same handlers and dispatches. See [`tls`](crate::tls), and
+    /// [`tls::server_config`](crate::tls::server_config) for a
+    /// configuration from PEM files. With `None`, connections stay
+    /// plaintext: a program that serves TLS only when given a certificate
+    /// builds the same server type either way.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(
+        self,
+        config: impl Into<Option<std::sync::Arc<rustls::ServerConfig>>>,
+    ) -> ServerBuilder<crate::tls::TlsTransport<T>, H>
+    where
+        T: SocketTransport<Kind = socketserver_core::transport::kind::Stream>,
+    {
+        ServerBuilder {
+            address: self.address,
+            options: Options {
+                tls: config.into(),
+                ..self.options
+            },
+            hooks: self.hooks,
+            inherit: self.inherit,
+        }
     }
 
     /// The options so far.

@@ -220,25 +220,21 @@ where
 {
     type Connection = TlsConnection<C>;
 
-    /// `T`'s accept, with a TLS session ready to start: the handshake
-    /// itself waits for the request ([`Connection::establish`]), so a slow
-    /// client never holds up the accept loop.
+    /// `T`'s accept, with the configuration its TLS session will start
+    /// from: the session and its handshake wait for the request
+    /// ([`Connection::establish`]), so neither a slow client nor the
+    /// session's setup holds up the accept loop.
     fn try_accept(&mut self) -> io::Result<Option<(TlsConnection<C>, T::Addr)>> {
         let Some((conn, addr)) = self.inner.try_accept()? else {
             return Ok(None);
         };
-        let tls = match &self.config {
-            Some(config) => Some(ServerConnection::new(Arc::clone(config)).map_err(tls_error)?),
-            None => None,
+        let conn = TlsConnection {
+            conn,
+            pending: self.config.clone(),
+            tls: None,
+            bounded: false,
         };
-        Ok(Some((
-            TlsConnection {
-                conn,
-                tls,
-                bounded: false,
-            },
-            addr,
-        )))
+        Ok(Some((conn, addr)))
     }
 }
 
@@ -268,7 +264,9 @@ impl<T: AsFd> AsFd for TlsTransport<T> {
 /// they are (plaintext).
 pub struct TlsConnection<C> {
     conn: C,
-    /// `None`: plaintext.
+    /// The configuration of a session not started yet.
+    pending: Option<Arc<ServerConfig>>,
+    /// The session once started; `None` (and nothing pending): plaintext.
     tls: Option<ServerConnection>,
     /// Whether the handler bounded the connection's operations itself.
     bounded: bool,
@@ -282,13 +280,22 @@ impl<C> TlsConnection<C> {
 
     /// The TLS session: the server name the client asked for, the
     /// negotiated protocol version, cipher suite and ALPN protocol; `None`
-    /// on a plaintext connection.
+    /// on a plaintext connection, and before the request starts (the
+    /// handler always sees it started).
     pub fn tls(&self) -> Option<&ServerConnection> {
         self.tls.as_ref()
     }
 
     fn is_handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+        self.pending.is_some() || self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+    }
+
+    /// Starts the session, if one is pending.
+    fn start(&mut self) -> io::Result<()> {
+        if let Some(config) = self.pending.take() {
+            self.tls = Some(ServerConnection::new(config).map_err(tls_error)?);
+        }
+        Ok(())
     }
 }
 
@@ -299,6 +306,7 @@ where
     /// Runs the handshake to its end; each read and write is bounded by
     /// the connection's timeouts.
     fn handshake(&mut self) -> io::Result<()> {
+        self.start()?;
         if let Some(tls) = &mut self.tls {
             while tls.is_handshaking() {
                 tls.complete_io(&mut self.conn)?;
@@ -321,6 +329,7 @@ where
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.start()?;
         let Some(tls) = &mut self.tls else {
             return Read::read(&mut self.conn, buf);
         };
@@ -349,7 +358,7 @@ impl<C: fmt::Debug> fmt::Debug for TlsConnection<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConnection")
             .field("conn", &self.conn)
-            .field("tls", &self.tls.is_some())
+            .field("tls", &(self.tls.is_some() || self.pending.is_some()))
             .field("handshaking", &self.is_handshaking())
             .finish_non_exhaustive()
     }
@@ -410,13 +419,19 @@ where
     }
 
     /// The TLS handshake, bounded by the handler's timeouts, or when it set
-    /// none by [`DEFAULT_HANDSHAKE_TIMEOUT`]. Its error carries rustls'
+    /// none by [`DEFAULT_HANDSHAKE_TIMEOUT`]. Turns Nagle's algorithm off
+    /// first (`TCP_NODELAY`, as Go does for every TCP connection): every
+    /// write is sent as a whole record, which Nagle would only delay. Its error carries rustls'
     /// message (`received corrupt message of type InvalidContentType` for
     /// a plaintext client, say).
     fn establish(&mut self) -> io::Result<()> {
         if !self.is_handshaking() {
             return Ok(());
         }
+        // Each write is a whole record already: Nagle's algorithm would
+        // only hold one back (close_notify after a reply, a record after
+        // a handshake flight) until the peer's delayed ACK, 40 ms later.
+        self.conn.set_nodelay(true)?;
         if self.bounded {
             return self.handshake();
         }

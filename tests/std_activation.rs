@@ -19,7 +19,7 @@ use socketserver::handlers::{UpperDatagram, UpperLine};
 use socketserver::os::{activation, TcpTransport, UdpTransport};
 use socketserver::{ServerBuilder, ThreadingDispatch};
 use util::announce::announced_address;
-use util::process::{example, output_bounded, wait_bounded, Running};
+use util::process::{example, output_bounded, python_client, terminate, Running};
 use util::{Serving, TempDir, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -227,34 +227,6 @@ fn with_patience<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
     rx.recv_timeout(PATIENCE).expect("in time")
 }
 
-fn python_client(client: &str, args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(client);
-    let output = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{client}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn terminate(mut running: Running, example_name: &str) {
-    let child = running.0.take().unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(killed.unwrap().success());
-    let status = wait_bounded(child);
-    assert!(status.success(), "{example_name} exited with {status}");
-}
-
 /// Each server example, started with `LISTEN_PID` = its pid and
 /// `LISTEN_FDS` = 1, serves the inherited socket (its own address argument
 /// could not be bound) and announces that socket's address.
@@ -265,7 +237,7 @@ fn serves_the_inherited_socket(
     client: &str,
     check: impl Fn(&str) -> bool,
 ) {
-    let (running, bound, announced) = activated(example_name, spec, &[argument]);
+    let (mut running, bound, announced) = activated(example_name, spec, &[argument]);
     assert_eq!(
         announced, bound,
         "{example_name} announces the inherited socket"
@@ -278,7 +250,7 @@ fn serves_the_inherited_socket(
         stdout.lines().any(&check),
         "{example_name} answered:\n{stdout}"
     );
-    terminate(running, example_name);
+    terminate(&mut running, example_name);
 }
 
 fn upper(line: &str) -> bool {
@@ -339,16 +311,17 @@ fn unix_examples_serve_an_inherited_socket() {
 
 #[test]
 fn json_and_sockopt_examples_serve_an_inherited_socket() {
-    let (running, bound, announced) = activated("json_lines", "tcp=127.0.0.1:0", &[UNBINDABLE]);
+    let (mut running, bound, announced) = activated("json_lines", "tcp=127.0.0.1:0", &[UNBINDABLE]);
     assert_eq!(announced, bound);
     let stdout = python_client("json_lines_client.py", &[&bound, r#"{"name": "Ada"}"#]);
     assert!(stdout.contains("Received: hello Ada"), "{stdout}");
-    terminate(running, "json_lines");
+    terminate(&mut running, "json_lines");
 
-    let (running, bound, announced) = activated("sockopt_server", "tcp=127.0.0.1:0", &[UNBINDABLE]);
+    let (mut running, bound, announced) =
+        activated("sockopt_server", "tcp=127.0.0.1:0", &[UNBINDABLE]);
     assert_eq!(announced, bound);
     python_client("sockopt_client.py", &[&bound]);
-    terminate(running, "sockopt_server");
+    terminate(&mut running, "sockopt_server");
 }
 
 /// A UDP socket handed to a TCP server: the example fails at once, saying
@@ -486,6 +459,6 @@ fn stream_server_under_systemd_socket_activate() {
     assert_eq!(announced, address);
     assert_eq!(client.join().unwrap(), "FIRST");
     assert_eq!(tcp_exchange(&address, "second\n"), "SECOND");
-    terminate(running, "stream_server");
+    terminate(&mut running, "stream_server");
     drop(said.1);
 }

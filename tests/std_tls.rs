@@ -21,7 +21,7 @@ use socketserver::{
     StreamRequest, ThreadingDispatch,
 };
 use util::announce::announced_address;
-use util::process::{example, wait_bounded, Running};
+use util::process::{example, python_client, terminate, Running};
 use util::{Recorder, Serving, TempDir, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -270,22 +270,11 @@ fn tls_server_with_pythons_ssl_client() {
         .expect("tls_server");
     let bound = announced_address(&mut child);
     let mut running = Running(Some(child));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/tls_client.py");
+    let cafile = cert.cert();
     let python = |message: &str| {
-        let output = Command::new("python3")
-            .arg(&script)
-            .arg(&bound)
-            .arg(cert.cert())
-            .args(message.split(' '))
-            .output()
-            .expect("python3");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
+        let mut args = vec![bound.as_str(), cafile.to_str().unwrap()];
+        args.extend(message.split(' '));
+        python_client("tls_client.py", &args)
     };
     let stdout = python("hello with ssl");
     assert!(stdout.contains("Received: HELLO WITH SSL"), "{stdout}");
@@ -298,13 +287,7 @@ fn tls_server_with_pythons_ssl_client() {
     let stdout = python("still served");
     assert!(stdout.contains("Received: STILL SERVED"), "{stdout}");
 
-    let mut child = running.0.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(killed.unwrap().success());
-    assert!(wait_bounded(child).success());
+    let mut stderr = terminate(&mut running, "tls_server").expect("stderr is piped");
     let mut text = String::new();
     stderr.read_to_string(&mut text).unwrap();
     assert_eq!(

@@ -297,3 +297,48 @@ fn tls_server_with_pythons_ssl_client() {
     );
     assert!(text.contains("corrupt message"), "{text}");
 }
+
+/// curl, with the test's certificate as its only CA (`--cacert`), against
+/// `tls_server`: a TLS stack that is neither rustls nor Python's. The
+/// server answers the request line upper-cased (`UpperLine`), which curl
+/// takes as an HTTP/0.9 reply.
+#[test]
+fn curl_with_cacert_against_tls_server() {
+    let cert = Certificate::new("tls-curl");
+    let mut child = Command::new(example("tls_server"))
+        .arg("127.0.0.1:0")
+        .arg("--tls-cert")
+        .arg(cert.cert())
+        .arg("--tls-key")
+        .arg(cert.key())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tls_server");
+    let bound = announced_address(&mut child);
+    let mut running = Running(Some(child));
+    let port = bound.rsplit_once(':').unwrap().1;
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--http0.9", "--max-time", "10"])
+        .arg("--cacert")
+        .arg(cert.cert())
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/curl"))
+        .output()
+        .expect("curl is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout, "GET /CURL HTTP/1.1");
+    // Without the CA, curl refuses the certificate: the CA made the difference.
+    let refused = Command::new("curl")
+        .args(["--silent", "--http0.9", "--max-time", "10"])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/curl"))
+        .status()
+        .expect("curl is installed");
+    assert!(!refused.success());
+    terminate(&mut running, "tls_server");
+}

@@ -64,6 +64,8 @@ fn a_bound_stream_socket_not_yet_listening_is_made_to_listen() {
         .unwrap();
     let server = ServerBuilder::<TcpTransport>::from_socket(socket)
         .request_queue_size(8)
+        // A socket given explicitly wins over socket activation.
+        .socket_activation(true)
         .build(|| UpperLine)
         .unwrap();
     let address = server.local_addr().to_string();

@@ -455,15 +455,16 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     /// activation (systemd's `LISTEN_PID`/`LISTEN_FDS`, see
     /// [`activation`](crate::activation)) when it was started that way,
     /// instead of binding the address; otherwise binds the address as
-    /// usual. The inherited socket is checked as [`from_socket`](Self::from_socket)'s.
+    /// usual. The inherited socket is checked as [`from_socket`](Self::from_socket)'s;
+    /// a socket given to `from_socket` is served whatever this says.
     /// Default: off.
     #[cfg(unix)]
     pub fn socket_activation(mut self, on: bool) -> Self {
-        self.inherit = if on {
-            Inherit::Activation(None)
-        } else {
-            Inherit::No
-        };
+        match (&self.inherit, on) {
+            (Inherit::Socket(_), _) => {}
+            (_, true) => self.inherit = Inherit::Activation(None),
+            (_, false) => self.inherit = Inherit::No,
+        }
         self
     }
 
@@ -473,7 +474,9 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     /// were inherited but none of them, unclaimed, has that name.
     #[cfg(unix)]
     pub fn socket_activation_named(mut self, name: impl Into<String>) -> Self {
-        self.inherit = Inherit::Activation(Some(name.into()));
+        if !matches!(self.inherit, Inherit::Socket(_)) {
+            self.inherit = Inherit::Activation(Some(name.into()));
+        }
         self
     }
 

@@ -232,7 +232,7 @@ where
             conn,
             pending: self.config.clone(),
             tls: None,
-            bounded: false,
+            bounded: [false; 2],
         };
         Ok(Some((conn, addr)))
     }
@@ -268,8 +268,9 @@ pub struct TlsConnection<C> {
     pending: Option<Arc<ServerConfig>>,
     /// The session once started; `None` (and nothing pending): plaintext.
     tls: Option<ServerConnection>,
-    /// Whether the handler bounded the connection's operations itself.
-    bounded: bool,
+    /// Whether the handler bounded each operation, and the request as a
+    /// whole, itself.
+    bounded: [bool; 2],
 }
 
 impl<C> TlsConnection<C> {
@@ -405,12 +406,12 @@ where
     type Addr = C::Addr;
 
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.bounded |= timeout.is_some();
+        self.bounded[0] = timeout.is_some();
         self.conn.set_timeout(timeout)
     }
 
     fn set_request_timeout(&mut self, total: Option<Duration>) -> io::Result<()> {
-        self.bounded |= total.is_some();
+        self.bounded[1] = total.is_some();
         self.conn.set_request_timeout(total)
     }
 
@@ -432,7 +433,7 @@ where
         // only hold one back (close_notify after a reply, a record after
         // a handshake flight) until the peer's delayed ACK, 40 ms later.
         self.conn.set_nodelay(true)?;
-        if self.bounded {
+        if self.bounded.contains(&true) {
             return self.handshake();
         }
         self.conn

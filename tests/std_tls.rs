@@ -252,12 +252,9 @@ fn unreadable_pem_files_are_named_in_the_error() {
     assert!(err.to_string().contains("cert.pem"), "{err}");
 }
 
-/// The docs' TCP client, wrapped in Python's `ssl` with the test's
-/// certificate as its CA, against the `tls_server` example; then the
-/// example serves on after a plaintext client, which it reports on stderr.
-#[test]
-fn tls_server_with_pythons_ssl_client() {
-    let cert = Certificate::new("tls-python");
+/// Starts the `tls_server` example with `cert` on port 0, its stderr
+/// piped; returns it with the address it announced.
+fn start_tls_server(cert: &Certificate) -> (Running, String) {
     let mut child = Command::new(example("tls_server"))
         .arg("127.0.0.1:0")
         .arg("--tls-cert")
@@ -269,7 +266,16 @@ fn tls_server_with_pythons_ssl_client() {
         .spawn()
         .expect("tls_server");
     let bound = announced_address(&mut child);
-    let mut running = Running(Some(child));
+    (Running(Some(child)), bound)
+}
+
+/// The docs' TCP client, wrapped in Python's `ssl` with the test's
+/// certificate as its CA, against the `tls_server` example; then the
+/// example serves on after a plaintext client, which it reports on stderr.
+#[test]
+fn tls_server_with_pythons_ssl_client() {
+    let cert = Certificate::new("tls-python");
+    let (mut running, bound) = start_tls_server(&cert);
     let cafile = cert.cert();
     let python = |message: &str| {
         let mut args = vec![bound.as_str(), cafile.to_str().unwrap()];
@@ -305,17 +311,7 @@ fn tls_server_with_pythons_ssl_client() {
 #[test]
 fn curl_with_cacert_against_tls_server() {
     let cert = Certificate::new("tls-curl");
-    let mut child = Command::new(example("tls_server"))
-        .arg("127.0.0.1:0")
-        .arg("--tls-cert")
-        .arg(cert.cert())
-        .arg("--tls-key")
-        .arg(cert.key())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tls_server");
-    let bound = announced_address(&mut child);
-    let mut running = Running(Some(child));
+    let (mut running, bound) = start_tls_server(&cert);
     let port = bound.rsplit_once(':').unwrap().1;
     let output = Command::new("curl")
         .args(["--silent", "--show-error", "--http0.9", "--max-time", "10"])

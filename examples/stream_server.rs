@@ -16,7 +16,7 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "localhost:9999".into());
-    let mut server = TcpServer::new(address.as_str(), || UpperLine)?;
+    let mut server = TcpServer::inherit_or_bind(address.as_str(), || UpperLine)?;
     #[cfg(not(target_os = "wasi"))]
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

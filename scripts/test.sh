@@ -19,6 +19,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
+# systemd-socket-activate, for the socket activation tests (tests/std_activation.rs).
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
@@ -68,10 +70,10 @@ step "the std backend's non-Linux path (cargo clippy for x86_64-apple-darwin)"
 cargo clippy -p socketserver-std --target x86_64-apple-darwin -- -D warnings
 
 # Not --all-features: the core's `defmt` feature needs a firmware logger to link.
-step "workspace tests (features std and smoltcp)"
-cargo test --workspace --features std,smoltcp
+step "workspace tests (features std, smoltcp and tls)"
+cargo test --workspace --features std,smoltcp,tls
 # http_server's request parser and date code have unit tests of their own.
-cargo test --features std --example http_server
+cargo test --features tls --example http_server
 
 # Packages every published crate and builds each from its tarball, the
 # unpublished ones standing in for crates.io (needs the crates.io index).

@@ -55,6 +55,9 @@ pub use socketserver_std::{
 // Forking and the Unix servers need Unix; threads and pools do not exist on WASI.
 #[cfg(all(feature = "std", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
+pub use socketserver_std::PersistentUnixStreamServer;
+#[cfg(all(feature = "std", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
 pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
@@ -66,9 +69,6 @@ pub use socketserver_std::{
     Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch, PoolTcpServer,
     ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer,
 };
-#[cfg(all(feature = "std", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
-pub use socketserver_std::PersistentUnixStreamServer;
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---

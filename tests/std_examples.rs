@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use util::announce::announced_address;
-use util::process::{example, wait_bounded, Running};
+use util::process::{example, python_client, wait_bounded, Running};
 use util::TempDir;
 
 fn run(example_name: &str, client: &str, address: &str, message: &str) {
@@ -229,26 +229,6 @@ fn stop_and_read_stderr(running: &mut Running, example_name: &str) -> String {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
     text
-}
-
-/// Runs a Python client script from tests/py with `args`; returns its
-/// stdout, failing on a non-zero exit.
-fn python_client(client: &str, args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(client);
-    let output = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{client}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// A handler written for `TcpConnection` reads its own socket: the peer

@@ -48,6 +48,9 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
         "tokio-lines" => tokio::serve(address, tokio::Kind::Lines),
         "tokio-echo" => tokio::serve(address, tokio::Kind::Echo),
         "tokio-udp-upper" => tokio::serve(address, tokio::Kind::Udp),
+        "fw-tls-upper" | "fw-tls-echo" | "rustls-threads-upper" | "rustls-threads-echo" => {
+            crate::tls::serve(kind, address)
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown server kind {kind:?}"),
@@ -56,7 +59,7 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
 }
 
 /// Announces the framework's server and serves it until SIGTERM.
-fn run<T, D>(mut server: SocketServer<T, D>) -> io::Result<()>
+pub(crate) fn run<T, D>(mut server: SocketServer<T, D>) -> io::Result<()>
 where
     T: SocketTransport,
     T::Addr: Display,
@@ -69,7 +72,7 @@ where
     Ok(())
 }
 
-fn announce(address: impl Display) -> io::Result<()> {
+pub(crate) fn announce(address: impl Display) -> io::Result<()> {
     let mut stdout = io::stdout();
     writeln!(stdout, "listening on {address}")?;
     stdout.flush()

@@ -362,11 +362,12 @@ impl<C: Connection> Write for WFile<'_, C> {
 
 /// Runs a handler over one connection (Python's `finish_request` with the
 /// `StreamRequestHandler` setup): applies the handler's options, then
+/// [`Connection::establish`] (a TLS handshake, bounded by those options),
 /// `setup`, `handle`, `finish` and the final `wfile` flush (of its buffer:
 /// the connection is not flushed, as in Python).
 ///
 /// Returns the first error; `finish` runs after a failed `handle` but not
-/// after a failed `setup`.
+/// after a failed `setup` (nor `setup` after a failed `establish`).
 pub fn finish_request<C: Connection, H: StreamHandler<C>>(
     handler: &mut H,
     conn: &RefCell<C>,
@@ -400,7 +401,8 @@ pub(crate) fn apply_options<C: Connection>(
     if options.disable_nagle_algorithm {
         conn.set_nodelay(true).map_err(Into::into)?;
     }
-    Ok(())
+    // After the timeouts, which bound it (a TLS handshake, say).
+    conn.establish().map_err(Into::into)
 }
 
 /// `setup`, `handle` and `finish` of a handler over the request, then the

@@ -84,6 +84,15 @@ impl Connection for FakeConn {
         self.log.borrow_mut().push("shutdown_request");
         Ok(())
     }
+    /// Fails for a request starting with `!`, as a TLS handshake with a
+    /// client that does not speak TLS.
+    fn establish(&mut self) -> Result<(), ErrorKind> {
+        if self.input.starts_with(b"!") {
+            self.log.borrow_mut().push("establish failed");
+            return Err(ErrorKind::InvalidData);
+        }
+        Ok(())
+    }
     fn close(self) {
         self.log.borrow_mut().push("close_request");
     }
@@ -490,6 +499,34 @@ fn setup_error_skips_handle_and_finish() {
             "close_request"
         ]
     );
+}
+
+/// A connection that cannot be established (a failed TLS handshake) is
+/// the request's error: reported, the connection shut down, and none of
+/// `setup`, `handle`, `finish` run.
+#[test]
+fn establish_error_skips_the_handler() {
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(
+        Fake::new(&log).with_request(b"!not tls\n"),
+        Behaviour::default(),
+        true,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "finish_request",
+            "establish failed",
+            "handle_error",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+    assert_same!(errors(&server), [Error::io(ErrorKind::InvalidData)]);
 }
 
 #[test]

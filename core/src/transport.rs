@@ -152,6 +152,16 @@ pub trait Connection: Read + Write + ErrorType<Error: Into<crate::Error>> {
         self.write(data)
     }
 
+    /// Completes what must happen before the handler's first byte, such as
+    /// a TLS handshake. The server calls it once per request, after the
+    /// handler's timeouts are set (so they bound it) and before `setup`;
+    /// its error is the request's, reported to `handle_error`, and the
+    /// handler's `setup`, `handle` and `finish` then do not run. Plain
+    /// connections have nothing to do: the default returns `Ok(())`.
+    fn establish(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Python's `close_request`: releases this end of the connection without
     /// shutting it down first. Dropping the connection does the same.
     fn close(self)

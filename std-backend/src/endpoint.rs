@@ -37,6 +37,13 @@ impl Endpoint {
         if let (Domain::IPV6, Some(dual)) = (domain, options.dual_stack) {
             socket.set_only_v6(!dual)?;
         }
+        Self::adopt(socket, options)
+    }
+
+    /// An endpoint over a socket bound elsewhere (inherited from a
+    /// launcher, or made by the program): its socket file, if any, is not
+    /// this server's, and is never removed.
+    pub(crate) fn adopt(socket: Socket, options: &Options) -> io::Result<Self> {
         let shared = Shared::new()?;
         shared.set_drain_timeout(options.drain_timeout);
         Ok(Endpoint {

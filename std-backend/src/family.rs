@@ -50,6 +50,11 @@ pub(crate) trait Family: Send + Sync + 'static {
     /// guarantees. For [`Unix`], it is the server's own name, which no
     /// other socket can hold while the server is bound to it.
     fn is_own_address(server: &Self::Addr, source: &Self::Addr) -> bool;
+
+    /// The address a socket made elsewhere (inherited, or built by the
+    /// program) is bound to, or why it cannot serve as a server socket of
+    /// this family: it is another family's, or bound to nothing.
+    fn bound_address(addr: &SockAddr) -> Result<Self::Addr, &'static str>;
 }
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
@@ -71,6 +76,14 @@ impl Family for Inet {
         // An inet socket only ever reports inet addresses.
         addr.as_socket()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    fn bound_address(addr: &SockAddr) -> Result<SocketAddr, &'static str> {
+        match addr.as_socket() {
+            None => Err("is not an IPv4 or IPv6 socket"),
+            Some(addr) if addr.port() == 0 => Err("is not bound to a port"),
+            Some(addr) => Ok(addr),
+        }
     }
 
     #[inline]
@@ -198,6 +211,16 @@ impl Family for Unix {
             UnixAddr::Abstract(name.to_owned())
         } else {
             UnixAddr::Unnamed
+        }
+    }
+
+    fn bound_address(addr: &SockAddr) -> Result<UnixAddr, &'static str> {
+        if !addr.is_unix() {
+            return Err("is not a Unix domain socket");
+        }
+        match Unix::from_sock_addr(addr) {
+            UnixAddr::Unnamed => Err("is not bound to a path or name"),
+            bound => Ok(bound),
         }
     }
 

@@ -50,6 +50,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod access;
+#[cfg(unix)]
+pub mod activation;
 #[cfg(not(target_os = "wasi"))]
 mod concurrent;
 mod connection;
@@ -70,6 +72,9 @@ mod socket_file;
 mod sys;
 #[cfg(not(target_os = "wasi"))]
 mod threading;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};

@@ -27,9 +27,9 @@ use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
 use crate::sys::{self, Parker};
-use crate::transport::{SocketTransport, TcpTransport};
 #[cfg(unix)]
 use crate::transport::UnixStreamTransport;
+use crate::transport::{SocketTransport, TcpTransport};
 use crate::SocketServer;
 
 /// A connection type a [`ParkingDispatch`] can park: the std backend's

@@ -202,10 +202,16 @@ fn create_socket_file(
 }
 
 /// Whether `path` is a socket file that nobody is bound to any more: a
-/// connection attempt is refused.
+/// connection attempt is refused, and where the system can say (Linux:
+/// [`sys::unix_socket_bound_to`]), no socket of any process is bound to
+/// the file. A refused connection alone cannot tell a stale file from a
+/// server between its `bind` and its `listen`; the lock file rules out
+/// servers of this crate only.
 fn is_stale(path: &Path, ty: Type) -> bool {
-    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_socket() {
         return false;
     }
     let probe = || -> io::Result<()> {
@@ -214,7 +220,9 @@ fn is_stale(path: &Path, ty: Type) -> bool {
         probe.set_nonblocking(true)?;
         probe.connect(&SockAddr::unix(path)?)
     };
-    matches!(probe(), Err(err) if err.kind() == io::ErrorKind::ConnectionRefused)
+    let refused = matches!(probe(), Err(err) if err.kind() == io::ErrorKind::ConnectionRefused);
+    // Asked only now: the kernel's answer lists every Unix socket.
+    refused && sys::unix_socket_bound_to(path, &meta) != Some(true)
 }
 
 #[cfg(test)]
@@ -258,5 +266,56 @@ mod tests {
         let err = create_socket_file(&socket, &addr, &path, Some(0o10_600)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(!path.exists(), "nothing is bound");
+    }
+
+    fn temp_socket_path(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("ss-endpoint-{name}-{}.sock", std::process::id()));
+        let _ = fs::remove_file(&path);
+        path
+    }
+
+    /// A server of another program between its `bind` and its `listen`
+    /// refuses connections as a stale file does; its path is not taken.
+    #[test]
+    fn a_foreign_socket_bound_but_not_listening_keeps_its_path() {
+        let path = temp_socket_path("foreign");
+        let addr = SockAddr::unix(&path).unwrap();
+        let foreign = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        foreign.bind(&addr).unwrap();
+        let before = fs::symlink_metadata(&path).unwrap().ino();
+
+        let ours = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        let err = create_socket_file(&ours, &addr, &path, None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(
+            fs::symlink_metadata(&path).unwrap().ino(),
+            before,
+            "the file is still the foreign socket's"
+        );
+
+        // Once nobody is bound to it, the file is stale and replaced.
+        drop(foreign);
+        create_socket_file(&ours, &addr, &path, None).unwrap();
+        assert_eq!(
+            ours.local_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        fs::remove_file(&path).unwrap();
+    }
+
+    /// The kernel's table (not a connection attempt) says whether a socket
+    /// is bound to the file.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_kernel_says_whether_a_socket_is_bound_to_a_file() {
+        let path = temp_socket_path("diag");
+        let socket = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
+        socket.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert_eq!(sys::unix_socket_bound_to(&path, &meta), Some(true));
+        drop(socket);
+        assert_eq!(sys::unix_socket_bound_to(&path, &meta), Some(false));
+        fs::remove_file(&path).unwrap();
     }
 }

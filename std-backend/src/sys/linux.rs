@@ -491,3 +491,154 @@ pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
         cred.gid(),
     ))
 }
+
+/// Whether any socket of this network namespace is bound to the socket
+/// file `file` (its metadata), whatever process holds it, bound and not
+/// yet listening included: the kernel's own table, through `sock_diag`
+/// (`NETLINK_SOCK_DIAG`, `UDIAG_SHOW_VFS`), or where that is not offered
+/// (no `unix_diag` module) the paths of `/proc/net/unix`. `None` when
+/// neither can be read.
+pub(crate) fn unix_socket_bound_to(
+    path: &std::path::Path,
+    file: &std::fs::Metadata,
+) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    // The kernel reports the inode truncated to 32 bits, and the device in
+    // its own encoding (major << 20 | minor), not `stat`'s.
+    let (major, minor) = (
+        libc::major(file.dev()) as u64,
+        libc::minor(file.dev()) as u64,
+    );
+    let ino = file.ino() as u32;
+    match unix_diag::bound_inodes() {
+        Ok(found) => Some(found.iter().any(|&(dev, bound)| {
+            bound == ino && u64::from(dev >> 20) == major && u64::from(dev & 0xf_ffff) == minor
+        })),
+        Err(_) => unix_diag::proc_net_unix_has(path),
+    }
+}
+
+/// The kernel's list of bound Unix sockets, as `sock_diag` reports it.
+mod unix_diag {
+    use std::io::{self, Read};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const UDIAG_SHOW_VFS: u32 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
+    /// `struct nlmsghdr`, then `struct unix_diag_msg`.
+    const HEADER: usize = 16;
+    const DIAG_MSG: usize = 16;
+    /// Bounds the dump: more messages than any table holds means a loop.
+    const MAX_MESSAGES: usize = 1 << 22;
+
+    /// `(device, inode)` of the file of every Unix socket bound to one,
+    /// the device in the kernel's encoding (major << 20 | minor).
+    pub(super) fn bound_inodes() -> io::Result<Vec<(u32, u32)>> {
+        let socket = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::DGRAM,
+            Some(Protocol::from(libc::NETLINK_SOCK_DIAG)),
+        )?;
+        // The kernel answers at once; never hang a bind on it.
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send(&request())?;
+        let mut found = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut seen = 0;
+        loop {
+            let len = (&socket).read(&mut buf)?;
+            if len == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut rest = &buf[..len];
+            while rest.len() >= HEADER {
+                let msg_len = u32_at(rest, 0) as usize;
+                let kind = u16_at(rest, 4);
+                if msg_len < HEADER || msg_len > rest.len() {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(
+                            rest[HEADER..HEADER + 4].try_into().unwrap_or_default(),
+                        );
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ => found.extend(vfs_of(&rest[HEADER..msg_len])),
+                }
+                seen += 1;
+                if seen > MAX_MESSAGES {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+                rest = &rest[align(msg_len).min(rest.len())..];
+            }
+        }
+    }
+
+    /// `nlmsghdr` + `unix_diag_req`: every state, with the file's inode.
+    fn request() -> Vec<u8> {
+        let mut req = Vec::with_capacity(40);
+        req.extend_from_slice(&40u32.to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&[0; 8]); // sequence number, port id
+        req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
+        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // states
+        req.extend_from_slice(&0u32.to_ne_bytes()); // inode: any
+        req.extend_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
+        req.extend_from_slice(&[0; 8]); // cookie: none
+        req
+    }
+
+    /// The `UNIX_DIAG_VFS` attribute of one `unix_diag_msg`, if it has one
+    /// (only sockets bound to a file do).
+    fn vfs_of(msg: &[u8]) -> Option<(u32, u32)> {
+        let mut attrs = msg.get(DIAG_MSG..)?;
+        while attrs.len() >= 4 {
+            let len = usize::from(u16_at(attrs, 0));
+            if len < 4 || len > attrs.len() {
+                return None;
+            }
+            if u16_at(attrs, 2) == UNIX_DIAG_VFS && len >= 12 {
+                return Some((u32_at(attrs, 8), u32_at(attrs, 4)));
+            }
+            attrs = &attrs[align(len).min(attrs.len())..];
+        }
+        None
+    }
+
+    fn align(len: usize) -> usize {
+        (len + 3) & !3
+    }
+
+    fn u16_at(buf: &[u8], at: usize) -> u16 {
+        u16::from_ne_bytes([buf[at], buf[at + 1]])
+    }
+
+    fn u32_at(buf: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+    }
+
+    /// Whether `/proc/net/unix` lists a socket bound to `path` (as given,
+    /// or made absolute): the fallback, which cannot see a socket bound
+    /// through another relative path.
+    pub(super) fn proc_net_unix_has(path: &Path) -> Option<bool> {
+        let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+        let absolute = std::path::absolute(path).ok();
+        Some(table.lines().skip(1).any(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            line.split_whitespace().nth(7).is_some_and(|bound| {
+                Path::new(bound) == path || absolute.as_deref() == Some(Path::new(bound))
+            })
+        }))
+    }
+}

@@ -29,11 +29,13 @@ mod signal;
 
 #[cfg(not(unix))]
 pub(crate) use platform::set_reuse;
-#[cfg(unix)]
-pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials, SignalWatch};
-pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
 #[cfg(not(target_os = "wasi"))]
 pub(crate) use platform::Parker;
+#[cfg(unix)]
+pub(crate) use platform::{
+    ended_child, mode_before_bind, peer_credentials, unix_socket_bound_to, SignalWatch,
+};
+pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
 
 /// Python's `allow_reuse_address` and `allow_reuse_port`: `SO_REUSEADDR`
 /// and `SO_REUSEPORT` before binding, as asked.
@@ -46,6 +48,54 @@ pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Resul
         socket.set_reuse_port(true)?;
     }
     Ok(())
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited from
+/// whoever started it (socket activation), and makes it close-on-exec so
+/// that programs this one starts do not inherit it in turn.
+///
+/// # Errors
+/// `fd` is not open (`EBADF`).
+#[cfg(unix)]
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is a
+    // valid argument (an unopened one fails with EBADF).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFD only changes the descriptor's own flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above), and the launcher handed it to
+    // this process to own (the LISTEN_PID check says the variables are
+    // meant for this process). The caller (`activation`) takes each
+    // number once per process, under a lock, and unsets the variables,
+    // so no second `OwnedFd` for it is ever made here.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether a stream socket listens already (`SO_ACCEPTCONN`).
+pub(crate) fn is_listening(socket: &socket2::Socket) -> io::Result<bool> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given,
+    // and the call only reads the option of the socket the descriptor names.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value != 0)
 }
 
 /// Whether `err` says the process or the system ran out of descriptors or

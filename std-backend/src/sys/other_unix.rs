@@ -385,3 +385,13 @@ pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
     let (uid, gid) = nix::unistd::getpeereid(socket)?;
     Ok((0, uid.as_raw(), gid.as_raw()))
 }
+
+/// Whether any socket is bound to the socket file `file`. These systems
+/// offer no portable way to ask: `None`, and the caller keeps to what a
+/// connection attempt and its lock file say.
+pub(crate) fn unix_socket_bound_to(
+    _path: &std::path::Path,
+    _file: &std::fs::Metadata,
+) -> Option<bool> {
+    None
+}

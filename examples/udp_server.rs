@@ -5,15 +5,18 @@
 //! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
 //! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::handlers::UpperDatagram;
 use socketserver::{UdpServer, DEFAULT_POLL_INTERVAL};
 
 fn main() -> io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "localhost:9999".into());
+    let mut args = args::Args::parse("usage: udp_server [HOST:PORT]");
+    let address = args.address("localhost:9999");
+    args.done();
     let mut server = UdpServer::new(address.as_str(), || UpperDatagram)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

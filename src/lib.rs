@@ -48,6 +48,11 @@ pub use socketserver_core::*;
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use socketserver_std::{
+    default_workers, DispatchConfig, SocketTransport, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+};
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCredentials};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
@@ -68,8 +73,24 @@ pub use socketserver_std::{
 pub use socketserver_smoltcp as smoltcp;
 // --- end smoltcp backend ---
 
-/// The README's examples, compiled (and run unless marked `no_run`) as
-/// doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "std"))]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+/// The README's and the guide's Rust code, compiled (and run unless marked
+/// `no_run`) as doctests by `cargo test --features std,smoltcp`, so that
+/// no page drifts from the API. One line per page: to add a page, add its
+/// line here and link it from the README's map.
+#[cfg(all(doctest, feature = "std", feature = "smoltcp"))]
+mod guide {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/guide/porting.md")]
+    struct Porting;
+    #[doc = include_str!("../docs/guide/std.md")]
+    struct Std;
+    #[doc = include_str!("../docs/guide/smoltcp.md")]
+    struct Smoltcp;
+    #[doc = include_str!("../docs/guide/firmware.md")]
+    struct Firmware;
+    #[doc = include_str!("../docs/guide/benchmarks.md")]
+    struct Benchmarks;
+    #[doc = include_str!("../docs/guide/guarantees.md")]
+    struct Guarantees;
+}

@@ -84,6 +84,14 @@ impl StreamOptions {
 /// [`handle`](Self::handle), then [`finish`](Self::finish), which runs even
 /// when `handle` failed but not when `setup` did. The first error is passed
 /// to the server's [`Hooks::handle_error`].
+///
+/// A wrapper around another handler (logging, metrics), generic over `C`
+/// too, delegates each method as it is: `self.inner.handle(request)`. One
+/// written for a single connection type `T` around a portable handler
+/// calls `options`, whose arguments do not name `C`, as
+/// `StreamHandler::<T>::options(&self.inner)`; a plain
+/// `self.inner.options()` is error E0283 ("type annotations needed"). The
+/// guide's page on porting from Python has both wrappers, compiled.
 #[doc(alias = "StreamRequestHandler", alias = "BaseRequestHandler")]
 pub trait StreamHandler<C: Connection> {
     /// The settings applied to the connection before `setup`.

@@ -59,9 +59,10 @@ pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCreden
 pub use socketserver_std::{
     BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,
-    ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch,
-    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
-    UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    SecondSignal, ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, TcpServer,
+    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
+    DEFAULT_POLL_INTERVAL,
 };
 // --- end std backend ---
 

@@ -71,7 +71,7 @@ pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
+pub use shutdown::{SecondSignal, ShutdownError, ShutdownHandle, SignalGuard};
 pub use threading::{
     ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,

@@ -19,6 +19,8 @@ use std::os::fd::RawFd;
 mod platform;
 mod signal;
 
+pub(crate) use signal::KeepDraining;
+
 pub(crate) use platform::{
     ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
     Waiter, SEND_FLAGS,

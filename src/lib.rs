@@ -49,7 +49,8 @@ pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
-    default_workers, DispatchConfig, SocketTransport, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+    default_workers, DispatchConfig, SignalGuard, SocketTransport, DEFAULT_MAX_CHILDREN,
+    FORKING_TIMEOUT,
 };
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]

@@ -255,6 +255,11 @@ fn smoltcp_errors_have_the_readme_shapes() {
 /// Runs this test binary's test `name` again as a child with [`CHILD`]
 /// set, and returns the lines of its stderr that are default reports.
 fn reports_of_child(name: &str) -> Vec<String> {
+    reports_of_child_after(name, "")
+}
+
+/// [`reports_of_child`], of the lines that start with `prefix` (removed).
+fn reports_of_child_after(name: &str, prefix: &str) -> Vec<String> {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
@@ -264,6 +269,7 @@ fn reports_of_child(name: &str) -> Vec<String> {
     assert!(output.status.success(), "the child failed: {stderr}");
     stderr
         .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
         .filter(|l| l.starts_with("Exception occurred"))
         .map(str::to_owned)
         .collect()
@@ -292,6 +298,43 @@ fn std_default_report_names_the_client_and_the_error_in_words() {
             "Connection reset by peer (os error 104)",
         );
     }
+    let mut server = ServerBuilder::tcp("127.0.0.1:0").build(|| Probe).unwrap();
+    let addr = *server.local_addr();
+    std::thread::scope(|s| {
+        let served = s.spawn(move || server.handle_request());
+        std_client(addr, Case::Reset);
+        served.join().unwrap().unwrap();
+    });
+}
+
+/// Writes each record's message on stderr after `log: `.
+struct Plain;
+
+impl log::Log for Plain {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("log: {}", record.args());
+    }
+    fn flush(&self) {}
+}
+
+/// With a `log` logger installed the report goes there instead of stderr,
+/// in the same words.
+#[test]
+fn the_report_through_log_has_the_same_words() {
+    const NAME: &str = "the_report_through_log_has_the_same_words";
+    if std::env::var_os(CHILD).is_none() {
+        let lines = reports_of_child_after(NAME, "log: ");
+        return assert_report(
+            &lines,
+            "127.0.0.1",
+            "Connection reset by peer (os error 104)",
+        );
+    }
+    log::set_logger(&Plain).unwrap();
+    log::set_max_level(log::LevelFilter::Error);
     let mut server = ServerBuilder::tcp("127.0.0.1:0").build(|| Probe).unwrap();
     let addr = *server.local_addr();
     std::thread::scope(|s| {

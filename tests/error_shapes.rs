@@ -298,6 +298,12 @@ fn std_default_report_names_the_client_and_the_error_in_words() {
             "Connection reset by peer (os error 104)",
         );
     }
+    serve_one_reset_with_the_default_hooks();
+}
+
+/// One request from a client that resets, served on std with the default
+/// hooks.
+fn serve_one_reset_with_the_default_hooks() {
     let mut server = ServerBuilder::tcp("127.0.0.1:0").build(|| Probe).unwrap();
     let addr = *server.local_addr();
     std::thread::scope(|s| {
@@ -335,13 +341,7 @@ fn the_report_through_log_has_the_same_words() {
     }
     log::set_logger(&Plain).unwrap();
     log::set_max_level(log::LevelFilter::Error);
-    let mut server = ServerBuilder::tcp("127.0.0.1:0").build(|| Probe).unwrap();
-    let addr = *server.local_addr();
-    std::thread::scope(|s| {
-        let served = s.spawn(move || server.handle_request());
-        std_client(addr, Case::Reset);
-        served.join().unwrap().unwrap();
-    });
+    serve_one_reset_with_the_default_hooks();
 }
 
 #[test]

@@ -305,19 +305,22 @@ fn json_lines_greets_and_reports_invalid_json() {
     );
 }
 
+/// Connects to `address` and closes with a reset instead of a FIN (a zero
+/// linger).
+fn connect_and_reset(address: &str) {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    socketserver::os::socket2::SockRef::from(&stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+}
+
 /// With the default hooks, a request that fails shows on stderr with the
 /// system's own words, as Python prints its traceback, and the server
 /// serves the next client.
 #[test]
 fn tcp_server_prints_a_reset_on_stderr_and_serves_on() {
     let (mut running, bound) = start_capturing_stderr("tcp_server", "127.0.0.1:0");
-    let addr: std::net::SocketAddr = bound.parse().unwrap();
-    use socketserver::os::socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    // Closing with a zero linger sends a reset instead of a FIN.
-    socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-    drop(socket);
+    connect_and_reset(&bound);
     let stdout = python_client("tcp_client.py", &[&bound, "still", "serving"]);
     assert!(stdout.contains("Received: STILL SERVING"), "{stdout}");
     let stderr = stop_and_read_stderr(&mut running, "tcp_server");
@@ -381,13 +384,8 @@ fn json_lines_stays_flat_under_two_64_mib_strings() {
 fn tcp_server_survives_a_closed_stderr() {
     let (mut running, bound) = start_capturing_stderr("tcp_server", "127.0.0.1:0");
     drop(running.0.as_mut().unwrap().stderr.take());
-    let addr: std::net::SocketAddr = bound.parse().unwrap();
-    use socketserver::os::socket2::{Domain, Socket, Type};
     for _ in 0..2 {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        socket.connect(&addr.into()).unwrap();
-        socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-        drop(socket);
+        connect_and_reset(&bound);
     }
     let stdout = python_client("tcp_client.py", &[&bound, "still", "serving"]);
     assert!(stdout.contains("Received: STILL SERVING"), "{stdout}");

@@ -175,12 +175,18 @@ fn a_second_stop_signal_ends_the_process() {
         block();
         return;
     }
-    let child = Rerun::start(NAME);
+    two_sigterms(NAME).assert_killed_by(SIGTERM);
+}
+
+/// Starts the child of test `name`, and sends it a `SIGTERM` once it
+/// serves and another once it says the first stopped it.
+fn two_sigterms(name: &str) -> Rerun {
+    let child = Rerun::start(name);
     child.expect("serving");
     child.signal("-TERM");
     child.expect("stopped by the first");
     child.signal("-TERM");
-    child.assert_killed_by(SIGTERM);
+    child
 }
 
 /// With `SecondSignal::KeepDraining`, a second `SIGTERM` does not end the
@@ -209,11 +215,7 @@ fn a_second_stop_signal_can_be_told_to_keep_draining() {
         println!("survived the second");
         return;
     }
-    let child = Rerun::start(NAME);
-    child.expect("serving");
-    child.signal("-TERM");
-    child.expect("stopped by the first");
-    child.signal("-TERM");
+    let child = two_sigterms(NAME);
     child.expect("survived the second");
     let status = child.status();
     assert!(status.success(), "the child ended with {status}");

@@ -7,6 +7,9 @@
 //! waits for the children still running, for the 3 s drain timeout, then stops them
 //! (a second signal ends it at once).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::{
@@ -30,9 +33,9 @@ impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
 }
 
 fn main() -> io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "localhost:9999".into());
+    let mut args = args::Args::parse("usage: forking_server [HOST:PORT]");
+    let address = args.address("localhost:9999");
+    args.done();
     let mut server = ForkingTcpServer::inherit_or_bind(address.as_str(), || ForkedRequestHandler)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

@@ -1,6 +1,9 @@
 //! The docs' upper-casing handlers served over the core's in-memory
 //! transport: no sockets, no threads, no heap. Prints each exchange.
 
+#[path = "common/args.rs"]
+mod args;
+
 use socketserver::handlers::{UpperLine, UpperOnce};
 use socketserver::memory::{ManualClock, MemoryConnection, MemoryListener, Transcript};
 use socketserver::{Server, ShutdownFlag, StreamHandler, SyncDispatch};
@@ -32,6 +35,7 @@ fn exchange<H: for<'t> StreamHandler<MemoryConnection<'t, 256>>>(
 }
 
 fn main() {
+    args::Args::parse("usage: memory_demo (no arguments)").done();
     exchange("UpperOnce", || UpperOnce, b"hello world with TCP");
     exchange(
         "UpperLine",

@@ -7,30 +7,24 @@
 //! or SIGTERM (a line in progress gets the 3 s drain timeout; a second signal ends it
 //! at once).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::handlers::EchoLines;
 use socketserver::{ParkingDispatch, ServerBuilder, DEFAULT_POLL_INTERVAL};
 
-fn usage() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "usage: persistent_echo HOST:PORT [--workers N]",
-    )
-}
-
 fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let address = args.next().unwrap_or_else(|| "localhost:9999".into());
-    let workers = match (args.next().as_deref(), args.next()) {
-        (None, _) => None,
-        (Some("--workers"), Some(n)) => match n.parse::<usize>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => return Err(usage()),
-        },
-        _ => return Err(usage()),
-    };
+    let mut args = args::Args::parse("usage: persistent_echo [HOST:PORT] [--workers N]");
+    let workers: Option<usize> = args.option("--workers");
+    let address = args.address("localhost:9999");
+    if workers == Some(0) {
+        args.fail("--workers wants at least one worker");
+    }
+    args.done();
     let mut server = ServerBuilder::tcp(address.as_str())
+        .socket_activation(true)
         .request_queue_size(1024)
         .build_with(|config| {
             let dispatch = ParkingDispatch::new(|| EchoLines, config);

@@ -7,6 +7,9 @@
 //!
 //! Usage: `cargo run --example smoltcp_loopback --features smoltcp`
 
+#[path = "common/args.rs"]
+mod args;
+
 use core::cell::RefCell;
 use core::time::Duration;
 
@@ -111,6 +114,7 @@ fn config(mac: u8) -> Config {
 }
 
 fn main() {
+    args::Args::parse("usage: smoltcp_loopback (no arguments)").done();
     let mut cable = Cable::<16>::new();
     let (server_end, client_end) = cable.split();
     let clock = || StepClock::new(Duration::from_millis(1));

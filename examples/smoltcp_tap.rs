@@ -8,6 +8,9 @@
 //! address, in the device's subnet. Prints `listening on IP:PORT` once
 //! bound, serves until SIGINT or SIGTERM.
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,42 +33,19 @@ struct Args {
     port: u16,
 }
 
-fn usage(why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{why}\nusage: smoltcp_tap --tap NAME --ip CIDR [--port N]"),
-    )
-}
-
-fn parse_args() -> io::Result<Args> {
-    let (mut tap, mut ip, mut port) = (None, None, 9999);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| usage(&format!("{flag} needs a value")))?;
-        match flag.as_str() {
-            "--tap" => tap = Some(value),
-            "--ip" => {
-                ip = Some(
-                    value
-                        .parse()
-                        .map_err(|()| usage("--ip wants ADDRESS/PREFIX"))?,
-                )
-            }
-            "--port" => port = value.parse().map_err(|_| usage("--port wants a number"))?,
-            _ => return Err(usage(&format!("unknown option {flag}"))),
-        }
-    }
-    Ok(Args {
-        tap: tap.ok_or_else(|| usage("--tap is required"))?,
-        ip: ip.ok_or_else(|| usage("--ip is required"))?,
-        port,
-    })
+fn parse_args() -> Args {
+    let mut args = args::Args::parse("usage: smoltcp_tap --tap NAME --ip CIDR [--port N]");
+    let (tap, ip) = (args.option("--tap"), args.option("--ip"));
+    let port = args.option("--port").unwrap_or(9999);
+    let (Some(tap), Some(ip)) = (tap, ip) else {
+        args.fail("--tap and --ip are required");
+    };
+    args.done();
+    Args { tap, ip, port }
 }
 
 fn main() -> io::Result<()> {
-    let args = parse_args()?;
+    let args = parse_args();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;

@@ -10,6 +10,9 @@
 //! free port). Prints `listening on ADDRESS` once bound, serves until
 //! SIGINT or SIGTERM.
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::os::TcpConnection;
@@ -42,9 +45,9 @@ impl StreamHandler<TcpConnection> for SockOpt {
 }
 
 fn main() -> io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "localhost:9999".into());
+    let mut args = args::Args::parse("usage: sockopt_server [HOST:PORT]");
+    let address = args.address("localhost:9999");
+    args.done();
     let mut server = TcpServer::inherit_or_bind(address.as_str(), || SockOpt)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

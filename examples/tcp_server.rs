@@ -7,15 +7,18 @@
 //! which has no signals, it serves until the host ends it (`wasmtime run -S inherit-network=y
 //! -S tcp=y -S udp=y EXAMPLE.wasm HOST:PORT`; see docs/guide/wasi.md).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::handlers::UpperOnce;
 use socketserver::{TcpServer, DEFAULT_POLL_INTERVAL};
 
 fn main() -> io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "localhost:9999".into());
+    let mut args = args::Args::parse("usage: tcp_server [HOST:PORT]");
+    let address = args.address("localhost:9999");
+    args.done();
     let mut server = TcpServer::inherit_or_bind(address.as_str(), || UpperOnce)?;
     #[cfg(not(target_os = "wasi"))]
     let _signals = server.shutdown_handle().stop_on_signals()?;

@@ -6,6 +6,9 @@
 //! free port). Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM
 //! (requests in progress get the 3 s drain timeout; a second signal ends it at once).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 use std::thread;
 
@@ -38,25 +41,17 @@ fn serve<D: Dispatch<TcpTransport>>(mut server: SocketServer<TcpTransport, D>) -
     Ok(())
 }
 
-fn usage() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "usage: threaded_server HOST:PORT [--pool N]",
-    )
-}
-
 fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let address = args.next().unwrap_or_else(|| "localhost:9999".into());
-    let pool = match (args.next().as_deref(), args.next()) {
-        (None, _) => None,
-        (Some("--pool"), Some(n)) => Some(n.parse::<usize>().map_err(|_| usage())?),
-        _ => return Err(usage()),
-    };
+    let mut args = args::Args::parse("usage: threaded_server [HOST:PORT] [--pool N]");
+    let pool: Option<usize> = args.option("--pool");
+    let address = args.address("localhost:9999");
+    if pool == Some(0) {
+        args.fail("--pool wants at least one worker");
+    }
+    args.done();
     let builder = ServerBuilder::tcp(address.as_str()).socket_activation(true);
     let factory = || ThreadedTcpRequestHandler;
     match pool {
-        Some(0) => Err(usage()),
         Some(workers) => serve(builder.build_with(|config| {
             PoolDispatch::new(factory, config)
                 .workers(workers)

@@ -8,6 +8,9 @@
 //! user running the server). Prints `listening on PATH` once bound, each
 //! refusal on stderr, and serves until SIGINT or SIGTERM.
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::handlers::UpperOnce;
@@ -38,23 +41,13 @@ impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
 
 impl socketserver::ServerHooks for OnlyUid {}
 
-fn usage() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "usage: uid_server PATH [--uid N]",
-    )
-}
-
 fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .unwrap_or_else(|| "/tmp/socketserver-uid.sock".into());
-    let uid = match (args.next().as_deref(), args.next(), args.next()) {
-        (None, _, _) => nix::unistd::getuid().as_raw(),
-        (Some("--uid"), Some(n), None) => n.parse().map_err(|_| usage())?,
-        _ => return Err(usage()),
-    };
+    let mut args = args::Args::parse("usage: uid_server [PATH] [--uid N]");
+    let uid = args
+        .option("--uid")
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+    let path = args.next_or("/tmp/socketserver-uid.sock");
+    args.done();
     let mut server = ServerBuilder::unix_stream(path)
         .socket_activation(true)
         .socket_mode(0o666)

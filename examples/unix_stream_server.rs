@@ -5,15 +5,18 @@
 //! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
 //! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::io::{self, Write};
 
 use socketserver::handlers::UpperOnce;
 use socketserver::{UnixStreamServer, DEFAULT_POLL_INTERVAL};
 
 fn main() -> io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "/tmp/socketserver-example.sock".into());
+    let mut args = args::Args::parse("usage: unix_stream_server [PATH]");
+    let address = args.next_or("/tmp/socketserver-example.sock");
+    args.done();
     let mut server = UnixStreamServer::inherit_or_bind(address, || UpperOnce)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());

@@ -49,25 +49,26 @@ pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
-    AllowList, BufferSizes, Guarded, InlineDispatch, Network, NetworkError, ServerBuilder,
-    ShutdownError, ShutdownHandle, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
+    AllowList, BufferSizes, DispatchConfig, Guarded, InlineDispatch, Network, NetworkError,
+    ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, SocketTransport, TcpServer,
+    UdpServer, DEFAULT_POLL_INTERVAL,
 };
-// Forking and the Unix servers need Unix; threads and pools do not exist on WASI.
-#[cfg(all(feature = "std", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
-pub use socketserver_std::PersistentUnixStreamServer;
+// Forking and the Unix servers need Unix; threads, pools and signals do not
+// exist on WASI.
+#[cfg(all(feature = "std", not(target_os = "wasi")))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", not(target_os = "wasi")))))]
+pub use socketserver_std::{
+    default_workers, Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch,
+    PoolTcpServer, SecondSignal, SignalGuard, ThreadingDispatch, ThreadingTcpServer,
+    ThreadingUdpServer,
+};
 #[cfg(all(feature = "std", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
 pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
-};
-#[cfg(all(feature = "std", not(target_os = "wasi")))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "std", not(target_os = "wasi")))))]
-pub use socketserver_std::{
-    Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch, PoolTcpServer,
-    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer,
+    ForkingUnixStreamServer, PeerCredentials, PersistentUnixStreamServer, PoolUnixStreamServer,
+    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
+    UnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
 // --- end std backend ---
 
@@ -79,16 +80,33 @@ pub use socketserver_std::{
 pub use socketserver_smoltcp as smoltcp;
 // --- end smoltcp backend ---
 
-/// The README's examples, compiled (and run unless marked `no_run`) as
-/// doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "std"))]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
-
-/// The guide's pages, compiled as doctests.
-#[cfg(doctest)]
+/// The README's and the guide's Rust code, compiled (and run unless marked
+/// `no_run`) as doctests by `cargo test --features std,smoltcp`, so that
+/// no page drifts from the API. One line per page: to add a page, add its
+/// line here and link it from the README's map.
+#[cfg(all(doctest, feature = "std", feature = "smoltcp"))]
 mod guide {
-    #[cfg(all(feature = "std", feature = "smoltcp"))]
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/guide/porting.md")]
+    struct Porting;
+    #[doc = include_str!("../docs/guide/std.md")]
+    struct Std;
+    #[doc = include_str!("../docs/guide/smoltcp.md")]
+    struct Smoltcp;
+    #[doc = include_str!("../docs/guide/firmware.md")]
+    struct Firmware;
+    #[doc = include_str!("../docs/guide/benchmarks.md")]
+    struct Benchmarks;
+    #[doc = include_str!("../docs/guide/guarantees.md")]
+    struct Guarantees;
     #[doc = include_str!("../docs/guide/persistent.md")]
-    pub struct Persistent;
+    struct Persistent;
+    #[cfg(feature = "tls")]
+    #[doc = include_str!("../docs/guide/deployment.md")]
+    struct Deployment;
+    #[doc = include_str!("../docs/guide/wasi.md")]
+    struct Wasi;
+    #[doc = include_str!("../docs/guide/http_server.md")]
+    struct HttpServer;
 }

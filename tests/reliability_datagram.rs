@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use reliability::{serve, wait_until, InProcess};
-use socketserver::embedded_io::{ErrorKind, Write as _};
+use socketserver::embedded_io::ErrorKind;
 use socketserver::{DatagramHandler, DatagramRequest, Error, Hooks, ServerBuilder, UnixAddr};
 use util::{TempDir, PATIENCE};
 

@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use socketserver::embedded_io::{ErrorKind, Write as _};
+use socketserver::embedded_io::ErrorKind;
 use socketserver::handlers::UpperDatagram;
 use socketserver::{
     DatagramHandler, DatagramRequest, Error, ServerBuilder, UdpServer, UnixDatagramServer,

@@ -286,19 +286,22 @@ fn json_lines_greets_and_reports_invalid_json() {
     );
 }
 
+/// Connects to `address` and closes with a reset instead of a FIN (a zero
+/// linger).
+fn connect_and_reset(address: &str) {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    socketserver::os::socket2::SockRef::from(&stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+}
+
 /// With the default hooks, a request that fails shows on stderr with the
 /// system's own words, as Python prints its traceback, and the server
 /// serves the next client.
 #[test]
 fn tcp_server_prints_a_reset_on_stderr_and_serves_on() {
     let (mut running, bound) = start_capturing_stderr("tcp_server", "127.0.0.1:0");
-    let addr: std::net::SocketAddr = bound.parse().unwrap();
-    use socketserver::os::socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    // Closing with a zero linger sends a reset instead of a FIN.
-    socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-    drop(socket);
+    connect_and_reset(&bound);
     let stdout = python_client("tcp_client.py", &[&bound, "still", "serving"]);
     assert!(stdout.contains("Received: STILL SERVING"), "{stdout}");
     let stderr = stop_and_read_stderr(&mut running, "tcp_server");
@@ -320,4 +323,135 @@ fn persistent_echo_serves_keep_alive_clients_from_two_workers_and_stops_on_sigin
     // The serving thread and two workers, for fifty connections.
     assert_eq!(threads, 3, "persistent_echo runs {threads} threads");
     stop(&mut running, "-INT", "persistent_echo");
+}
+
+/// The peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `rfile`'s bound on `std::io` reads holds against serde: two clients
+/// each sending an unterminated 64 MiB JSON string are cut off, and the
+/// server's peak resident memory grows by less than 16 MiB (unbounded,
+/// serde's string buffers took more than 128 MiB). The server serves on.
+#[test]
+fn json_lines_stays_flat_under_two_64_mib_strings() {
+    use std::io::Write as _;
+    let (mut running, bound) = start_capturing_stderr("json_lines", "127.0.0.1:0");
+    let pid = running.0.as_ref().unwrap().id();
+    let before = peak_rss_kib(pid);
+    let chunk = vec![b'a'; 1 << 20];
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut stream = std::net::TcpStream::connect(&bound).unwrap();
+                    stream
+                        .set_write_timeout(Some(std::time::Duration::from_secs(30)))
+                        .unwrap();
+                    stream.write_all(br#"{"name": ""#).unwrap();
+                    (0..64).position(|_| stream.write_all(&chunk).is_err())
+                })
+            })
+            .collect();
+        for client in clients {
+            let cut = client.join().unwrap();
+            assert!(cut.is_some(), "the server read all 64 MiB");
+        }
+    });
+    let grown = peak_rss_kib(pid) - before;
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB");
+    let next = python_client("json_lines_client.py", &[&bound, r#"{"name": "Linus"}"#]);
+    assert!(next.contains("Received: hello Linus"), "{next}");
+    let stderr = stop_and_read_stderr(&mut running, "json_lines");
+    assert!(
+        stderr.contains("bound on rfile's std::io reads"),
+        "the bound is named in the report: {stderr}"
+    );
+}
+
+/// The default report drops what it cannot write: with stderr a closed
+/// pipe (a supervisor gone), a reset client does not end the server, which
+/// serves the next one and exits 0 (before: status 101 from `eprintln!`).
+#[test]
+fn tcp_server_survives_a_closed_stderr() {
+    let (mut running, bound) = start_capturing_stderr("tcp_server", "127.0.0.1:0");
+    drop(running.0.as_mut().unwrap().stderr.take());
+    for _ in 0..2 {
+        connect_and_reset(&bound);
+    }
+    let stdout = python_client("tcp_client.py", &[&bound, "still", "serving"]);
+    assert!(stdout.contains("Received: STILL SERVING"), "{stdout}");
+    stop(&mut running, "-TERM", "tcp_server");
+}
+
+/// Runs example `name` with `args`, its output piped, for at most
+/// `PATIENCE`.
+fn run_example(name: &str, args: &[&str]) -> std::process::Output {
+    let child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::process::output_bounded(child)
+}
+
+/// Every example (but `http_server`, whose own test covers it) answers
+/// `--help` with its usage on stdout and status 0, and a bad argument with
+/// one `error: ...` line in words on stderr and status 2, never with
+/// Rust's debug dump of an error.
+#[test]
+fn examples_answer_help_and_bad_arguments_in_words() {
+    let mut names = vec![
+        "tcp_server",
+        "stream_server",
+        "udp_server",
+        "unix_stream_server",
+        "unix_datagram_server",
+        "sockopt_server",
+        "json_lines",
+        "threaded_server",
+        "forking_server",
+        "uid_server",
+        "memory_demo",
+        "persistent_echo",
+    ];
+    if cfg!(feature = "smoltcp") {
+        names.extend(["smoltcp_loopback", "smoltcp_tap"]);
+    }
+    for name in names {
+        let help = run_example(name, &["--help"]);
+        let stdout = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{name} --help: {help:?}");
+        assert!(
+            stdout.starts_with(&format!("usage: {name}")),
+            "{name} --help: {stdout}"
+        );
+        let bad = run_example(name, &["--bogus", "1"]);
+        assert_one_error_line(name, &bad);
+    }
+    for (name, args) in [
+        ("tcp_server", &["nonsense"][..]),
+        ("threaded_server", &["127.0.0.1:0", "--pool", "many"]),
+        ("threaded_server", &["127.0.0.1:0", "--pool"]),
+    ] {
+        assert_one_error_line(name, &run_example(name, args));
+    }
+    let stderr =
+        String::from_utf8_lossy(&run_example("tcp_server", &["nonsense"]).stderr).into_owned();
+    assert!(
+        stderr.starts_with("error: nonsense is not a HOST:PORT address"),
+        "{stderr}"
+    );
+}
+
+fn assert_one_error_line(name: &str, output: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{name}: {output:?}");
+    assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+    assert!(output.stdout.is_empty(), "{name}: {output:?}");
 }

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
-use socketserver::embedded_io::Write as _;
 use socketserver::{
     Connection, DatagramHandler, DatagramRequest, Error, ForkingDispatch, ForkingTcpServer,
     ForkingUdpServer, ForkingUnixDatagramServer, ForkingUnixStreamServer, Hooks, ServerBuilder,

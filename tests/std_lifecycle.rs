@@ -154,6 +154,28 @@ fn handle_request_serves_one_request() {
     assert_eq!(reply, "ONE");
 }
 
+/// Python's `_handle_request_noblock` on std: nothing ready, nothing
+/// taken and no hook called; a connection that is ready (loopback has
+/// completed the handshake once `connect` returns) is served at once.
+#[test]
+fn handle_request_noblock_takes_what_is_ready_and_never_waits() {
+    let hooks = Recorder::default();
+    let mut server = ServerBuilder::tcp("127.0.0.1:0")
+        .hooks(hooks.clone())
+        .build(|| UpperLine)
+        .unwrap();
+    assert_eq!(server.handle_request_noblock(), socketserver::Took::Nothing);
+    assert_eq!(hooks.timeouts(), 0);
+    let mut client = TcpStream::connect(server.local_addr()).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    std::io::Write::write_all(&mut client, b"two\n").unwrap();
+    assert_eq!(server.handle_request_noblock(), socketserver::Took::Request);
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "TWO");
+    assert_eq!(server.handle_request_noblock(), socketserver::Took::Nothing);
+}
+
 #[test]
 fn sockets_are_close_on_exec_and_reachable_as_fds() {
     let server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();

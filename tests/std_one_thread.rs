@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use socketserver::embedded_io::{ErrorKind, Write as _};
+use socketserver::embedded_io::ErrorKind;
 use socketserver::handlers::{UpperLine, UpperOnce};
 use socketserver::{
     Connection, DatagramHandler, DatagramRequest, Error, Hooks, ReplySocket, ServerBuilder,

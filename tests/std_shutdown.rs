@@ -176,12 +176,50 @@ fn a_second_stop_signal_ends_the_process() {
         block();
         return;
     }
-    let child = Rerun::start(NAME);
+    two_sigterms(NAME).assert_killed_by(SIGTERM);
+}
+
+/// Starts the child of test `name`, and sends it a `SIGTERM` once it
+/// serves and another once it says the first stopped it.
+fn two_sigterms(name: &str) -> Rerun {
+    let child = Rerun::start(name);
     child.expect("serving");
     child.signal("-TERM");
     child.expect("stopped by the first");
     child.signal("-TERM");
-    child.assert_killed_by(SIGTERM);
+    child
+}
+
+/// With `SecondSignal::KeepDraining`, a second `SIGTERM` does not end the
+/// process: the program's own handler sees it, and the program goes on to
+/// exit 0 of its own accord.
+#[test]
+fn a_second_stop_signal_can_be_told_to_keep_draining() {
+    const NAME: &str = "a_second_stop_signal_can_be_told_to_keep_draining";
+    if std::env::var_os(CHILD).is_some() {
+        let seen = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(SIGTERM, Arc::clone(&seen)).unwrap();
+        let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
+        let stop = server.shutdown_handle();
+        let _guard = stop
+            .stop_on_signals_with(socketserver::SecondSignal::KeepDraining)
+            .unwrap();
+        println!("serving");
+        server.serve_forever(Duration::from_secs(60)).unwrap();
+        assert!(seen.swap(false, Ordering::SeqCst));
+        println!("stopped by the first");
+        let deadline = Instant::now() + PATIENCE;
+        while !seen.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "no second signal came");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("survived the second");
+        return;
+    }
+    let child = two_sigterms(NAME);
+    child.expect("survived the second");
+    let status = child.status();
+    assert!(status.success(), "the child ended with {status}");
 }
 
 /// A handler the program had for `SIGINT` still runs while the guard lives,

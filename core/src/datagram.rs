@@ -67,6 +67,22 @@ impl<'a> PacketReader<'a> {
         self.packet
     }
 
+    /// Reads into `out` ([`Read::read`]); inherent, as on the stream
+    /// `rfile`, so the call needs no trait in scope.
+    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        Read::read(self, out)
+    }
+
+    /// The unread rest of the packet ([`BufRead::fill_buf`]).
+    pub fn fill_buf(&mut self) -> Result<&[u8], Error> {
+        BufRead::fill_buf(self)
+    }
+
+    /// Marks `amt` bytes as read ([`BufRead::consume`]).
+    pub fn consume(&mut self, amt: usize) {
+        BufRead::consume(self, amt);
+    }
+
     /// Reads up to and including the next `\n`, or the rest of the packet;
     /// empty once everything was read.
     pub fn read_line(&mut self) -> &'a [u8] {
@@ -151,6 +167,30 @@ impl<'a> PacketWriter<'a> {
     /// Drops what was written so far.
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Writes all of `data` or nothing ([`Write::write_all`]). Inherent, as
+    /// on the stream `wfile`, so that the call needs no trait in scope and
+    /// resolves the same with `std::io::Write` imported.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
+        Write::write_all(self, data)
+    }
+
+    /// Writes all of `data` and returns its length, or nothing
+    /// ([`Write::write`]).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        Write::write(self, data)
+    }
+
+    /// Does nothing: the reply goes out after `finish` ([`Write::flush`]).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Formatted output (`write!(req.wfile, ...)`), all or nothing of each
+    /// piece.
+    pub fn write_fmt(&mut self, args: core::fmt::Arguments<'_>) -> Result<(), Error> {
+        Write::write_fmt(self, args).map_err(Into::into)
     }
 }
 

@@ -29,11 +29,24 @@ pub enum Error {
         code: Option<i32>,
     },
     /// A line did not fit in the `rfile` buffer: it is longer than the
-    /// capacity the server was built with. The connection should be closed;
-    /// the rest of the line is still unread.
+    /// capacity the server was built with (Python's bounded `readline`).
+    /// The connection should be closed; the rest of the line is still
+    /// unread. Its [`kind`](Self::kind) is `InvalidData`: the peer broke
+    /// the protocol, no memory ran out.
     LineTooLong {
         /// The `rfile` buffer's capacity in bytes.
         capacity: usize,
+    },
+    /// A handler reading `rfile` through `std::io::Read`/`BufRead`
+    /// (`serde_json::from_reader`, `io::copy`, `lines()`) read more than
+    /// the request's bound on such reads ([`RFile::set_io_limit`]); those
+    /// readers grow their own buffers, so the bound is what keeps a client
+    /// from filling the server's memory.
+    ///
+    /// [`RFile::set_io_limit`]: crate::RFile::set_io_limit
+    ReadLimit {
+        /// The bound in bytes.
+        limit: u64,
     },
     /// A datagram reply did not fit in the `wfile` buffer; nothing of the
     /// write that failed was kept.
@@ -60,7 +73,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { kind, .. } => *kind,
-            Error::LineTooLong { .. } | Error::ReplyTooLong { .. } => ErrorKind::OutOfMemory,
+            // Python's bounded `readline` makes this a protocol error: the
+            // peer sent what the server does not take, no memory ran out.
+            Error::LineTooLong { .. } => ErrorKind::InvalidData,
+            Error::ReadLimit { .. } => ErrorKind::InvalidData,
+            Error::ReplyTooLong { .. } => ErrorKind::InvalidInput,
             Error::UnexpectedEof => ErrorKind::InvalidData,
             Error::Panicked | Error::Handler(_) => ErrorKind::Other,
             #[cfg(feature = "alloc")]
@@ -115,13 +132,19 @@ impl From<ErrorKind> for Error {
     }
 }
 
-/// An I/O error with a system code becomes [`Error::Io`] with that code;
+/// This crate's own error inside an `std::io::Error` becomes itself again;
+/// an I/O error with a system code becomes [`Error::Io`] with that code;
 /// one with a message of its own (`io::Error::new`, `io::Error::other`)
 /// becomes [`Error::Other`], message kept; any other, `Error::Io` with its
 /// kind.
 #[cfg(feature = "std")]
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
+        // This crate's own error, round-tripped through `std::io` (an
+        // `rfile` read by serde): itself again.
+        if let Some(own) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            return own.clone();
+        }
         let kind = embedded_io::Error::kind(&err);
         if let Some(code) = err.raw_os_error() {
             Error::Io {
@@ -179,11 +202,16 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Pieces rather than `write!`: no format arguments to build, which
         // is the smaller code on firmware.
-        let (head, capacity, tail) = match self {
+        let (head, capacity, tail): (_, &dyn fmt::Display, _) = match self {
             Error::Io { kind, code } => return fmt_io(*kind, *code, f),
             Error::LineTooLong { capacity } => {
                 ("line longer than the ", capacity, "-byte read buffer")
             }
+            Error::ReadLimit { limit } => (
+                "request read more than the ",
+                limit,
+                "-byte bound on rfile's std::io reads",
+            ),
             Error::ReplyTooLong { capacity } => {
                 ("reply longer than the ", capacity, "-byte datagram buffer")
             }
@@ -205,20 +233,44 @@ impl fmt::Display for Error {
 }
 
 /// An I/O error as the system words it where there is a code and `std`
-/// (`Connection reset by peer (os error 104)`), else by its kind.
+/// (`Connection reset by peer (os error 104)`), else in words of its kind
+/// (`connection reset`), on every backend.
 fn fmt_io(kind: ErrorKind, code: Option<i32>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     #[cfg(feature = "std")]
     if let Some(code) = code {
         return fmt::Display::fmt(&std::io::Error::from_raw_os_error(code), f);
     }
-    f.write_str("I/O error: ")?;
-    fmt::Debug::fmt(&kind, f)?;
+    f.write_str(kind_words(kind))?;
     if let Some(code) = code {
         f.write_str(" (os error ")?;
         fmt::Display::fmt(&code, f)?;
         f.write_str(")")?;
     }
     Ok(())
+}
+
+/// An [`ErrorKind`] in words, as `std::io::ErrorKind` words its own.
+fn kind_words(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotFound => "entity not found",
+        ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::ConnectionRefused => "connection refused",
+        ErrorKind::ConnectionReset => "connection reset",
+        ErrorKind::ConnectionAborted => "connection aborted",
+        ErrorKind::NotConnected => "not connected",
+        ErrorKind::AddrInUse => "address in use",
+        ErrorKind::AddrNotAvailable => "address not available",
+        ErrorKind::BrokenPipe => "broken pipe",
+        ErrorKind::AlreadyExists => "entity already exists",
+        ErrorKind::InvalidInput => "invalid input parameter",
+        ErrorKind::InvalidData => "invalid data",
+        ErrorKind::TimedOut => "timed out",
+        ErrorKind::Interrupted => "operation interrupted",
+        ErrorKind::Unsupported => "unsupported",
+        ErrorKind::OutOfMemory => "out of memory",
+        ErrorKind::WriteZero => "write zero",
+        _ => "other error",
+    }
 }
 
 impl core::error::Error for Error {

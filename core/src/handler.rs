@@ -84,6 +84,15 @@ impl StreamOptions {
 /// [`handle`](Self::handle), then [`finish`](Self::finish), which runs even
 /// when `handle` failed but not when `setup` did. The first error is passed
 /// to the server's [`Hooks::handle_error`].
+///
+/// A wrapper around another handler (logging, metrics), generic over `C`
+/// too, delegates each method as it is: `self.inner.handle(request)`. One
+/// written for a single connection type `T` around a portable handler
+/// calls `options`, whose arguments do not name `C`, as
+/// `StreamHandler::<T>::options(&self.inner)`; a plain
+/// `self.inner.options()` is error E0283 ("type annotations needed"). The
+/// guide's page on porting from Python has both wrappers, compiled.
+#[doc(alias = "StreamRequestHandler", alias = "BaseRequestHandler")]
 pub trait StreamHandler<C: Connection> {
     /// The settings applied to the connection before `setup`.
     fn options(&self) -> StreamOptions {
@@ -120,6 +129,7 @@ pub trait StreamHandler<C: Connection> {
 /// makes a handler specific. Same lifecycle rules as [`StreamHandler`].
 ///
 /// [`PacketWriter::send_empty`]: crate::PacketWriter::send_empty
+#[doc(alias = "DatagramRequestHandler")]
 pub trait DatagramHandler<S: ReplySocket> {
     /// Prepares the request. An error here skips `handle` and `finish`.
     fn setup(&mut self, request: &mut DatagramRequest<'_, S>) -> Result<(), Error> {
@@ -142,6 +152,7 @@ pub trait DatagramHandler<S: ReplySocket> {
 /// Any `Fn() -> H` is a factory; state shared by all requests (Python's
 /// `self.server` attributes) is whatever the closure captures, for example an
 /// `Arc` on std or a `&'static` on firmware.
+#[doc(alias = "RequestHandlerClass", alias = "finish_request")]
 pub trait HandlerFactory {
     /// The handler built.
     type Handler;
@@ -177,8 +188,11 @@ pub trait Hooks<R: ?Sized, A> {
     }
 
     /// Reports a request that ended in `error`. The server keeps serving.
-    /// Default: logs the client address and the error (through the `log` or
-    /// `defmt` feature; nothing without them).
+    /// Default: [`report_error`], one line with the client address and the
+    /// error: on stderr with the core's `std` feature (which the std
+    /// backend and the facade's `std` feature turn on), through `log` when
+    /// that feature is on and a logger is installed, through `defmt` with
+    /// that feature, nowhere without any of them.
     fn handle_error(&self, client_address: &A, error: &Error)
     where
         A: Address,
@@ -198,7 +212,9 @@ pub trait ServerHooks {
     fn service_actions(&self) {}
 }
 
-/// Python's default hooks: accept everyone, log errors, do nothing else.
+/// Python's default hooks: accept everyone, report errors with
+/// [`report_error`] (stderr with `std`; see there for `log` and `defmt`),
+/// do nothing else.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultHooks;
 
@@ -228,35 +244,56 @@ impl<H: ServerHooks + ?Sized> ServerHooks for &H {
 }
 
 /// The default `handle_error` report, for hooks that extend rather than
-/// replace it: the client address and the error, with its sources.
+/// replace it: one line, the same words wherever it goes and on every
+/// backend, as Python words it:
 ///
-/// Where it goes, one rule: with the `std` feature (the std backend turns
-/// it on) it is printed to stderr as Python prints its traceback, unless
-/// the `log` feature is on and the application has installed a logger
-/// (`log::max_level()` above `Off`), in which case it is logged at error
-/// level instead. Without `std`, it goes to `log` or `defmt` when those
-/// features are on, and nowhere otherwise.
+/// ```text
+/// Exception occurred during processing of request from 127.0.0.1:58068: Connection reset by peer (os error 104)
+/// Exception occurred during processing of request from 192.168.69.1:56468: connection reset
+/// ```
+///
+/// The client address is its `Display`; the error is its `Display`
+/// followed by its `source()` chain.
+///
+/// Where it goes depends on the core's features (the facade's `std`
+/// feature turns on the core's `std`):
+///
+/// | features | where |
+/// |---|---|
+/// | `std` | stderr, as Python prints its traceback |
+/// | `std` + `log`, a logger installed (`log::max_level()` above `Off`) | `log::error!` instead of stderr |
+/// | `log` without `std` | `log::error!` |
+/// | `defmt` | `defmt::error!` (as well as the above) |
+/// | none | nowhere |
+///
+/// It never panics and never fails the server: a failed write to stderr
+/// (a closed pipe, a supervisor gone) is dropped. (A stderr that blocks,
+/// a full pipe nobody reads, blocks it as it blocks `eprintln!`.)
 pub fn report_error<A: Address>(client_address: &A, error: &Error) {
     #[cfg(feature = "log")]
     if log::max_level() != log::LevelFilter::Off {
-        log::error!(
-            "exception happened during processing of request from {client_address:?}: {}",
-            crate::diag::Chain(error)
-        );
+        log::error!("{REPORT}{client_address}: {}", crate::diag::Chain(error));
         return;
     }
     #[cfg(feature = "std")]
     {
-        std::eprintln!(
-            "Exception occurred during processing of request from {client_address:?}: {}",
+        use std::io::Write as _;
+        // Not `eprintln!`, which panics when stderr is gone.
+        let _ = std::writeln!(
+            std::io::stderr().lock(),
+            "{REPORT}{client_address}: {}",
             crate::diag::Chain(error)
         );
     }
     #[cfg(feature = "defmt")]
     defmt::error!(
-        "exception happened during processing of request from {}: {}",
-        defmt::Debug2Format(client_address),
+        "Exception occurred during processing of request from {}: {}",
+        defmt::Display2Format(client_address),
         defmt::Display2Format(error)
     );
     let _ = (client_address, error);
 }
+
+/// The words of the default report, before the client address (Python 3's).
+#[cfg(any(feature = "log", feature = "std"))]
+const REPORT: &str = "Exception occurred during processing of request from ";

@@ -3,8 +3,6 @@
 //! all serve these same types, which is how the crate shows that one handler
 //! runs everywhere.
 
-use embedded_io::Write;
-
 use crate::transport::{Connection, ReplySocket};
 use crate::{
     DatagramHandler, DatagramRequest, Error, MessageHandler, Next, StreamHandler, StreamRequest,

@@ -19,6 +19,7 @@ use crate::transport::{
 /// stream and datagram transports: [`take`](Self::take) is written per
 /// kind, and everything that does not depend on the kind is in the
 /// [`Lifecycle`] supertrait, written once per dispatch type.
+#[doc(alias = "process_request")]
 pub trait Dispatch<T: Transport, K = <T as Transport>::Kind>: Lifecycle {
     /// Python's `_handle_request_noblock`, without blocking: takes one
     /// request that is ready (`get_request`, `verify_request`) and
@@ -338,6 +339,7 @@ where
 ///
 /// Closing ([`server_close`](Self::server_close)) is idempotent and also
 /// happens on drop.
+#[doc(alias = "BaseServer")]
 pub struct Server<T, D, K>
 where
     T: Transport,
@@ -444,6 +446,7 @@ where
     /// ready and processes it; never waits, and calls no hook when none is
     /// ready. For a loop that serves several servers (on one smoltcp stack,
     /// say) and sleeps only when none of them took anything.
+    #[doc(alias = "_handle_request_noblock")]
     pub fn handle_request_noblock(&mut self) -> Took {
         self.dispatch.take(&mut self.transport)
     }

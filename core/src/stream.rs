@@ -76,40 +76,70 @@ fn borrow<C>(conn: &RefCell<C>) -> RefMut<'_, C> {
 
 /// Python's `rfile`: a buffered reader whose capacity bounds a line.
 ///
-/// Implements embedded-io [`Read`] and [`BufRead`].
+/// Implements embedded-io [`Read`] and [`BufRead`], and with `std` also
+/// `std::io::Read` and `std::io::BufRead`. Readers of those (serde_json's
+/// `from_reader`, `read_to_end`, `lines()`) grow buffers of their own, so
+/// what they may read is bounded too: [`DEFAULT_IO_LIMIT`](Self::DEFAULT_IO_LIMIT)
+/// times the capacity per request unless the handler sets another bound
+/// with [`set_io_limit`](Self::set_io_limit); past it they fail with
+/// [`Error::ReadLimit`] (inside an `std::io::Error` of kind `InvalidData`).
+/// The inherent and embedded-io methods are not counted: they never grow
+/// anything.
 pub struct RFile<'a, C> {
     conn: &'a RefCell<C>,
     buf: &'a mut [u8],
     start: usize,
     end: usize,
+    io_limit: u64,
+    io_left: u64,
 }
 
 impl<'a, C: Connection> RFile<'a, C> {
+    /// How many times the buffer's capacity a request may read through
+    /// `std::io` before [`set_io_limit`](Self::set_io_limit) is called:
+    /// 64 (512 KiB for the std servers' 8 KiB buffer).
+    pub const DEFAULT_IO_LIMIT: u64 = 64;
+
     /// A reader over `conn` buffering in `buf`.
     pub fn new(conn: &'a RefCell<C>, buf: &'a mut [u8]) -> Self {
+        let io_limit = (buf.len() as u64).saturating_mul(Self::DEFAULT_IO_LIMIT);
         RFile {
             conn,
             buf,
             start: 0,
             end: 0,
+            io_limit,
+            io_left: io_limit,
         }
     }
 
     /// A reader whose buffer already holds `filled` received bytes
-    /// (`buf[..filled]`), as a message dispatch hands it over.
+    /// (`buf[..filled]`), as a message dispatch hands it over (one per
+    /// message, so the `std::io` bound is per message).
     pub(crate) fn prefilled(conn: &'a RefCell<C>, buf: &'a mut [u8], filled: usize) -> Self {
         let end = filled.min(buf.len());
-        RFile {
-            conn,
-            buf,
-            start: 0,
-            end,
-        }
+        let mut rfile = RFile::new(conn, buf);
+        rfile.end = end;
+        rfile
     }
 
     /// The bytes received and not yet consumed, as a range of the buffer.
     pub(crate) fn unread(&self) -> core::ops::Range<usize> {
         self.start..self.end
+    }
+
+    /// From now on, at most `bytes` more may be read through `std::io`'s
+    /// `Read` and `BufRead` (`u64::MAX`: no bound). A handler that reads
+    /// one message at a time calls it before each, so that the bound is
+    /// per message rather than per connection.
+    pub fn set_io_limit(&mut self, bytes: u64) {
+        self.io_limit = bytes;
+        self.io_left = bytes;
+    }
+
+    /// How many more bytes `std::io` reads may take.
+    pub fn io_left(&self) -> u64 {
+        self.io_left
     }
 
     /// The buffer's capacity: the longest line [`read_line`](Self::read_line) returns.
@@ -468,24 +498,48 @@ pub fn serve_connection<C, F, H>(
 
 /// `rfile` as a [`std::io::Read`] (feature `std`): for `io::copy`,
 /// `serde_json::from_reader` and the rest of the std ecosystem.
+/// Bounded by [`RFile::set_io_limit`].
 #[cfg(feature = "std")]
 impl<C: Connection> std::io::Read for RFile<'_, C> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        Read::read(self, out).map_err(std::io::Error::from)
+        let allowed = self.io_allowance(out.len())?;
+        let n = Read::read(self, &mut out[..allowed]).map_err(std::io::Error::from)?;
+        self.io_left -= n as u64;
+        Ok(n)
     }
 }
 
 /// `rfile` as a [`std::io::BufRead`] (feature `std`): `lines()`,
-/// `read_line` into a `String`, ... Note that these grow their `String` or
-/// `Vec` without the bound [`RFile::read_line`] keeps.
+/// `read_line` into a `String`, ... These grow their `String` or `Vec`,
+/// which [`RFile::read_line`] never does: what they may read is bounded by
+/// [`RFile::set_io_limit`].
 #[cfg(feature = "std")]
 impl<C: Connection> std::io::BufRead for RFile<'_, C> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        BufRead::fill_buf(self).map_err(std::io::Error::from)
+        let allowed = self.io_allowance(usize::MAX)?;
+        let available = BufRead::fill_buf(self).map_err(std::io::Error::from)?;
+        Ok(&available[..available.len().min(allowed)])
     }
 
     fn consume(&mut self, amt: usize) {
+        let amt = amt.min(usize::try_from(self.io_left).unwrap_or(usize::MAX));
+        self.io_left -= amt as u64;
         BufRead::consume(self, amt);
+    }
+}
+
+#[cfg(feature = "std")]
+impl<C: Connection> RFile<'_, C> {
+    /// How much of `want` bytes a `std::io` read may take; an error once
+    /// the bound is spent (an empty read would say end of stream).
+    fn io_allowance(&self, want: usize) -> std::io::Result<usize> {
+        if self.io_left == 0 && want > 0 {
+            let err = Error::ReadLimit {
+                limit: self.io_limit,
+            };
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, err));
+        }
+        Ok(usize::try_from(self.io_left).map_or(want, |left| left.min(want)))
     }
 }
 

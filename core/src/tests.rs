@@ -760,6 +760,44 @@ fn rfile_read_mixes_buffered_and_direct_reads() {
     assert_eq!(rfile.read(&mut out).unwrap(), 0);
 }
 
+/// `std::io` readers (serde's `from_reader`, `read_to_end`) are bounded by
+/// the request's io limit, 64 times the capacity by default, reported as
+/// `Error::ReadLimit` inside an `InvalidData` io error; `set_io_limit`
+/// starts a new budget; the inherent reads are not counted.
+#[test]
+#[cfg(feature = "std")]
+fn std_io_reads_of_rfile_are_bounded() {
+    use std::io::Read as _;
+    let input = [b'x'; 1000];
+    let c = conn(&input);
+    let mut buf = [0u8; 4];
+    let mut rfile = RFile::new(&c, &mut buf);
+    assert_eq!(rfile.io_left(), 4 * RFile::<FakeConn>::DEFAULT_IO_LIMIT);
+    let mut all = std::vec::Vec::new();
+    let err = rfile.read_to_end(&mut all).unwrap_err();
+    assert_eq!(all.len(), 256, "64 x the 4-byte buffer");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert_same!(Error::from(err), Error::ReadLimit { limit: 256 });
+    assert_eq!(
+        std::string::ToString::to_string(&Error::ReadLimit { limit: 256 }),
+        "request read more than the 256-byte bound on rfile's std::io reads"
+    );
+
+    rfile.set_io_limit(10);
+    let mut line = std::string::String::new();
+    assert!(std::io::BufRead::read_line(&mut rfile, &mut line).is_err());
+    assert_eq!(line.len(), 10);
+    // Not counted: the bounded inherent reads.
+    assert_eq!(
+        rfile.read_line().unwrap_err().kind(),
+        ErrorKind::InvalidData
+    );
+    rfile.set_io_limit(u64::MAX);
+    let mut rest = std::vec::Vec::new();
+    rfile.read_to_end(&mut rest).unwrap();
+    assert_eq!(256 + 10 + 4 + rest.len(), input.len());
+}
+
 /// Found by `fuzz/` (line_reader): with a zero capacity `fill_buf`
 /// returned an empty slice, which says end of stream, while bytes were
 /// still to come. It is an error now; `read` still goes straight through.

@@ -13,7 +13,7 @@
 //! transport therefore keeps no state guessing what its next wait should
 //! report.
 
-use core::fmt::Debug;
+use core::fmt::{Debug, Display};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use embedded_io::{ErrorType, Read, Write};
@@ -42,9 +42,13 @@ pub mod kind {
 }
 
 /// An address a client is known by: an IP endpoint, a Unix socket path, ...
-pub trait Address: Clone + Debug {}
+///
+/// `Display` is how the default `handle_error` report names the client
+/// (`127.0.0.1:58068`, `192.168.69.100:56468`, a socket path), the same on
+/// every backend.
+pub trait Address: Clone + Debug + Display {}
 
-impl<T: Clone + Debug> Address for T {}
+impl<T: Clone + Debug + Display> Address for T {}
 
 /// What waiting for a request found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +95,7 @@ pub trait Transport {
     fn clear_shutdown(&mut self);
 
     /// Releases the socket (Python's `server_close`). Idempotent.
+    #[doc(alias = "server_close")]
     fn close(&mut self);
 }
 
@@ -109,6 +114,7 @@ pub trait Listener: Transport<Kind = kind::Stream> {
     /// so a transport that fails persistently should make its next wait
     /// sleep rather than report readiness at once.
     #[allow(clippy::type_complexity)]
+    #[doc(alias = "get_request")]
     fn try_accept(&mut self) -> Result<Option<(Self::Connection, Self::Addr)>, Self::Error>;
 }
 
@@ -164,6 +170,7 @@ pub trait Connection: Read + Write + ErrorType<Error: Into<crate::Error>> {
 
     /// Python's `close_request`: releases this end of the connection without
     /// shutting it down first. Dropping the connection does the same.
+    #[doc(alias = "close_request")]
     fn close(self)
     where
         Self: Sized,
@@ -224,6 +231,7 @@ pub trait DatagramSocket: Transport<Kind = kind::Datagram> {
     ///
     /// A datagram longer than `buf` fills it and is reported with
     /// `truncated: true`, never silently cut.
+    #[doc(alias = "get_request")]
     fn try_recv_from(
         &mut self,
         buf: &mut [u8],

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use socketserver_core::embedded_io::{BufRead, ErrorKind, Read, Write};
+use socketserver_core::embedded_io::ErrorKind;
 use socketserver_core::handlers::UpperDatagram;
 use socketserver_core::transport::kind;
 use socketserver_core::{

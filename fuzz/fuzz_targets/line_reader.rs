@@ -78,7 +78,7 @@ impl Write for Chunked<'_> {
 }
 
 impl Connection for Chunked<'_> {
-    type Addr = ();
+    type Addr = u8;
 
     fn set_timeout(&mut self, _timeout: Option<Duration>) -> Result<(), ErrorKind> {
         Ok(())
@@ -117,8 +117,10 @@ fn check_line(result: Result<&mut [u8], Error>, data: &[u8], pos: usize, cap: us
             }
             len
         }
-        Err(Error::LineTooLong { capacity }) => {
+        Err(err @ Error::LineTooLong { capacity }) => {
             assert_eq!(capacity, cap);
+            // A protocol error, not a memory one (Python's bounded readline).
+            assert_eq!(err.kind(), ErrorKind::InvalidData);
             assert!(
                 rest.len() >= cap,
                 "LineTooLong with only {} bytes left",

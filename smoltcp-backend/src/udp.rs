@@ -155,8 +155,8 @@ impl DatagramSocket for UdpSocket<'_, '_> {
     /// send timeout, and sends it.
     ///
     /// # Errors
-    /// [`SmoltcpError::TooLarge`] when it cannot fit the send buffer even empty,
-    /// [`SmoltcpError::Unaddressable`], [`SmoltcpError::TimedOut`].
+    /// `SmoltcpError::TooLarge` when it cannot fit the send buffer even empty,
+    /// `SmoltcpError::Unaddressable`, `SmoltcpError::TimedOut`.
     fn send_to(&mut self, data: &[u8], addr: &IpEndpoint) -> Result<(), SmoltcpError> {
         let handle = self.handle.ok_or(SmoltcpError::Closed)?;
         let mut net = borrow_stack(self.net);

@@ -86,10 +86,14 @@ impl<F: Family> Accepted<F> {
         self.socket.set_tcp_nodelay(nodelay)
     }
 
+    /// A timeout as a bare `TimedOut` (no message, no code), so that it
+    /// reaches `handle_error` as `Error::Io` of kind `TimedOut`, the shape
+    /// it has on every backend (an `io::Error` with a message would become
+    /// `Error::Other`).
     fn timed_out(&self, err: io::Error) -> io::Error {
         let bounded = self.timeout.is_some() || self.deadline.is_some();
         if bounded && err.kind() == io::ErrorKind::WouldBlock {
-            io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+            io::Error::from(io::ErrorKind::TimedOut)
         } else {
             err
         }
@@ -103,7 +107,7 @@ impl<F: Family> Accepted<F> {
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
         }
         let wait = self.timeout.map_or(left, |t| t.min(left));
         if write {

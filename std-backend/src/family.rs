@@ -46,9 +46,10 @@ pub(crate) trait Family: Send + Sync + 'static {
     /// which a wildcard server also receives on. So a twin instance on the
     /// same port of this host is not answered either. A forged source
     /// naming *another* responder (a different port, or another host)
-    /// cannot be told from a client, and is answered; see the README's
-    /// guarantees. For [`Unix`], it is the server's own name, which no
-    /// other socket can hold while the server is bound to it.
+    /// cannot be told from a client, and is answered; see the guide's
+    /// guarantees (`docs/guide/guarantees.md`). For [`Unix`], it is the
+    /// server's own name, which no other socket can hold while the server
+    /// is bound to it.
     fn is_own_address(server: &Self::Addr, source: &Self::Addr) -> bool;
 
     /// The address a socket made elsewhere (inherited, or built by the

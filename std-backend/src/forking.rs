@@ -77,6 +77,7 @@ pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
 /// child that takes that lock blocks for ever; this is the same caveat as
 /// Python's. The crate's own locks are not used in the child.
 #[derive(Debug)]
+#[doc(alias = "ForkingMixIn")]
 pub struct ForkingDispatch<F, H = DefaultHooks> {
     factory: F,
     hooks: H,

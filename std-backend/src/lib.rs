@@ -106,7 +106,7 @@ pub use server::{
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};
 #[cfg(not(target_os = "wasi"))]
-pub use shutdown::SignalGuard;
+pub use shutdown::{SecondSignal, SignalGuard};
 pub use shutdown::{ShutdownError, ShutdownHandle};
 #[cfg(not(target_os = "wasi"))]
 pub use threading::{ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer};

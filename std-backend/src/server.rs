@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use socket2::Socket;
-use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
+use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock, Took};
 
 use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
 #[cfg(unix)]
@@ -38,8 +38,10 @@ where
 }
 
 /// Python's `TCPServer`, with the inline (synchronous) dispatch.
+#[doc(alias = "TCPServer")]
 pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispatch<F, H>>;
 /// Python's `UDPServer`.
+#[doc(alias = "UDPServer")]
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
 /// Python's `UnixStreamServer`.
 #[cfg(unix)]
@@ -83,6 +85,7 @@ where
     /// Python's `server_address`, by Rust's name (as `std::net`, socket2
     /// and tokio call it): the bound address (port 0 resolved), or before
     /// binding the address asked for.
+    #[doc(alias = "server_address")]
     pub fn local_addr(&self) -> &T::Addr {
         self.inner.transport().local_addr()
     }
@@ -128,6 +131,16 @@ where
     /// Waiting failed, for example because the server is closed.
     pub fn handle_request(&mut self) -> io::Result<()> {
         self.inner.handle_request()
+    }
+
+    /// Python's `_handle_request_noblock`: takes one request if one is
+    /// ready and processes it (inline, or hands it to the dispatch's
+    /// threads, pool or child); never waits, and calls no hook when none
+    /// is ready. For a loop of one's own that serves several servers and
+    /// waits on their descriptors itself.
+    #[doc(alias = "_handle_request_noblock")]
+    pub fn handle_request_noblock(&mut self) -> Took {
+        self.inner.handle_request_noblock()
     }
 
     /// Handles requests until [`ShutdownHandle::shutdown`] (Python's

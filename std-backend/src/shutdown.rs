@@ -35,9 +35,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-#[cfg(not(target_os = "wasi"))]
-use crate::sys::SignalWatch;
 use crate::sys::{self, Waiter};
+#[cfg(not(target_os = "wasi"))]
+use crate::sys::{KeepDraining, SignalWatch};
 
 /// [`Shared::drain`] when there is no bound.
 const NO_BOUND: u64 = u64::MAX;
@@ -460,7 +460,27 @@ impl ShutdownHandle {
     /// The signal handlers or the drain timer could not be installed.
     #[cfg(not(target_os = "wasi"))]
     pub fn stop_on_signals(&self) -> io::Result<SignalGuard> {
-        SignalWatch::start(&self.0).map(|watch| SignalGuard { _watch: watch })
+        self.stop_on_signals_with(SecondSignal::Exit)
+    }
+
+    /// [`stop_on_signals`](Self::stop_on_signals), with a choice of what a
+    /// second `SIGINT` or `SIGTERM` does: end the process at once
+    /// ([`SecondSignal::Exit`], what `stop_on_signals` does), or nothing
+    /// but run the program's own handler, if any
+    /// ([`SecondSignal::KeepDraining`]): the drain then always runs its
+    /// course, up to the drain timeout, and only `SIGKILL` cuts it short.
+    /// The handler is the process's: while any guard made with
+    /// `KeepDraining` lives, every server of the process keeps draining.
+    ///
+    /// # Errors
+    /// As [`stop_on_signals`](Self::stop_on_signals).
+    #[cfg(not(target_os = "wasi"))]
+    pub fn stop_on_signals_with(&self, second: SecondSignal) -> io::Result<SignalGuard> {
+        let keep = (second == SecondSignal::KeepDraining).then(KeepDraining::new);
+        SignalWatch::start(&self.0).map(|watch| SignalGuard {
+            _watch: watch,
+            _keep: keep,
+        })
     }
 
     /// Whether a shutdown was requested and `serve_forever` has not yet
@@ -492,6 +512,24 @@ impl ShutdownHandle {
 pub struct SignalGuard {
     /// Stops watching when dropped.
     _watch: SignalWatch,
+    /// Dropped after the watch: no second signal finds it gone first.
+    _keep: Option<KeepDraining>,
+}
+
+/// What a second `SIGINT` or `SIGTERM` does while a [`SignalGuard`] lives
+/// ([`ShutdownHandle::stop_on_signals_with`]); the first one requests
+/// shutdown.
+#[cfg(not(target_os = "wasi"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecondSignal {
+    /// End the process at once, by the signal's default action, so that a
+    /// stop always ends, even a stuck one (the default).
+    #[default]
+    Exit,
+    /// Nothing but the program's own handler, if it had one: the drain
+    /// runs its course, bounded by the drain timeout.
+    KeepDraining,
 }
 
 /// Why [`ShutdownHandle::shutdown`] refused.

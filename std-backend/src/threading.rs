@@ -40,6 +40,7 @@ use crate::SocketServer;
 /// need not be `Send`. A datagram request owns a copy of its packet and
 /// replies through a second descriptor of the server socket, which stays
 /// open until the last request thread using it is done.
+#[doc(alias = "ThreadingMixIn")]
 pub struct ThreadingDispatch<F, H = DefaultHooks> {
     inner: Concurrent<Threads, F, H>,
 }

@@ -412,7 +412,10 @@ datagram_transport!(
     /// The socket of a UDP server.
     UdpTransport(Inet, SocketAddr),
     /// The socket a request of a threaded or pooled UDP server replies
-    /// through (its `DatagramRequest::socket`).
+    /// through (its `DatagramRequest::socket`); an inline server's requests
+    /// get the [`UdpTransport`] itself. A handler that serves both is
+    /// generic over what they share:
+    /// `impl<S: ReplySocket<Addr = SocketAddr> + AsFd> DatagramHandler<S>`.
     UdpReply
 );
 #[cfg(unix)]

@@ -479,7 +479,7 @@ impl Connection for SmoltcpConnection<'_, '_> {
         Ok(())
     }
 
-    /// [`SmoltcpConnection::close`], its outcome ignored.
+    /// `SmoltcpConnection::close`, its outcome ignored.
     fn close(self) {
         let _ = SmoltcpConnection::close(self);
     }

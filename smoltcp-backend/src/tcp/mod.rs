@@ -214,7 +214,7 @@ impl<const N: usize> Transport for TcpListener<'_, '_, N> {
 
     /// Resets the queued connections and removes every socket of the
     /// listener from the set; connections still open fail with
-    /// [`SmoltcpError::Closed`] from then on.
+    /// `SmoltcpError::Closed` from then on.
     ///
     /// # Panics
     /// If the stack is borrowed elsewhere.

@@ -36,6 +36,8 @@ pub(crate) use platform::{
     ended_child, mode_before_bind, peer_credentials, unix_socket_bound_to, SignalWatch,
 };
 pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
+#[cfg(unix)]
+pub(crate) use signal::KeepDraining;
 
 /// Python's `allow_reuse_address` and `allow_reuse_port`: `SO_REUSEADDR`
 /// and `SO_REUSEPORT` before binding, as asked.

@@ -6,7 +6,8 @@
 //! it. The handler wakes each registered target (the platform's
 //! async-signal-safe [`deliver`]) and then runs
 //! the handler it replaced, if any. A second stop signal while it is
-//! installed ends the process at once, by that signal's default action.
+//! installed ends the process at once, by that signal's default action,
+//! unless a [`KeepDraining`] lives.
 //! A target's drain timer may send `SIGTERM` too: that one the target
 //! recognizes ([`expire`]), and it counts as no stop signal.
 
@@ -33,6 +34,26 @@ static TARGETS: [AtomicPtr<Target>; MAX_WATCHES] =
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 /// Stop signals received since the handler was installed.
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// Live guards that asked to keep draining through a second stop signal.
+static KEEP_DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// While one lives, a stop signal after the first is no reason to end the
+/// process: the drain runs its course.
+#[derive(Debug)]
+pub(crate) struct KeepDraining(());
+
+impl KeepDraining {
+    pub(crate) fn new() -> Self {
+        KEEP_DRAINING.fetch_add(1, SeqCst);
+        KeepDraining(())
+    }
+}
+
+impl Drop for KeepDraining {
+    fn drop(&mut self) {
+        KEEP_DRAINING.fetch_sub(1, SeqCst);
+    }
+}
 /// The replaced handler of each stop signal, as an address (0: none to
 /// run), and whether it takes `siginfo`. Written only while the handler is
 /// not installed and no instance of it runs.
@@ -163,8 +184,9 @@ fn is_ours(action: &SigAction) -> bool {
     matches!(action.handler(), SigHandler::SigAction(f) if f as usize == on_stop_signal as *const () as usize)
 }
 
-/// The handler: counts the signal, ends the process on the second one,
-/// wakes the targets, then runs the handler it replaced. A drain timer's
+/// The handler: counts the signal, ends the process on the second one
+/// (unless a guard keeps draining: then it only chains), wakes the targets
+/// on the first, then runs the handler it replaced. A drain timer's
 /// expiry (a `SIGTERM` its target recognizes, see [`expire`]) is no stop
 /// signal: its target handles it, and nothing else happens.
 extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
@@ -172,10 +194,13 @@ extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: 
     RUNNING.fetch_add(1, SeqCst);
     if !targets().any(|target| expire(info, target)) {
         let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
-        if RECEIVED.fetch_add(1, SeqCst) > 0 {
+        let first = RECEIVED.fetch_add(1, SeqCst) == 0;
+        if !first && KEEP_DRAINING.load(SeqCst) == 0 {
             exit_by(signo);
         } else {
-            targets().for_each(deliver);
+            if first {
+                targets().for_each(deliver);
+            }
             if let Some(i) = index {
                 run_chained(i, signo, info, context);
             }

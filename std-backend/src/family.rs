@@ -47,6 +47,18 @@ pub(crate) trait Family: Send + Sync + 'static {
     /// guarantees. For [`Unix`], it is the server's own name, which no
     /// other socket can hold while the server is bound to it.
     fn is_own_address(server: &Self::Addr, source: &Self::Addr) -> bool;
+
+    /// Whether a datagram from `source` comes from the socket of another
+    /// live server, which must not be answered either: a client can
+    /// redirect one reply to a server (through a symbolic link in place of
+    /// its own socket file), and two servers answering each other would
+    /// never stop. For [`Unix`] pathnames, a server of this crate holds the
+    /// lock `PATH.lock` for as long as it is bound (one failed `open` for a
+    /// client's path); servers of other programs and abstract names cannot
+    /// be told from clients. Never for [`Inet`].
+    fn is_other_server(_source: &Self::Addr) -> bool {
+        false
+    }
 }
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
@@ -193,6 +205,10 @@ impl Family for Unix {
     #[inline]
     fn is_own_address(server: &UnixAddr, source: &UnixAddr) -> bool {
         *source != UnixAddr::Unnamed && source == server
+    }
+
+    fn is_other_server(source: &UnixAddr) -> bool {
+        matches!(source, UnixAddr::Pathname(path) if crate::endpoint::is_held(path))
     }
 }
 

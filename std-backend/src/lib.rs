@@ -69,7 +69,7 @@ pub use forking::{
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
 pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    UnixStreamServer, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_QUEUE_SIZE, PYTHON_REQUEST_QUEUE_SIZE,
 };
 pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
 pub use threading::{

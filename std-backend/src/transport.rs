@@ -119,6 +119,10 @@ impl<F: Family> Base<F> {
             match sys::recv_datagram(socket, buf, F::from_sock_addr) {
                 // Answering the server's own address would loop for ever.
                 Ok((.., addr)) if F::is_own_address(&self.address, &addr) => {}
+                Ok((.., addr)) if F::is_other_server(&addr) => log::warn!(
+                    "a datagram from {addr:?} is not answered: that is the socket of \
+                     another server, and the two could answer each other for ever"
+                ),
                 Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),

@@ -26,6 +26,9 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! A built server can also be served by pre-forked worker processes on
+//! one port ([`Prefork`]).
+//!
 //! Besides the inline dispatch, every server type comes threaded
 //! ([`ThreadingDispatch`], Python's `ThreadingMixIn`, with an optional
 //! bound on the number of threads), forked ([`ForkingDispatch`],
@@ -51,6 +54,8 @@ mod endpoint;
 mod family;
 mod forking;
 mod pool;
+#[cfg(unix)]
+mod prefork;
 mod server;
 mod shutdown;
 #[allow(unsafe_code)]
@@ -67,6 +72,8 @@ pub use forking::{
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
+#[cfg(unix)]
+pub use prefork::{Forkable, Prefork, MIN_WORKER_LIFETIME, RESPAWN_PAUSE};
 pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_QUEUE_SIZE, PYTHON_REQUEST_QUEUE_SIZE,

@@ -160,6 +160,13 @@ where
         self.inner.transport()
     }
 
+    /// The transport, mutably (pre-forked workers prepare it after the
+    /// fork).
+    #[allow(dead_code)] // Used by the Unix-only pre-forked workers.
+    pub(crate) fn transport_mut(&mut self) -> &mut T {
+        self.inner.transport_mut()
+    }
+
     /// The dispatch (and through it the hooks and the handler factory).
     pub fn dispatch(&self) -> &D {
         self.inner.dispatch()

@@ -213,6 +213,20 @@ macro_rules! transport {
             }
         }
 
+        impl $name {
+            /// [`Endpoint::become_worker`].
+            #[allow(dead_code)] // Used by the Unix-only pre-forked workers.
+            pub(crate) fn become_worker(&mut self) -> io::Result<()> {
+                self.base.endpoint.become_worker()
+            }
+
+            /// [`Endpoint::stop_taking`].
+            #[allow(dead_code)]
+            pub(crate) fn stop_taking(&mut self) -> io::Result<()> {
+                self.base.endpoint.stop_taking()
+            }
+        }
+
         impl AsRawFd for $name {
             /// Python's `fileno()`: -1 once closed.
             fn as_raw_fd(&self) -> RawFd {

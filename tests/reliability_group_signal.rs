@@ -1,7 +1,8 @@
 //! A signal to the whole process group (Ctrl-C in a terminal, systemd's
-//! `KillMode=control-group`) reaches a forking server's children too. They
-//! leave their stop to the parent's drain: a request in progress is still
-//! answered, and the server exits 0 within the drain.
+//! `KillMode=control-group`) reaches a forking server's children, and a
+//! pre-forked server's workers, too. They leave their stop to the parent:
+//! a request in progress is still answered within the drain, and the
+//! server exits 0.
 #![cfg(all(feature = "std", target_os = "linux"))]
 
 #[path = "util/stop.rs"]
@@ -15,13 +16,16 @@ use std::process::{Command, Stdio};
 
 use stop::sigterm_pending;
 use util::announce::announced_address;
-use util::process::{children_of, is_running, kill, wait_bounded, wait_for, Running};
+use util::process::{children_of, example, is_running, kill, wait_bounded, wait_for, Running};
 use util::PATIENCE;
 
-#[test]
-fn a_group_sigterm_leaves_the_forked_children_to_the_drain() {
-    let mut server = Command::new(util::process::example("forking_server"))
+/// Runs `name ARGS` in a process group of its own, connects a client
+/// (served by the one child the server has then), sends `SIGTERM` to the
+/// group, and sends the request once every process has taken the signal.
+fn group_sigterm_leaves_the_request_to_the_drain(name: &str, args: &[&str]) {
+    let mut server = Command::new(example(name))
         .arg("127.0.0.1:0")
+        .args(args)
         .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -34,7 +38,7 @@ fn a_group_sigterm_leaves_the_forked_children_to_the_drain() {
     let mut client = TcpStream::connect(&address).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut child = 0;
-    wait_for("the server to fork", || {
+    wait_for("a child process", || {
         child = children_of(pid).first().copied().unwrap_or(0);
         child != 0
     });
@@ -57,4 +61,14 @@ fn a_group_sigterm_leaves_the_forked_children_to_the_drain() {
     assert_eq!(reply, format!("{child}: in flight"));
     let status = wait_bounded(running.0.take().unwrap());
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_group_sigterm_leaves_the_forked_children_to_the_drain() {
+    group_sigterm_leaves_the_request_to_the_drain("forking_server", &[]);
+}
+
+#[test]
+fn a_group_sigterm_leaves_the_pre_forked_workers_to_the_drain() {
+    group_sigterm_leaves_the_request_to_the_drain("prefork_server", &["--workers", "1"]);
 }

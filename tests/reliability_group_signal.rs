@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use stop::sigterm_pending;
 use util::announce::announced_address;
-use util::process::{children_of, example, is_running, kill, wait_bounded, wait_for, Running};
+use util::process::{example, is_running, kill, wait_bounded, wait_first_child, wait_for, Running};
 use util::PATIENCE;
 
 /// Runs `name ARGS` in a process group of its own, connects a client
@@ -37,11 +37,7 @@ fn group_sigterm_leaves_the_request_to_the_drain(name: &str, args: &[&str]) {
 
     let mut client = TcpStream::connect(&address).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut child = 0;
-    wait_for("a child process", || {
-        child = children_of(pid).first().copied().unwrap_or(0);
-        child != 0
-    });
+    let child = wait_first_child(pid);
     // The group's id is the server's pid (`process_group(0)`).
     kill("TERM", &format!("-{pid}"));
     // (The child's copy of the listening socket keeps accepting into the

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::announce::announced_address;
-use util::process::{children_of, example, is_running, wait_bounded, Running};
+use util::process::{example, is_running, wait_bounded, wait_first_child, Running};
 use util::PATIENCE;
 
 /// `forking_server` serves a client that connected and sent nothing, so its
@@ -32,14 +32,7 @@ fn a_killed_forking_server_takes_its_children_along() {
 
     let mut client = TcpStream::connect(&address).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let child = loop {
-        if let Some(&child) = children_of(server_pid).first() {
-            break child;
-        }
-        assert!(Instant::now() < deadline, "the server never forked");
-        thread::sleep(Duration::from_millis(1));
-    };
+    let child = wait_first_child(server_pid);
 
     let killed = Instant::now();
     let server = running.0.take().unwrap();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use socketserver::{Connection, Error, ForkingTcpServer, StreamHandler, StreamRequest};
 use util::gauge::{report, Gauge};
-use util::process::{children_of, is_running, kill, wait_bounded, wait_for, Running};
+use util::process::{is_running, kill, wait_bounded, wait_first_child, wait_for, Running};
 use util::PATIENCE;
 
 /// Reads a line, tells the gauge (if any), works for 300 ms, replies
@@ -139,11 +139,7 @@ fn a_child_outlives_the_forking_thread_but_not_the_killed_process() {
 
     let mut client = TcpStream::connect(&address).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut child = 0;
-    wait_for("the server to fork", || {
-        child = children_of(parent_pid).first().copied().unwrap_or(0);
-        child != 0
-    });
+    let child = wait_first_child(parent_pid);
     to_parent.write_all(b"stop-loop\n").unwrap();
     read_until("loop ended");
     assert!(

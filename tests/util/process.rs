@@ -118,3 +118,14 @@ pub fn kill(signal: &str, target: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {target}");
 }
+
+/// Waits until `parent` has a child process, at most [`PATIENCE`]; returns
+/// the first one.
+pub fn wait_first_child(parent: u32) -> u32 {
+    let mut child = 0;
+    wait_for("a child process", || {
+        child = children_of(parent).first().copied().unwrap_or(0);
+        child != 0
+    });
+    child
+}

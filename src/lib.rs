@@ -61,6 +61,11 @@ pub use socketserver_std::{
     ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
     UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
 };
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use socketserver_std::{
+    Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PersistentUnixStreamServer,
+};
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---
@@ -76,3 +81,11 @@ pub use socketserver_smoltcp as smoltcp;
 #[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's pages, compiled as doctests.
+#[cfg(doctest)]
+mod guide {
+    #[cfg(all(feature = "std", feature = "smoltcp"))]
+    #[doc = include_str!("../docs/guide/persistent.md")]
+    pub struct Persistent;
+}

@@ -15,7 +15,7 @@ use std::thread;
 use socketserver::handlers::{Echo, EchoLines, UpperDatagram, UpperLine};
 use socketserver::os::{Forkable, SocketTransport};
 use socketserver::{
-    Dispatch, ForkingDispatch, PoolDispatch, Prefork, ServerBuilder, SocketServer,
+    Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, Prefork, ServerBuilder, SocketServer,
     ThreadingDispatch, DEFAULT_POLL_INTERVAL,
 };
 
@@ -36,6 +36,7 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
         "fw-pool-upper" => run(tcp().build_with(|s| PoolDispatch::new(|| UpperLine, s))?),
         "fw-forking-upper" => run(tcp().build_with(|s| ForkingDispatch::new(|| UpperLine, s))?),
         "fw-threading-lines" => run(tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?),
+        "persistent" => run(tcp().build_with(|s| ParkingDispatch::new(|| EchoLines, s))?),
         "fw-prefork1-upper" => prefork(tcp().build(|| UpperLine)?, 1),
         "fw-prefork2-upper" => prefork(tcp().build(|| UpperLine)?, 2),
         "fw-prefork1-lines" => prefork(

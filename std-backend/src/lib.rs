@@ -53,6 +53,7 @@ mod dispatch;
 mod endpoint;
 mod family;
 mod forking;
+mod parking;
 mod pool;
 #[cfg(unix)]
 mod prefork;
@@ -70,6 +71,10 @@ pub use family::UnixAddr;
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+};
+pub use parking::{
+    Full, Parkable, ParkingDispatch, ParkingStats, PersistentTcpServer, PersistentUnixStreamServer,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
 #[cfg(unix)]

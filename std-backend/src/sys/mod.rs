@@ -20,8 +20,8 @@ mod platform;
 mod signal;
 
 pub(crate) use platform::{
-    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
-    Waiter, SEND_FLAGS,
+    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, Parker,
+    SignalWatch, Waiter, SEND_FLAGS,
 };
 
 /// Whether `err` says the process or the system ran out of descriptors or
@@ -43,6 +43,31 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     ) || err.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// Reads what a stream socket has received, without waiting: `Ok(n)`
+/// bytes, `Ok(0)` at end of stream, `WouldBlock` when nothing is there.
+/// A flag of this one call (`MSG_DONTWAIT`), so the socket stays blocking
+/// for the handler's own reads.
+pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match socket.recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Sends what a stream socket takes now, without waiting: the count,
+/// `Ok(0)` when its send buffer is full. Never raises `SIGPIPE`.
+pub(crate) fn send_now(socket: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.send_with_flags(data, SEND_FLAGS | libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            other => return other,
+        }
+    }
 }
 
 /// Views an initialized buffer as possibly-uninitialized bytes, the type

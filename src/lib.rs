@@ -88,4 +88,8 @@ mod guide {
     #[cfg(all(feature = "std", feature = "smoltcp"))]
     #[doc = include_str!("../docs/guide/persistent.md")]
     pub struct Persistent;
+
+    #[cfg(all(feature = "std", unix))]
+    #[doc = include_str!("../docs/guide/deployment.md")]
+    pub struct Deployment;
 }

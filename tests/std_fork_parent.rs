@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use socketserver::{Connection, Error, ForkingTcpServer, StreamHandler, StreamRequest};
 use util::gauge::{report, Gauge};
-use util::process::{is_running, kill, wait_bounded, wait_first_child, wait_for, Running};
+use util::process::{
+    children_of, is_running, kill, wait_bounded, wait_first_child, wait_for, Running,
+};
 use util::PATIENCE;
 
 /// Reads a line, tells the gauge (if any), works for 300 ms, replies
@@ -98,9 +100,10 @@ fn helper() -> ! {
     std::process::exit(3)
 }
 
-/// A child serving a client that has not yet sent its line outlives the
-/// thread that forked it (the loop ended and was joined), and dies with
-/// the process when it is killed with `SIGKILL`.
+/// Children serving clients that have not yet sent their line outlive the
+/// thread that forked them (the loop ended and was joined): one still
+/// answers its client. The other dies with the process when that is
+/// killed with `SIGKILL`.
 #[test]
 fn a_child_outlives_the_forking_thread_but_not_the_killed_process() {
     if std::env::var_os(HELPER).is_some() {
@@ -137,26 +140,44 @@ fn a_child_outlives_the_forking_thread_but_not_the_killed_process() {
     };
     let address = read_until("listening on ");
 
-    let mut client = TcpStream::connect(&address).unwrap();
-    client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let child = wait_first_child(parent_pid);
+    // Two clients, each served by a child waiting for its line: the first
+    // proves its child still serves once the forking thread has ended; the
+    // second stays idle until the parent is killed.
+    let connect = || {
+        let client = TcpStream::connect(&address).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client
+    };
+    let mut served = connect();
+    wait_first_child(parent_pid);
+    let mut idle = connect();
+    wait_for("a second child", || children_of(parent_pid).len() == 2);
     to_parent.write_all(b"stop-loop\n").unwrap();
     read_until("loop ended");
+
+    served.write_all(b"after the loop\n").unwrap();
+    let mut reply = String::new();
+    let read = served.read_to_string(&mut reply);
     assert!(
-        is_running(child),
-        "child {child} died with the thread that forked it"
+        read.is_ok() && reply == "done",
+        "the child died with the thread that forked it: {read:?} {reply:?}"
     );
+    let children = children_of(parent_pid);
 
     kill("KILL", &parent_pid.to_string());
     wait_bounded(running.0.take().unwrap());
-    let end = client.read(&mut [0u8; 16]);
+    let end = idle.read(&mut [0u8; 16]);
     let outlived =
         matches!(&end, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
     if outlived {
-        kill("KILL", &child.to_string());
-        panic!("child {child} outlived its killed parent");
+        children
+            .iter()
+            .for_each(|child| kill("KILL", &child.to_string()));
+        panic!("a child outlived its killed parent");
     }
     assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
-    wait_for("the child to end", || !is_running(child));
-    let _ = client.shutdown(Shutdown::Both);
+    wait_for("the children to end", || {
+        children.iter().all(|&child| !is_running(child))
+    });
+    let _ = idle.shutdown(Shutdown::Both);
 }

@@ -1,12 +1,12 @@
 //! A forking server's children do not outlive it: when the parent is
-//! killed, a child in the middle of a request ends too (Linux's
-//! parent-death signal), and its client sees the connection close.
+//! killed, a child in the middle of a request ends too (on Linux, the
+//! kernel's `SIGKILL` when its lifeline closes), and its client sees the
+//! connection close.
 #![cfg(feature = "std")]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
 
-use std::fs;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -14,33 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::announce::announced_address;
-use util::process::{example, wait_bounded, Running};
+use util::process::{example, is_running, wait_bounded, wait_first_child, Running};
 use util::PATIENCE;
-
-/// The processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let parent = parent.to_string();
-    fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // "pid (comm) state ppid ...": comm may hold spaces.
-            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-            after.split_whitespace().nth(1) == Some(parent.as_str())
-        })
-        .collect()
-}
-
-/// Whether `pid` still runs (a zombie has ended).
-fn is_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .is_some_and(|i| !stat[i + 1..].starts_with(" Z"))
-    })
-}
 
 /// `forking_server` serves a client that connected and sent nothing, so its
 /// child waits in the handler's read. `SIGKILL` to the parent must end the
@@ -58,14 +33,7 @@ fn a_killed_forking_server_takes_its_children_along() {
 
     let mut client = TcpStream::connect(&address).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let child = loop {
-        if let Some(&child) = children_of(server_pid).first() {
-            break child;
-        }
-        assert!(Instant::now() < deadline, "the server never forked");
-        thread::sleep(Duration::from_millis(1));
-    };
+    let child = wait_first_child(server_pid);
 
     let killed = Instant::now();
     let server = running.0.take().unwrap();

@@ -236,12 +236,15 @@ fn reuse_port_lets_two_servers_share_a_port() {
 
 /// Connections a listener with `backlog` queues before refusing more
 /// (Unix stream sockets enforce the backlog exactly: backlog + 1).
+/// `None`: the default; `Some(-1)`: Python's defaults.
 fn queued_connections(backlog: Option<i32>) -> usize {
     let dir = TempDir::new("backlog");
     let path = dir.path("s.sock");
     let mut builder = ServerBuilder::unix_stream(&path);
-    if let Some(backlog) = backlog {
-        builder = builder.request_queue_size(backlog);
+    match backlog {
+        Some(-1) => builder = builder.python_defaults(),
+        Some(backlog) => builder = builder.request_queue_size(backlog),
+        None => {}
     }
     let _server = builder.build(|| UpperOnce).unwrap();
     let mut clients = Vec::new();
@@ -265,7 +268,16 @@ fn queued_connections(backlog: Option<i32>) -> usize {
 
 #[test]
 fn request_queue_size_is_the_listen_backlog() {
-    assert_eq!(queued_connections(None), 5 + 1, "CPython's default of 5");
+    assert_eq!(
+        queued_connections(None),
+        64,
+        "all queued: the default is 1024"
+    );
+    assert_eq!(
+        queued_connections(Some(-1)),
+        5 + 1,
+        "CPython's default of 5"
+    );
     assert_eq!(queued_connections(Some(2)), 2 + 1);
 }
 

@@ -1,8 +1,9 @@
 //! `socketserver-bench`: how much the framework costs, and how it compares
 //! with what one would use otherwise, measured in one run.
 //!
-//! Workloads (all by default): `conn`, `rr`, `udp`, `bulk`, `shutdown`,
-//! `tap`, `http`, `tls`, `tls-bulk`; see `docs/bench/results.md` for what each does. Every
+//! Workloads (all by default): `conn`, `rr`, `prefork-conn`, `prefork-rr`,
+//! `udp`, `bulk`, `shutdown`, `tap`, `http`, `tls`, `tls-bulk`; see
+//! `docs/bench/results.md` for what each does. Every
 //! server runs in a process of its own; the load generator is this
 //! process's client threads over loopback (or over a tap device in a
 //! private network namespace for `tap`). Each peer is measured in several
@@ -41,14 +42,25 @@ use std::{fs, io};
 use report::{Report, Section, Verdict};
 
 /// Every workload, in the order they run.
-const WORKLOADS: [&str; 9] = [
-    "conn", "rr", "udp", "bulk", "shutdown", "tap", "http", "tls", "tls-bulk",
+const WORKLOADS: [&str; 11] = [
+    "conn",
+    "rr",
+    "prefork-conn",
+    "prefork-rr",
+    "udp",
+    "bulk",
+    "shutdown",
+    "tap",
+    "http",
+    "tls",
+    "tls-bulk",
 ];
 
 const USAGE: &str = "\
 usage: socketserver-bench [--quick] [--strict] [--out DIR] [WORKLOAD...]
 
-WORKLOAD: conn rr udp bulk shutdown tap http tls tls-bulk (default: all)
+WORKLOAD: conn rr prefork-conn prefork-rr udp bulk shutdown tap http tls tls-bulk
+          (default: all)
   --quick   a few seconds per workload (a smoke test; figures not meaningful)
   --strict  fail when a workload or peer is skipped (no root, no wrk, ...)
   --out DIR where results.md and chart.png go (default: docs/bench for a
@@ -251,6 +263,8 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
         let section = match workload {
             "conn" => workloads::run(&workloads::CONN, &plan),
             "rr" => workloads::run(&workloads::RR, &plan),
+            "prefork-conn" => workloads::run(&workloads::PREFORK_CONN, &plan),
+            "prefork-rr" => workloads::run(&workloads::PREFORK_RR, &plan),
             "udp" => workloads::run(&workloads::UDP, &plan),
             "bulk" => workloads::run(&workloads::BULK, &plan),
             "shutdown" => shutdown::run(&plan),

@@ -13,9 +13,9 @@ use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 
 use socketserver::handlers::{Echo, EchoLines, UpperDatagram, UpperLine};
-use socketserver::os::SocketTransport;
+use socketserver::os::{Forkable, SocketTransport};
 use socketserver::{
-    Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, ServerBuilder, SocketServer,
+    Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, Prefork, ServerBuilder, SocketServer,
     ThreadingDispatch, DEFAULT_POLL_INTERVAL,
 };
 
@@ -37,6 +37,16 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
         "fw-forking-upper" => run(tcp().build_with(|s| ForkingDispatch::new(|| UpperLine, s))?),
         "fw-threading-lines" => run(tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?),
         "persistent" => run(tcp().build_with(|s| ParkingDispatch::new(|| EchoLines, s))?),
+        "fw-prefork1-upper" => prefork(tcp().build(|| UpperLine)?, 1),
+        "fw-prefork2-upper" => prefork(tcp().build(|| UpperLine)?, 2),
+        "fw-prefork1-lines" => prefork(
+            tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
+            1,
+        ),
+        "fw-prefork2-lines" => prefork(
+            tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
+            2,
+        ),
         "fw-udp-upper" => run(ServerBuilder::udp(address).build(|| UpperDatagram)?),
         "fw-sync-echo" => run(tcp().build(|| Echo)?),
         "std-threads-upper" => std_threads(address, upper_line),
@@ -70,6 +80,20 @@ where
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+/// Announces `server` and serves it from `workers` pre-forked processes
+/// until SIGTERM.
+fn prefork<T, D>(server: SocketServer<T, D>, workers: usize) -> io::Result<()>
+where
+    T: SocketTransport + Forkable,
+    T::Addr: Display,
+    D: Dispatch<T, T::Kind>,
+{
+    let mut prefork = Prefork::new(server, workers);
+    let _signals = prefork.shutdown_handle().stop_on_signals()?;
+    announce(prefork.local_addr())?;
+    prefork.serve()
 }
 
 pub(crate) fn announce(address: impl Display) -> io::Result<()> {

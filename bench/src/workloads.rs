@@ -172,6 +172,81 @@ pub const RR: Spec = Spec {
     ],
 };
 
+/// `prefork-conn`: `conn` against pre-forked workers on one port.
+pub const PREFORK_CONN: Spec = Spec {
+    workload: "prefork-conn",
+    title: "connections per second, pre-forked workers",
+    about: "The `conn` load (4 client threads: connect, send a line, read the \
+            upper-cased reply to EOF, close) against `Prefork` with 2 worker processes and \
+            with 1, each worker running the synchronous loop (`TcpServer`, \
+            `handlers::UpperLine`) on the shared listening socket, and against \
+            `ThreadingTcpServer` in one process.",
+    unit: "conn/s",
+    clients: 4,
+    measure: load::conn,
+    peers: &[
+        peer(
+            "framework `Prefork`, 2 workers (synchronous)",
+            "prefork 2",
+            "fw-prefork2-upper",
+        ),
+        peer(
+            "framework `Prefork`, 1 worker (synchronous)",
+            "prefork 1",
+            "fw-prefork1-upper",
+        ),
+        peer(
+            "framework `ThreadingTcpServer`",
+            "threading",
+            "fw-threading-upper",
+        ),
+    ],
+    base: "fw-threading-upper",
+    // Only a floor: a second worker must not cost throughput.
+    targets: &[(
+        "fw-prefork2-upper",
+        "fw-prefork1-upper",
+        Target::AtLeast(1.0),
+    )],
+};
+
+/// `prefork-rr`: `rr` against pre-forked workers on one port.
+pub const PREFORK_RR: Spec = Spec {
+    workload: "prefork-rr",
+    title: "round trips per second on persistent connections, pre-forked workers",
+    about: "The `rr` load (8 client threads, each with one connection, sending a 64-byte \
+            line and waiting for its echo) against `Prefork` with 2 worker processes and \
+            with 1, each worker running the threading loop (`ThreadingTcpServer`, \
+            `handlers::EchoLines`: a persistent connection holds a thread), and against \
+            `ThreadingTcpServer` in one process.",
+    unit: "round trips/s",
+    clients: 8,
+    measure: load::rr,
+    peers: &[
+        peer(
+            "framework `Prefork`, 2 workers (threading)",
+            "prefork 2",
+            "fw-prefork2-lines",
+        ),
+        peer(
+            "framework `Prefork`, 1 worker (threading)",
+            "prefork 1",
+            "fw-prefork1-lines",
+        ),
+        peer(
+            "framework `ThreadingTcpServer`",
+            "threading",
+            "fw-threading-lines",
+        ),
+    ],
+    base: "fw-threading-lines",
+    targets: &[(
+        "fw-prefork2-lines",
+        "fw-prefork1-lines",
+        Target::AtLeast(1.0),
+    )],
+};
+
 /// `udp`: request-reply datagrams.
 pub const UDP: Spec = Spec {
     workload: "udp",

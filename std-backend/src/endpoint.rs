@@ -175,6 +175,41 @@ impl Endpoint {
         }
     }
 
+    /// Makes this copy of the socket a pre-forked worker's own, right after
+    /// the fork: a new wake-up and waiter (the inherited ones are the
+    /// supervisor's: a shutdown of one process would wake the other), and
+    /// the Unix socket file and its lock left to the supervisor (never
+    /// removed or unlocked by this process).
+    #[cfg(unix)]
+    pub(crate) fn become_worker(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            // Dropping the lock would unlock it for the supervisor too
+            // (`flock` locks belong to the open file both share).
+            std::mem::forget(file);
+        }
+        let shared = Shared::new()?;
+        shared.set_drain_timeout(self.shared.drain_timeout());
+        self.shared = shared;
+        self.backoff_until = None;
+        if self.registered {
+            let socket = self.socket.as_ref().ok_or_else(closed)?;
+            self.shared.waiter.add(socket)?;
+        }
+        Ok(())
+    }
+
+    /// Stops waking the waiter when the socket is readable, for a process
+    /// that holds the socket but never takes requests from it (a
+    /// pre-forked workers' supervisor): its waits then end only by a
+    /// notification or a timeout.
+    #[cfg(unix)]
+    pub(crate) fn stop_taking(&mut self) -> io::Result<()> {
+        if self.registered {
+            self.shared.waiter.watch(self.socket()?, false)?;
+        }
+        Ok(())
+    }
+
     /// Leaves the socket file in place when the server closes (its lock is
     /// still released).
     pub(crate) fn keep_file(&mut self) {

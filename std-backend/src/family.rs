@@ -56,6 +56,18 @@ pub(crate) trait Family: Send + Sync + 'static {
     /// program) is bound to, or why it cannot serve as a server socket of
     /// this family: it is another family's, or bound to nothing.
     fn bound_address(addr: &SockAddr) -> Result<Self::Addr, &'static str>;
+
+    /// Whether a datagram from `source` comes from the socket of another
+    /// live server, which must not be answered either: a client can
+    /// redirect one reply to a server (through a symbolic link in place of
+    /// its own socket file), and two servers answering each other would
+    /// never stop. For [`Unix`] pathnames, a server of this crate holds the
+    /// lock `PATH.lock` for as long as it is bound (one failed `open` for a
+    /// client's path); servers of other programs and abstract names cannot
+    /// be told from clients. Never for [`Inet`].
+    fn is_other_server(_source: &Self::Addr) -> bool {
+        false
+    }
 }
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
@@ -228,6 +240,10 @@ impl Family for Unix {
     #[inline]
     fn is_own_address(server: &UnixAddr, source: &UnixAddr) -> bool {
         *source != UnixAddr::Unnamed && source == server
+    }
+
+    fn is_other_server(source: &UnixAddr) -> bool {
+        matches!(source, UnixAddr::Pathname(path) if crate::socket_file::is_held(path))
     }
 }
 

@@ -21,7 +21,7 @@ use crate::concurrent::ADMIT_RECHECK;
 use crate::dispatch::DispatchConfig;
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
-use crate::sys::{self, Child, Ended, Forked};
+use crate::sys::{self, Child, Ended, Forked, Lifeline};
 use crate::transport::{
     SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
 };
@@ -61,15 +61,23 @@ pub const FORKING_TIMEOUT: Duration = Duration::from_secs(300);
 /// as they end, so no zombie is left either.
 ///
 /// # When the parent dies
-/// A child ends with its parent: whether the server exits or is killed
-/// (`SIGKILL`, `SIGHUP`), it takes its children along, so none keeps
-/// serving a client for a server that is gone. On Linux the kernel sends the child
-/// `SIGKILL` when the *thread* that forked it ends (`PR_SET_PDEATHSIG`),
-/// which is the thread that serves: serve from a thread that outlives the
-/// children, as [`block_on_close`](Self::block_on_close) (the default)
-/// ensures; with it off, a serving thread that returns ends the children
-/// still running. FreeBSD does the same per process. macOS and the other
-/// BSDs have no such signal: there a child finishes its request first.
+/// A child ends with its parent *process*: whether the server exits or is
+/// killed (`SIGKILL`, `SIGHUP`), it takes its children along, so none
+/// keeps serving a client for a server that is gone. The thread that
+/// forked a child may end before it (CPython's pattern: `serve_forever` in
+/// a thread, `shutdown`, join, `server_close`): the child goes on. On
+/// Linux each child holds the read end of a pipe whose write end only the
+/// parent holds, and the kernel sends the child `SIGKILL` when that end
+/// closes; so does a parent that `exec`s. FreeBSD sends it per process
+/// (`PROC_PDEATHSIG_CTL`). macOS and the other BSDs have no such signal:
+/// there a child finishes its request first.
+///
+/// # Stop signals
+/// A child obeys `SIGINT` and `SIGTERM` only from its parent (which sends
+/// `SIGTERM` when the drain runs out): one sent to the whole process group
+/// (Ctrl-C in a terminal, systemd's `KillMode=control-group`) stops the
+/// parent, whose drain then lets the request in progress finish. A parent
+/// that ignores them has children that ignore them too.
 ///
 /// # Threads
 /// The child is a copy of the serving thread only. If other threads of the
@@ -87,6 +95,8 @@ pub struct ForkingDispatch<F, H = DefaultHooks> {
     block_on_close: bool,
     /// Python's `active_children`, oldest first.
     children: Vec<u32>,
+    /// Each child's lifeline, kept until it is reaped.
+    lifelines: Vec<(u32, Lifeline)>,
     failed: u64,
     /// The server's shutdown handle, seen at the first request: its drain
     /// timeout bounds the wait for the children when closing.
@@ -108,6 +118,7 @@ impl<F, H> ForkingDispatch<F, H> {
             max_children: DEFAULT_MAX_CHILDREN,
             block_on_close: true,
             children: Vec::new(),
+            lifelines: Vec::new(),
             failed: 0,
             stop: None,
         }
@@ -162,6 +173,13 @@ impl<F, H> ForkingDispatch<F, H> {
             Child::Succeeded | Child::Gone => false,
         });
         self.failed += failed;
+        self.drop_lifelines();
+    }
+
+    /// Closes the lifelines of the children no longer listed (reaped).
+    fn drop_lifelines(&mut self) {
+        let children = &self.children;
+        self.lifelines.retain(|(pid, _)| children.contains(pid));
     }
 
     /// How many of the children this dispatch reaped ended with a non-zero
@@ -206,6 +224,12 @@ impl<F, H> ForkingDispatch<F, H> {
         }
     }
 
+    /// Lists a child just forked.
+    fn forked(&mut self, pid: u32, lifeline: Lifeline) {
+        self.children.push(pid);
+        self.lifelines.push((pid, lifeline));
+    }
+
     /// Notes the server's shutdown handle, at the first request.
     fn note_server<T: SocketTransport>(&mut self, transport: &T) {
         if self.stop.is_none() {
@@ -232,6 +256,7 @@ impl<F, H> ForkingDispatch<F, H> {
                 Ended::Child(pid) if self.children.contains(&pid) => {
                     self.reap_blocking(pid);
                     self.children.retain(|&p| p != pid);
+                    self.drop_lifelines();
                     pause = Duration::from_millis(1);
                     continue;
                 }
@@ -247,10 +272,15 @@ impl<F, H> ForkingDispatch<F, H> {
     }
 }
 
-/// The child's side of a request: serves it, then `_exit`s with 1 after an
-/// error or a panic (a panicking hook must not unwind into the parent's
-/// loop either), else 0.
-fn in_child<H>(hooks: &H, serve: impl FnOnce(&NoteErrors<'_, H>)) -> ! {
+/// The child's side of a request: closes its siblings' lifelines, serves
+/// the request, then `_exit`s with 1 after an error or a panic (a
+/// panicking hook must not unwind into the parent's loop either), else 0.
+fn in_child<H>(
+    siblings: &mut Vec<(u32, Lifeline)>,
+    hooks: &H,
+    serve: impl FnOnce(&NoteErrors<'_, H>),
+) -> ! {
+    siblings.clear();
     let noted = NoteErrors {
         inner: hooks,
         failed: Cell::new(false),
@@ -323,12 +353,12 @@ where
             return Took::Request;
         }
         match sys::fork() {
-            Ok(Forked::Parent(pid)) => {
-                self.children.push(pid);
+            Ok(Forked::Parent(pid, lifeline)) => {
+                self.forked(pid, lifeline);
                 // The parent's `close_request`: the child has its own copy.
                 drop(conn);
             }
-            Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
+            Ok(Forked::Child) => in_child(&mut self.lifelines, &self.hooks, |hooks| {
                 let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
                 serve_connection(conn, addr, &self.factory, hooks, rbuf, wbuf);
             }),
@@ -358,8 +388,8 @@ where
             return Took::Request;
         }
         match sys::fork() {
-            Ok(Forked::Parent(pid)) => self.children.push(pid),
-            Ok(Forked::Child) => in_child(&self.hooks, |hooks| {
+            Ok(Forked::Parent(pid, lifeline)) => self.forked(pid, lifeline),
+            Ok(Forked::Child) => in_child(&mut self.lifelines, &self.hooks, |hooks| {
                 serve_datagram(
                     &self.rbuf[..rx.len],
                     rx.truncated,
@@ -395,15 +425,19 @@ fn close_children<F, H>(dispatch: &mut ForkingDispatch<F, H>) {
         }
     }
     dispatch.collect_children(dispatch.block_on_close);
-    let rest = std::mem::take(&mut dispatch.children);
+    dispatch.children.clear();
+    // Each lifeline is closed once its child is reaped, not before: that
+    // would end the child.
+    let rest = std::mem::take(&mut dispatch.lifelines);
     if rest.is_empty() {
         return;
     }
     let reaper = thread::Builder::new()
         .name("socketserver-reaper".into())
         .spawn(move || {
-            for pid in rest {
+            for (pid, lifeline) in rest {
                 let _ = sys::reap(pid, true);
+                drop(lifeline);
             }
         });
     if let Err(err) = reaper {

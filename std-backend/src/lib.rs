@@ -26,6 +26,9 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! A built server can also be served by pre-forked worker processes on
+//! one port ([`Prefork`]).
+//!
 //! Besides the inline dispatch, every server type comes threaded
 //! ([`ThreadingDispatch`], Python's `ThreadingMixIn`, with an optional
 //! bound on the number of threads), forked ([`ForkingDispatch`],
@@ -64,6 +67,8 @@ mod forking;
 mod parking;
 #[cfg(not(target_os = "wasi"))]
 mod pool;
+#[cfg(unix)]
+mod prefork;
 mod server;
 mod shutdown;
 #[cfg_attr(not(unix), path = "socket_file_none.rs")]
@@ -100,8 +105,11 @@ pub use parking::{
 pub use pool::PoolUnixStreamServer;
 #[cfg(not(target_os = "wasi"))]
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer};
+#[cfg(unix)]
+pub use prefork::{Forkable, Prefork, MIN_WORKER_LIFETIME, RESPAWN_PAUSE};
 pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_QUEUE_SIZE, PYTHON_REQUEST_QUEUE_SIZE,
 };
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};

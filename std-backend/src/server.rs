@@ -177,6 +177,13 @@ where
         self.inner.transport()
     }
 
+    /// The transport, mutably (pre-forked workers prepare it after the
+    /// fork).
+    #[allow(dead_code)] // Used by the Unix-only pre-forked workers.
+    pub(crate) fn transport_mut(&mut self) -> &mut T {
+        self.inner.transport_mut()
+    }
+
     /// The dispatch (and through it the hooks and the handler factory).
     pub fn dispatch(&self) -> &D {
         self.inner.dispatch()
@@ -212,9 +219,19 @@ where
     }
 }
 
+/// The listen backlog servers start with ([`ServerBuilder::request_queue_size`]):
+/// 1024, where Python's `request_queue_size` is 5. The kernel caps it at
+/// its own limit (`net.core.somaxconn` on Linux, 4096 by default).
+pub const DEFAULT_REQUEST_QUEUE_SIZE: i32 = 1024;
+
+/// Python's `request_queue_size`, which
+/// [`ServerBuilder::python_defaults`] restores.
+pub const PYTHON_REQUEST_QUEUE_SIZE: i32 = 5;
+
 /// Python's class attributes and constructor flags for socket servers.
 ///
-/// Defaults are current CPython's.
+/// Defaults are current CPython's except where a deployment needs another
+/// (see [`ServerBuilder::python_defaults`]).
 #[derive(Clone, Debug)]
 pub struct Options {
     pub(crate) allow_reuse_address: bool,
@@ -232,12 +249,24 @@ pub struct Options {
     pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
+impl Options {
+    /// The listen backlog ([`ServerBuilder::request_queue_size`]).
+    pub fn request_queue_size(&self) -> i32 {
+        self.request_queue_size
+    }
+
+    /// The drain bound ([`ServerBuilder::drain_timeout`]).
+    pub fn drain_timeout(&self) -> Option<Duration> {
+        self.drain_timeout
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
             allow_reuse_address: false,
             allow_reuse_port: false,
-            request_queue_size: 5,
+            request_queue_size: DEFAULT_REQUEST_QUEUE_SIZE,
             timeout: None,
             timeout_set: false,
             buffers: BufferSizes::default(),
@@ -519,7 +548,8 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     }
 
     /// The `listen` backlog of stream servers (`request_queue_size`).
-    /// Default: 5.
+    /// Default: [`DEFAULT_REQUEST_QUEUE_SIZE`] (1024; Python's is 5, which
+    /// drops a burst of clients: see [`python_defaults`](Self::python_defaults)).
     pub fn request_queue_size(mut self, backlog: i32) -> Self {
         self.options.request_queue_size = backlog;
         self
@@ -614,6 +644,35 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
             hooks: self.hooks,
             inherit: self.inherit,
         }
+    }
+
+    /// Python's values for the options whose defaults differ here, so that
+    /// a server behaves as CPython's does:
+    ///
+    /// | option | default here | Python's (set by this) |
+    /// |---|---|---|
+    /// | [`request_queue_size`](Self::request_queue_size) | 1024 ([`DEFAULT_REQUEST_QUEUE_SIZE`]) | 5 ([`PYTHON_REQUEST_QUEUE_SIZE`]) |
+    /// | [`drain_timeout`](Self::drain_timeout) | 3 s | none: closing waits for ever |
+    ///
+    /// A burst of clients beyond a backlog of 5 is dropped by the kernel,
+    /// and each client tries again only after 1, 3, 7, 15 s...; a request
+    /// that never ends keeps a Python server from stopping. Call this
+    /// first: options set after it win.
+    ///
+    /// ```
+    /// use socketserver_core::handlers::UpperOnce;
+    /// use socketserver_std::{ServerBuilder, PYTHON_REQUEST_QUEUE_SIZE};
+    ///
+    /// let builder = ServerBuilder::tcp("127.0.0.1:0").python_defaults();
+    /// assert_eq!(builder.options().request_queue_size(), PYTHON_REQUEST_QUEUE_SIZE);
+    /// let server = builder.build(|| UpperOnce)?;
+    /// assert_eq!(server.drain_timeout(), None);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn python_defaults(mut self) -> Self {
+        self.options.request_queue_size = PYTHON_REQUEST_QUEUE_SIZE;
+        self.options.drain_timeout = None;
+        self
     }
 
     /// The options so far.

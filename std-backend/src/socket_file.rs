@@ -42,13 +42,37 @@ struct PathLock {
 /// was removed meanwhile (by the previous holder, as it released it).
 const LOCK_ATTEMPTS: usize = 8;
 
+/// `PATH.lock`, the lock file of the socket file `socket`.
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut path = socket.as_os_str().to_owned();
+    path.push(".lock");
+    PathBuf::from(path)
+}
+
+/// Whether a live server of this crate holds the socket file `socket`
+/// (its [`PathLock`] is locked). For a path with no lock file, one failed
+/// `open`.
+pub(crate) fn is_held(socket: &Path) -> bool {
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(lock_path(socket))
+    else {
+        return false;
+    };
+    // A shared lock, refused while a server holds the exclusive one; if
+    // granted, it is released as the file is dropped.
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
 impl PathLock {
     /// Locks `PATH.lock` for the socket file `socket`, creating it if need
     /// be; fails with `AddrInUse` when another server holds it.
     fn take(socket: &Path) -> io::Result<Self> {
-        let mut path = socket.as_os_str().to_owned();
-        path.push(".lock");
-        let mut path = PathBuf::from(path);
+        let mut path = lock_path(socket);
         for _ in 0..LOCK_ATTEMPTS {
             let file = match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
                 Ok(file) => file,

@@ -170,6 +170,10 @@ impl<F: Family> Base<F> {
             match sys::recv_datagram(socket, buf, F::from_sock_addr) {
                 // Answering the server's own address would loop for ever.
                 Ok((.., addr)) if F::is_own_address(&self.address, &addr) => {}
+                Ok((.., addr)) if F::is_other_server(&addr) => log::warn!(
+                    "a datagram from {addr:?} is not answered: that is the socket of \
+                     another server, and the two could answer each other for ever"
+                ),
                 Ok((len, truncated, addr)) => return Ok(Some(Received::new(len, truncated, addr))),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -263,6 +267,22 @@ macro_rules! transport {
 
             fn shutdown_handle(&self) -> ShutdownHandle {
                 self.base.endpoint.shutdown_handle()
+            }
+        }
+
+        impl $name {
+            /// [`Endpoint::become_worker`] (for the Unix-only pre-forked workers).
+            #[cfg(unix)]
+            #[allow(dead_code)] // Not every transport is forkable.
+            pub(crate) fn become_worker(&mut self) -> io::Result<()> {
+                self.base.endpoint.become_worker()
+            }
+
+            /// [`Endpoint::stop_taking`].
+            #[cfg(unix)]
+            #[allow(dead_code)]
+            pub(crate) fn stop_taking(&mut self) -> io::Result<()> {
+                self.base.endpoint.stop_taking()
             }
         }
 

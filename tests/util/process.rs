@@ -106,3 +106,60 @@ pub fn terminate(running: &mut Running, name: &str) -> Option<ChildStderr> {
     assert!(status.success(), "{name} exited with {status}");
     stderr
 }
+
+/// The processes whose parent is `parent` (from `/proc`).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces.
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            after.split_whitespace().nth(1) == Some(parent.as_str())
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .is_some_and(|i| !stat[i + 1..].starts_with(" Z"))
+    })
+}
+
+/// Polls `done` (every millisecond) until it holds, at most [`PATIENCE`].
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends `signal` (`KILL`, `TERM`, ...) to `target` (a pid, or `-PGID`).
+pub fn kill(signal: &str, target: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), "--", target])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {target}");
+}
+
+/// Waits until `parent` has a child process, at most [`PATIENCE`]; returns
+/// the first one.
+pub fn wait_first_child(parent: u32) -> u32 {
+    let mut child = 0;
+    wait_for("a child process", || {
+        child = children_of(parent).first().copied().unwrap_or(0);
+        child != 0
+    });
+    child
+}

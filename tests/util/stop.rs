@@ -71,7 +71,7 @@ impl Server {
 
 /// Whether `SIGTERM` is pending for process `pid` (for the process or its
 /// main thread), from `/proc/PID/status`.
-fn sigterm_pending(pid: u32) -> bool {
+pub fn sigterm_pending(pid: u32) -> bool {
     let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false; // gone
     };

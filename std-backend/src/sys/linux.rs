@@ -3,7 +3,7 @@
 //! timer for the drain), `waitid`, and `SO_PEERCRED`.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -448,17 +448,43 @@ fn zero_spec() -> libc::itimerspec {
     unsafe { std::mem::zeroed() }
 }
 
-/// Makes this forked child end when its parent does: the kernel sends it
-/// `SIGKILL` then (`PR_SET_PDEATHSIG`), so no child keeps serving for a
-/// server that was killed. Linux sends it when the *thread* that forked
-/// ends, which for a server is the thread that serves (see
-/// `ForkingDispatch`).
-pub(super) fn end_with_parent(parent: Pid) {
-    // Refused only by a sandbox: the child then serves unguarded, as
-    // before, rather than not at all.
-    let _ = set_pdeathsig(Signal::SIGKILL);
-    if getppid() != parent {
-        // The parent died before the signal was asked for.
+/// `fcntl`'s command to choose the signal for `O_ASYNC` (Linux's
+/// `<asm-generic/fcntl.h>`; the `libc` crate does not name it).
+const F_SETSIG: libc::c_int = 10;
+
+/// Makes this forked child end when its parent *process* does, whichever
+/// of its threads forked it: `alive` is the read end of its lifeline pipe,
+/// whose write end only the parent holds (see `Lifeline`). Asked with
+/// `O_ASYNC` and `F_SETSIG`, the kernel sends the child `SIGKILL` as soon
+/// as the last write end closes, which it does itself when the parent
+/// exits or is killed. (`PR_SET_PDEATHSIG` would fire when the forking
+/// *thread* ends, prctl(2): a server serving from a thread that returns
+/// before its children are done would lose them.)
+pub(super) fn end_with_parent(parent: Pid, alive: OwnedFd) {
+    let fd = alive.into_raw_fd();
+    // SAFETY: fcntl(2) on `fd`, the pipe's read end that this child owns
+    // (and keeps open for its life, as `into_raw_fd` leaves it), with
+    // integer arguments only: the owner to signal (this process), the
+    // signal, and the status flags (`O_ASYNC`; the access mode is ignored).
+    let armed = unsafe {
+        libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) == 0
+            && libc::fcntl(fd, F_SETSIG, libc::SIGKILL) == 0
+            && libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC) == 0
+    };
+    if !armed {
+        // Refused (a sandbox): the thread-bound signal is better than none.
+        let _ = set_pdeathsig(Signal::SIGKILL);
+    }
+    // The kernel only signals a change: a parent that died before the
+    // child was armed has closed its end already.
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd`, a zero timeout.
+    let polled = unsafe { libc::poll(&mut poll, 1, 0) };
+    if (polled > 0 && poll.revents & libc::POLLHUP != 0) || getppid() != parent {
         super::exit_child(1);
     }
 }

@@ -12,6 +12,8 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+#[cfg(unix)]
+use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
 
 #[cfg(unix)]
@@ -186,25 +188,44 @@ const STOP_SIGNALS: [nix::sys::signal::Signal; 2] = [
 #[cfg(unix)]
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
-    /// The parent, with the child's process id.
-    Parent(u32),
+    /// The parent, with the child's process id and its [`Lifeline`].
+    Parent(u32, Lifeline),
     /// The new process.
     Child,
 }
 
-#[cfg(unix)]
-/// Forks the process for one request (Python's `os.fork()` in
-/// `ForkingMixIn`).
+/// The parent's end of a forked child's lifeline: the write end of a pipe
+/// whose read end only the child holds. The child ends when no process
+/// holds this end any more, which is when the parent *process* has exited
+/// or was killed (the kernel closes it), whichever of its threads forked
+/// the child ([`platform::end_with_parent`]).
 ///
-/// In the child, `SIGINT` and `SIGTERM` go back to their default action
-/// when the parent had handlers for them: a handler installed through
-/// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) would
-/// otherwise wake the *parent's* loop through the descriptor both share
-/// (the waiter's eventfd, or the watcher thread's socket). And the child
-/// ends when its parent does, where the system can say so
-/// ([`platform::end_with_parent`]).
+/// Keep it until the child is reaped: dropping it earlier ends the child.
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) struct Lifeline(#[allow(dead_code)] OwnedFd);
+
+/// Forks the process for one request (Python's `os.fork()` in
+/// `ForkingMixIn`), or for a pre-forked worker.
+///
+/// In the child, `SIGINT` and `SIGTERM` count only when the parent sends
+/// them ([`signal::in_child`]): one sent to the whole process group
+/// (Ctrl-C, systemd's `KillMode=control-group`) leaves the child to the
+/// parent's drain. A handler the parent installed through
+/// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) is
+/// forgotten: it would wake the *parent's* loop through the descriptor
+/// both share. And the child ends when its parent process does, where the
+/// system can say so ([`platform::end_with_parent`]).
+///
+/// The child must close the [`Lifeline`]s of its siblings that it
+/// inherited (the dispatch holds them): while it keeps one, that sibling
+/// outlives the parent until this child ends.
+#[cfg(unix)]
 pub(crate) fn fork() -> io::Result<Forked> {
     let parent = nix::unistd::getpid();
+    // Close-on-exec, as std's pipes are everywhere.
+    let (alive, lifeline) = std::io::pipe()?;
+    let (alive, lifeline) = (OwnedFd::from(alive), OwnedFd::from(lifeline));
     // SAFETY: `fork` itself cannot break memory safety here: the child gets
     // a copy of this thread's memory, and the caller never lets it return
     // into the parent's loop (it ends with `exit_child`). What nix's
@@ -215,30 +236,15 @@ pub(crate) fn fork() -> io::Result<Forked> {
     // `ForkingDispatch`, as it is for Python's `ForkingMixIn`.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => {
-            Ok(Forked::Parent(child.as_raw().unsigned_abs()))
+            drop(alive);
+            let pid = child.as_raw().unsigned_abs();
+            Ok(Forked::Parent(pid, Lifeline(lifeline)))
         }
         nix::unistd::ForkResult::Child => {
-            default_stop_signals();
-            platform::end_with_parent(parent);
+            drop(lifeline);
+            signal::in_child(parent);
+            platform::end_with_parent(parent, alive);
             Ok(Forked::Child)
-        }
-    }
-}
-
-#[cfg(unix)]
-fn default_stop_signals() {
-    for signal in STOP_SIGNALS.map(|s| s as libc::c_int) {
-        // SAFETY: `sigaction` with a null new action only reads the
-        // current disposition into `old`, a zeroed plain C struct; `signal`
-        // installs the default action, which needs no handler code.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
-            {
-                libc::signal(signal, libc::SIG_DFL);
-            }
         }
     }
 }

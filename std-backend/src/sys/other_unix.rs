@@ -332,7 +332,9 @@ pub(super) fn expire(_info: *const libc::siginfo_t, _wake: &OwnedFd) -> bool {
 /// system can: FreeBSD sends it `SIGKILL` then (`PROC_PDEATHSIG_CTL`).
 /// macOS and the other BSDs have no such signal: there a child whose
 /// parent was killed finishes its request first (see `ForkingDispatch`).
-pub(super) fn end_with_parent(parent: Pid) {
+/// The lifeline's read end `alive` is not needed here; it is closed.
+pub(super) fn end_with_parent(parent: Pid, alive: OwnedFd) {
+    drop(alive);
     #[cfg(target_os = "freebsd")]
     {
         let mut signal = libc::SIGKILL;

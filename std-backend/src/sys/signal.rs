@@ -10,15 +10,20 @@
 //! unless a [`KeepDraining`] lives.
 //! A target's drain timer may send `SIGTERM` too: that one the target
 //! recognizes ([`expire`]), and it counts as no stop signal.
+//!
+//! In a forked child ([`in_child`]) the handler obeys only the parent: a
+//! stop signal from anyone else (the process group's, the terminal's) is
+//! ignored, since the parent stops its children itself, after its drain.
 
 use std::ffi::{c_int, c_void};
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::Pid;
 
 use super::platform::{deliver, expire, Target};
 use super::STOP_SIGNALS;
@@ -59,6 +64,10 @@ impl Drop for KeepDraining {
 /// not installed and no instance of it runs.
 static CHAINED: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
 static CHAINED_SIGINFO: [AtomicBool; 2] = [const { AtomicBool::new(false) }; 2];
+
+/// In a forked child, the parent's process id: the only sender whose stop
+/// signals count. 0 in a process that was not forked by this crate.
+static OBEYED: AtomicI32 = AtomicI32::new(0);
 
 /// The dispositions the handler replaced, while it is installed.
 static INSTALLED: Mutex<Option<[SigAction; 2]>> = Mutex::new(None);
@@ -117,17 +126,23 @@ impl Drop for Registration {
     }
 }
 
-/// Installs [`on_stop_signal`] for both signals; returns what it replaced.
-fn install() -> io::Result<[SigAction; 2]> {
+/// [`on_stop_signal`] as a disposition: restarting interrupted calls, with
+/// both stop signals blocked while it runs.
+fn our_action() -> SigAction {
     let mut mask = SigSet::empty();
     for signal in STOP_SIGNALS {
         mask.add(signal);
     }
-    let action = SigAction::new(
+    SigAction::new(
         SigHandler::SigAction(on_stop_signal),
         SaFlags::SA_RESTART,
         mask,
-    );
+    )
+}
+
+/// Installs [`on_stop_signal`] for both signals; returns what it replaced.
+fn install() -> io::Result<[SigAction; 2]> {
+    let action = our_action();
     RECEIVED.store(0, SeqCst);
     let mut previous = [action; 2];
     for (i, signal) in STOP_SIGNALS.into_iter().enumerate() {
@@ -154,6 +169,8 @@ fn install() -> io::Result<[SigAction; 2]> {
 /// Records `old` as the handler to run after ours for `STOP_SIGNALS[i]`.
 fn chain_to(i: usize, old: &SigAction) {
     let (address, siginfo) = match old.handler() {
+        // Ours already (a forked child's, see `in_child`): nothing to chain.
+        _ if is_ours(old) => (0, false),
         SigHandler::SigDfl | SigHandler::SigIgn => (0, false),
         SigHandler::Handler(f) => (f as usize, false),
         SigHandler::SigAction(f) => (f as usize, true),
@@ -192,8 +209,20 @@ fn is_ours(action: &SigAction) -> bool {
 extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     let errno = Errno::last_raw();
     RUNNING.fetch_add(1, SeqCst);
-    if !targets().any(|target| expire(info, target)) {
+    if !targets().any(|target| expire(info, target)) && obeys(info) {
         let index = STOP_SIGNALS.iter().position(|s| *s as c_int == signo);
+        let forked = OBEYED.load(SeqCst) != 0;
+        if forked && targets().next().is_none() {
+            // The parent stops a child that serves one request (it has no
+            // loop to stop): the default action, unless the request put a
+            // handler of its own in place (which chained to this one).
+            if is_installed(signo) {
+                exit_by(signo);
+            }
+            RUNNING.fetch_sub(1, SeqCst);
+            Errno::set_raw(errno);
+            return;
+        }
         let first = RECEIVED.fetch_add(1, SeqCst) == 0;
         if !first && KEEP_DRAINING.load(SeqCst) == 0 {
             exit_by(signo);
@@ -208,6 +237,75 @@ extern "C" fn on_stop_signal(signo: c_int, info: *mut libc::siginfo_t, context: 
     }
     RUNNING.fetch_sub(1, SeqCst);
     Errno::set_raw(errno);
+}
+
+/// Whether a stop signal counts: always, except in a forked child, where
+/// only the parent's do.
+fn obeys(info: *const libc::siginfo_t) -> bool {
+    match OBEYED.load(SeqCst) {
+        0 => true,
+        parent => sender(info) == Some(parent),
+    }
+}
+
+/// Whether [`on_stop_signal`] is `signo`'s disposition now (rather than
+/// a handler that replaced it and runs it as the one it replaced).
+/// Async-signal-safe: sigaction(2) only reads.
+fn is_installed(signo: c_int) -> bool {
+    let mut now = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the disposition into `now`,
+    // which sigaction(2) fills in when it succeeds.
+    let read = unsafe { libc::sigaction(signo, ptr::null(), now.as_mut_ptr()) } == 0;
+    // SAFETY: zeroed, and filled in when `read`.
+    read && unsafe { now.assume_init() }.sa_sigaction == on_stop_signal as *const () as usize
+}
+
+/// Who sent the signal `info` describes (for a `kill(2)`), if anyone.
+fn sender(info: *const libc::siginfo_t) -> Option<i32> {
+    // SAFETY: the kernel hands an `SA_SIGINFO` handler a valid `siginfo_t`
+    // (or a chaining handler passes on its own); null is checked. Reading
+    // `si_pid` of a signal that was not sent by a process reads 0 or the
+    // field of another variant, which is no parent's id either.
+    let info = unsafe { info.as_ref() }?;
+    Some(unsafe { info.si_pid() })
+}
+
+/// Sets up a forked child's stop signals, right after the fork (the child
+/// has one thread): the parent's targets are forgotten (they would wake the
+/// parent's loop through the descriptors both share), and [`on_stop_signal`]
+/// is installed for `SIGINT` and `SIGTERM` (unless the parent ignored them)
+/// obeying only `parent`. A child that serves one request then ends by the
+/// parent's first stop signal; a pre-forked worker that calls
+/// `stop_on_signals` is stopped by it, as a server; both ignore everyone
+/// else's. Async-signal-safe apart from the lock's `try_lock`, which
+/// cannot block.
+pub(super) fn in_child(parent: Pid) {
+    for target in &TARGETS {
+        target.store(ptr::null_mut(), SeqCst);
+    }
+    RECEIVED.store(0, SeqCst);
+    OBEYED.store(parent.as_raw(), SeqCst);
+    // Locked only if another thread of the parent held it at the fork: the
+    // child then cannot watch signals of its own (`stop_on_signals` would
+    // block), and is documented so.
+    match INSTALLED.try_lock() {
+        Ok(mut installed) => *installed = None,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = None,
+        Err(std::sync::TryLockError::WouldBlock) => {}
+    }
+    let action = our_action();
+    for (i, signal) in STOP_SIGNALS.into_iter().enumerate() {
+        CHAINED[i].store(0, SeqCst);
+        // SAFETY: as in `install`: `on_stop_signal` is async-signal-safe,
+        // and with no targets and nothing chained it only counts, compares
+        // the sender and ends the process by the signal.
+        if let Ok(old) = unsafe { sigaction(signal, &action) } {
+            if matches!(old.handler(), SigHandler::SigIgn) {
+                // SAFETY: ignoring runs no code.
+                let _ = unsafe { sigaction(signal, &old) };
+            }
+        }
+    }
 }
 
 /// The registered targets, for the handler only: it counts itself in

@@ -4,7 +4,6 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,9 @@ use socket2::Socket;
 use socketserver_core::embedded_io;
 use socketserver_core::Connection;
 
-use crate::family::{Family, Inet, Unix, UnixAddr};
+use crate::family::{Family, Inet};
+#[cfg(unix)]
+use crate::family::{Unix, UnixAddr};
 use crate::shutdown::{Registered, Shared};
 use crate::sys;
 
@@ -37,7 +38,7 @@ impl<F: Family> Accepted<F> {
     pub(crate) fn new(socket: Socket, shared: &Arc<Shared>) -> io::Result<Self> {
         sys::prepare_stream(&socket)?;
         Ok(Accepted {
-            _registered: Registered::new(shared, socket.as_raw_fd()),
+            _registered: Registered::new(shared, sys::raw(&socket)),
             socket,
             timeout: None,
             deadline: None,
@@ -211,17 +212,7 @@ macro_rules! connection {
             }
         }
 
-        impl AsFd for $name {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.inner.socket.as_fd()
-            }
-        }
-
-        impl AsRawFd for $name {
-            fn as_raw_fd(&self) -> RawFd {
-                self.inner.socket.as_raw_fd()
-            }
-        }
+        sys::socket_handles!([] $name, this => Some(&this.inner.socket));
     };
     // The embedded-io and `std::io` traits, written once.
     (@io $name:ident, $read:path, $write:path) => {
@@ -249,6 +240,7 @@ connection!(
     Inet,
     SocketAddr
 );
+#[cfg(unix)]
 connection!(
     /// An accepted Unix stream connection.
     UnixConnection,
@@ -256,6 +248,7 @@ connection!(
     UnixAddr
 );
 
+#[cfg(unix)]
 impl UnixConnection {
     /// The credentials of the process that connected (`SO_PEERCRED`): what
     /// a [`Hooks::verify_request`](socketserver_core::Hooks::verify_request)
@@ -312,6 +305,7 @@ impl UnixConnection {
 /// Who is at the other end of a Unix stream connection, as the kernel
 /// recorded it when the client connected; see
 /// [`peer_credentials`](UnixConnection::peer_credentials).
+#[cfg(unix)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PeerCredentials {

@@ -33,6 +33,10 @@
 //! through a bounded queue); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
+//! On Windows the TCP and UDP servers, threaded and pooled, are all there
+//! is: forking and the Unix servers exist on Unix only, as in Python (see
+//! the guide's platform page).
+//!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
 //! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
 //! current request is done, whatever the poll interval. A panicking handler
@@ -49,37 +53,45 @@ mod connection;
 mod dispatch;
 mod endpoint;
 mod family;
+#[cfg(unix)]
 mod forking;
 mod pool;
 mod server;
 mod shutdown;
+#[cfg_attr(not(unix), path = "socket_file_none.rs")]
+mod socket_file;
 #[allow(unsafe_code)]
 mod sys;
 mod threading;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};
-pub use connection::{PeerCredentials, TcpConnection, UnixConnection};
+pub use connection::TcpConnection;
+#[cfg(unix)]
+pub use connection::{PeerCredentials, UnixConnection};
 pub use dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 pub use family::UnixAddr;
+#[cfg(unix)]
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
-pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
+#[cfg(unix)]
+pub use pool::PoolUnixStreamServer;
+pub use pool::{default_workers, PoolDispatch, PoolTcpServer};
 pub use server::{
-    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
 };
+#[cfg(unix)]
+pub use server::{UnixDatagramServer, UnixStreamServer};
 pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
-pub use threading::{
-    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer,
-};
-pub use transport::{
-    SocketTransport, TcpTransport, UdpReply, UdpTransport, UnixDatagramReply,
-    UnixDatagramTransport, UnixStreamTransport,
-};
+pub use threading::{ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer};
+#[cfg(unix)]
+pub use threading::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+pub use transport::{SocketTransport, TcpTransport, UdpReply, UdpTransport};
+#[cfg(unix)]
+pub use transport::{UnixDatagramReply, UnixDatagramTransport, UnixStreamTransport};
 
 pub use socket2;
 pub use socketserver_core as core;

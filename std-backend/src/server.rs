@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,11 +11,13 @@ use socket2::Socket;
 use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
 
 use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 use crate::family::UnixAddr;
 use crate::shutdown::ShutdownHandle;
-use crate::transport::{
-    SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
-};
+use crate::sys;
+use crate::transport::{SocketTransport, TcpTransport, UdpTransport};
+#[cfg(unix)]
+use crate::transport::{UnixDatagramTransport, UnixStreamTransport};
 
 /// Python's default `poll_interval` for `serve_forever` (0.5 s). With this
 /// crate it only paces `service_actions`; shutdown does not wait for it.
@@ -39,9 +41,11 @@ where
 pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispatch<F, H>>;
 /// Python's `UDPServer`.
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `UnixStreamServer`.
 pub type UnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `UnixDatagramServer`.
 pub type UnixDatagramServer<F, H = DefaultHooks> =
     SocketServer<UnixDatagramTransport, InlineDispatch<F, H>>;
@@ -171,29 +175,10 @@ where
     }
 }
 
-impl<T, D> AsRawFd for SocketServer<T, D>
-where
-    T: SocketTransport,
-    D: Dispatch<T, T::Kind>,
-{
-    /// Python's `fileno()`: the server socket, for your own poll loop;
-    /// -1 once closed.
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.transport().as_raw_fd()
-    }
-}
-
-impl<T, D> AsFd for SocketServer<T, D>
-where
-    T: SocketTransport + AsFd,
-    D: Dispatch<T, T::Kind>,
-{
-    /// # Panics
-    /// If the server was closed.
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.transport().as_fd()
-    }
-}
+sys::socket_handles!(
+    [T: SocketTransport, D: Dispatch<T, T::Kind>] SocketServer<T, D>,
+    this => this.socket()
+);
 
 /// Python's class attributes and constructor flags for socket servers.
 ///
@@ -266,6 +251,7 @@ impl ServerBuilder<UdpTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixStreamTransport> {
     /// A Unix stream server on the socket file `path`.
     pub fn unix_stream(path: impl Into<PathBuf>) -> Self {
@@ -273,6 +259,7 @@ impl ServerBuilder<UnixStreamTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixDatagramTransport> {
     /// A Unix datagram server on the socket file `path`.
     pub fn unix_datagram(path: impl Into<PathBuf>) -> Self {
@@ -541,6 +528,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "Python's `UDPServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     InlineDispatch,
@@ -548,6 +536,7 @@ new_with_defaults!(
     impl Into<PathBuf>,
     "Python's `UnixStreamServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixDatagramTransport,
     InlineDispatch,

@@ -29,7 +29,6 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
@@ -207,10 +206,10 @@ pub(crate) struct Registry {
     more: Mutex<Overflow>,
 }
 
-/// The registered descriptors beyond the slots; -1 marks a free place.
+/// The registered sockets beyond the slots; `None` marks a free place.
 #[derive(Debug, Default)]
 struct Overflow {
-    fds: Vec<RawFd>,
+    fds: Vec<Option<sys::Raw>>,
     free: Vec<usize>,
 }
 
@@ -227,9 +226,10 @@ impl Registry {
         self.more.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn enter(&self, fd: RawFd) -> Place {
-        // Descriptors are never negative; +1 keeps 0 for a free slot.
-        let value = u64::from(fd.unsigned_abs()) + 1;
+    fn enter(&self, fd: sys::Raw) -> Place {
+        // Descriptors are never negative, and socket handles far below
+        // `BUSY`; +1 keeps 0 for a free slot.
+        let value = sys::raw_to_u64(fd) + 1;
         for (i, slot) in self.slots.iter().enumerate() {
             let taken = slot.compare_exchange(FREE, value, Ordering::AcqRel, Ordering::Relaxed);
             if taken.is_ok() {
@@ -239,11 +239,11 @@ impl Registry {
         let mut more = self.more();
         let i = match more.free.pop() {
             Some(i) => {
-                more.fds[i] = fd;
+                more.fds[i] = Some(fd);
                 i
             }
             None => {
-                more.fds.push(fd);
+                more.fds.push(Some(fd));
                 more.fds.len() - 1
             }
         };
@@ -264,7 +264,7 @@ impl Registry {
             }
             Place::More(i) => {
                 let mut more = self.more();
-                more.fds[i] = -1;
+                more.fds[i] = None;
                 more.free.push(i);
             }
         }
@@ -281,8 +281,10 @@ impl Registry {
             let held =
                 slot.compare_exchange(value, value | BUSY, Ordering::AcqRel, Ordering::Relaxed);
             if held.is_ok() {
-                // `value` is a descriptor + 1, so at most `u32::MAX`.
-                sys::cut(RawFd::try_from(value - 1).unwrap_or(-1));
+                // `value` is a descriptor (or socket handle) + 1.
+                if let Some(fd) = sys::raw_from_u64(value - 1) {
+                    sys::cut(fd);
+                }
                 slot.store(value, Ordering::Release);
             }
         }
@@ -293,20 +295,20 @@ impl Registry {
         self.cut_slots();
         // Held while cutting: an owner leaves (and closes) only after.
         let more = self.more();
-        for &fd in more.fds.iter().filter(|&&fd| fd >= 0) {
+        for &fd in more.fds.iter().flatten() {
             sys::cut(fd);
         }
     }
 
     /// How many connections are registered.
-    #[cfg(test)]
+    #[cfg(all(test, unix))]
     pub(crate) fn len(&self) -> usize {
         let slots = self
             .slots
             .iter()
             .filter(|s| s.load(Ordering::Acquire) != FREE)
             .count();
-        slots + self.more().fds.iter().filter(|&&fd| fd >= 0).count()
+        slots + self.more().fds.iter().flatten().count()
     }
 }
 
@@ -318,7 +320,7 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    pub(crate) fn new(shared: &Arc<Shared>, fd: RawFd) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, fd: sys::Raw) -> Self {
         Registered {
             shared: Arc::clone(shared),
             place: shared.conns.enter(fd),
@@ -509,7 +511,7 @@ impl fmt::Display for ShutdownError {
 
 impl std::error::Error for ShutdownError {}
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
@@ -548,7 +550,7 @@ mod tests {
         );
         drop((entries, again));
         assert_eq!(shared.conns.len(), 0);
-        assert!(shared.conns.more().fds.iter().all(|&fd| fd == -1));
+        assert!(shared.conns.more().fds.iter().all(Option::is_none));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,16 +9,20 @@ use socket2::{Socket, Type};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Listener, Readiness, Received, ReplySocket, Transport};
 
-use crate::connection::{Accepted, TcpConnection, UnixConnection};
+#[cfg(unix)]
+use crate::connection::UnixConnection;
+use crate::connection::{Accepted, TcpConnection};
 use crate::endpoint::Endpoint;
-use crate::family::{Family, Inet, Unix, UnixAddr};
+use crate::family::{Family, Inet};
+#[cfg(unix)]
+use crate::family::{Unix, UnixAddr};
 use crate::shutdown::ShutdownHandle;
 use crate::{sys, Options};
 
 /// What the OS-socket transports offer beyond the core's [`Transport`]:
 /// Python's `server_bind`, `server_activate`, `server_address` (as `local_addr`), `socket`
 /// and `fileno`, and the shutdown handle.
-pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
+pub trait SocketTransport: Transport<Error = io::Error> + sys::AsRaw + Sized {
     /// Creates the socket for `address` (close-on-exec), not yet bound.
     ///
     /// # Errors
@@ -209,24 +212,7 @@ macro_rules! transport {
             }
         }
 
-        impl AsRawFd for $name {
-            /// Python's `fileno()`: -1 once closed.
-            fn as_raw_fd(&self) -> RawFd {
-                self.base.endpoint.raw_fd()
-            }
-        }
-
-        impl AsFd for $name {
-            /// # Panics
-            /// If the socket was closed.
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.base
-                    .endpoint
-                    .socket_opt()
-                    .expect("the server socket is closed")
-                    .as_fd()
-            }
-        }
+        sys::socket_handles!([] $name, this => this.base.endpoint.socket_opt());
     };
 }
 
@@ -325,17 +311,7 @@ macro_rules! datagram_transport {
             }
         }
 
-        impl AsFd for $reply {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.socket.as_fd()
-            }
-        }
-
-        impl AsRawFd for $reply {
-            fn as_raw_fd(&self) -> RawFd {
-                self.socket.as_raw_fd()
-            }
-        }
+        sys::socket_handles!([] $reply, this => Some(&*this.socket));
     };
 }
 
@@ -344,6 +320,7 @@ stream_transport!(
     TcpTransport(Inet, SocketAddr),
     TcpConnection
 );
+#[cfg(unix)]
 stream_transport!(
     /// The listening socket of a Unix stream server.
     UnixStreamTransport(Unix, UnixAddr),
@@ -356,6 +333,7 @@ datagram_transport!(
     /// through (its `DatagramRequest::socket`).
     UdpReply
 );
+#[cfg(unix)]
 datagram_transport!(
     /// The socket of a Unix datagram server.
     UnixDatagramTransport(Unix, UnixAddr),

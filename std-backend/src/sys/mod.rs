@@ -1,49 +1,44 @@
 //! Every `unsafe` and platform difference of the backend.
 //!
-//! This file holds what all Unix systems share. What differs is in one
-//! file per platform family, chosen once here: `linux.rs` (Linux and
-//! Android: epoll, eventfd, `MSG_TRUNC`, `SO_PEERCRED`) or `other_unix.rs`
-//! (macOS and the BSDs: `polling`, `recvmsg`, `getpeereid`). Both offer the
-//! same items, re-exported below, so the rest of the crate never names a
-//! platform.
+//! What differs is in one file per platform family, chosen once here:
+//! `linux.rs` (Linux and Android: epoll, eventfd, `MSG_TRUNC`,
+//! `SO_PEERCRED`), `other_unix.rs` (macOS and the BSDs: `polling`,
+//! `recvmsg`, `getpeereid`) or `windows.rs` (Winsock, a console control
+//! handler, `SO_EXCLUSIVEADDRUSE`). `unix.rs` holds what all Unix systems
+//! share (forking, signals, error numbers), `polled.rs` the waiter over the
+//! `polling` crate that the systems other than Linux use. Every platform
+//! offers the same items, re-exported below, so the rest of the crate never
+//! names a platform; forking and the Unix servers exist on Unix only.
 
-use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
 
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
 #[cfg_attr(
-    not(any(target_os = "linux", target_os = "android")),
+    all(unix, not(any(target_os = "linux", target_os = "android"))),
     path = "other_unix.rs"
 )]
+#[cfg_attr(windows, path = "windows.rs")]
 mod platform;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod polled;
+#[cfg(unix)]
 mod signal;
+#[cfg(unix)]
+mod unix;
 
+#[cfg(windows)]
 pub(crate) use platform::{
-    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
-    Waiter, SEND_FLAGS,
+    cut, is_resource_exhaustion, is_transient_accept_error, raw, raw_from_u64, raw_to_u64,
+    set_reuse, socket_handles, AsRaw, Raw,
 };
-
-/// Whether `err` says the process or the system ran out of descriptors or
-/// buffer memory: accepting again at once would fail the same way.
-pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Whether an accept failed only because the pending connection went away
-/// (or was never there): the server should simply wait again.
-pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) || err.raw_os_error() == Some(libc::EPROTO)
-}
+#[cfg(unix)]
+pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials};
+pub(crate) use platform::{prepare_stream, recv_datagram, SignalWatch, Waiter, SEND_FLAGS};
+#[cfg(unix)]
+pub(crate) use unix::{
+    cut, exit_child, fork, is_resource_exhaustion, is_transient_accept_error, raw, raw_from_u64,
+    raw_to_u64, reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked, Raw,
+};
 
 /// Views an initialized buffer as possibly-uninitialized bytes, the type
 /// socket2's receive calls take.
@@ -52,143 +47,4 @@ pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // of the returned slice is the kernel (through socket2), which stores
     // initialized bytes; so `buf` stays fully initialized.
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
-}
-
-/// Cuts a connection: `shutdown(2)` with `SHUT_RDWR`, which ends a read or
-/// write blocked on it, in any thread, at once (end-of-file, `EPIPE`). Its
-/// error (the peer reset it first, say) is of no use. Async-signal-safe.
-pub(crate) fn cut(fd: RawFd) {
-    // SAFETY: shutdown(2) only acts on the socket `fd` names; the caller
-    // (the connection registry) ensures that is still the connection's own
-    // descriptor, not yet closed.
-    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-}
-
-/// Sends `signal` to the child `pid`, which this process has not reaped
-/// yet (so the number cannot name another process).
-pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
-    if let Ok(raw) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
-    }
-}
-
-/// The signals [`SignalWatch`] turns into shutdown requests.
-const STOP_SIGNALS: [nix::sys::signal::Signal; 2] = [
-    nix::sys::signal::Signal::SIGINT,
-    nix::sys::signal::Signal::SIGTERM,
-];
-
-/// Which side of a [`fork`] this is.
-pub(crate) enum Forked {
-    /// The parent, with the child's process id.
-    Parent(u32),
-    /// The new process.
-    Child,
-}
-
-/// Forks the process for one request (Python's `os.fork()` in
-/// `ForkingMixIn`).
-///
-/// In the child, `SIGINT` and `SIGTERM` go back to their default action
-/// when the parent had handlers for them: a handler installed through
-/// [`stop_on_signals`](crate::ShutdownHandle::stop_on_signals) would
-/// otherwise wake the *parent's* loop through the descriptor both share
-/// (the waiter's eventfd, or the watcher thread's socket). And the child
-/// ends when its parent does, where the system can say so
-/// ([`platform::end_with_parent`]).
-pub(crate) fn fork() -> io::Result<Forked> {
-    let parent = nix::unistd::getpid();
-    // SAFETY: `fork` itself cannot break memory safety here: the child gets
-    // a copy of this thread's memory, and the caller never lets it return
-    // into the parent's loop (it ends with `exit_child`). What nix's
-    // contract warns about is a multi-threaded parent whose other threads
-    // held a lock at the fork: the child may then block on it. Glibc's
-    // allocator and std's own locks are reset or only taken by this thread;
-    // the hazard left (a lock of the program's own) is documented on
-    // `ForkingDispatch`, as it is for Python's `ForkingMixIn`.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => {
-            Ok(Forked::Parent(child.as_raw().unsigned_abs()))
-        }
-        nix::unistd::ForkResult::Child => {
-            default_stop_signals();
-            platform::end_with_parent(parent);
-            Ok(Forked::Child)
-        }
-    }
-}
-
-fn default_stop_signals() {
-    for signal in STOP_SIGNALS.map(|s| s as libc::c_int) {
-        // SAFETY: `sigaction` with a null new action only reads the
-        // current disposition into `old`, a zeroed plain C struct; `signal`
-        // installs the default action, which needs no handler code.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
-            {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-    }
-}
-
-/// Ends a forked child at once with `status`, running no destructors and
-/// flushing no buffers that belong to the parent's copy (Python's
-/// `os._exit`).
-pub(crate) fn exit_child(status: i32) -> ! {
-    // SAFETY: `_exit` only ends the process; skipping destructors is the
-    // point, since everything the child holds is a copy of the parent's.
-    unsafe { libc::_exit(status) }
-}
-
-/// What [`ended_child`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Systems without `waitid` only ever say `Unknown`.
-#[cfg_attr(
-    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
-    allow(dead_code)
-)]
-pub(crate) enum Ended {
-    /// This child has ended (it may be another part of the program's).
-    Child(u32),
-    /// No child has ended.
-    NoneYet,
-    /// The system cannot say, or asking failed.
-    Unknown,
-}
-
-/// What [`reap`] found of a child.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Child {
-    /// Still running (or waiting for it failed).
-    Running,
-    /// Reaped: it exited with status 0.
-    Succeeded,
-    /// Reaped: it exited with another status, or a signal ended it.
-    Failed,
-    /// No longer our child: someone else reaped it.
-    Gone,
-}
-
-/// Reaps the child `pid` if it has ended, or waits until it does when
-/// `block`.
-pub(crate) fn reap(pid: u32, block: bool) -> Child {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let Ok(raw) = i32::try_from(pid) else {
-        return Child::Gone;
-    };
-    let flags = (!block).then_some(WaitPidFlag::WNOHANG);
-    loop {
-        return match waitpid(nix::unistd::Pid::from_raw(raw), flags) {
-            Ok(WaitStatus::Exited(_, 0)) => Child::Succeeded,
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Child::Failed,
-            Ok(_) => Child::Running,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::ECHILD) => Child::Gone,
-            Err(_) => Child::Running,
-        };
-    }
 }

@@ -1,21 +1,21 @@
-//! macOS and the BSDs: the `polling` crate for waiting, `recvmsg` for
-//! datagram lengths, a thread that turns signals into shutdown requests
+//! macOS and the BSDs: the `polling` crate for waiting and `recvmsg` for
+//! datagram lengths (both in `polled.rs`), a thread that turns signals into shutdown requests
 //! and times the drain, and `getpeereid`.
 
 use std::io;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
-use polling::{Event, Events, PollMode, Poller};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
+pub(crate) use super::polled::{recv_datagram, Waiter};
 use super::signal::{register, Registration};
-use super::{as_uninit, Ended};
+use super::Ended;
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -41,87 +41,6 @@ pub(crate) fn prepare_stream(socket: &Socket) -> io::Result<()> {
 /// the umask's mode at `bind` and `mode` by the `chmod` right after.
 pub(crate) fn mode_before_bind(_socket: &Socket, _mode: u32) -> io::Result<()> {
     Ok(())
-}
-
-/// Waits until one socket is readable, a timeout passes, or another thread
-/// calls [`notify`](Self::notify): the server loop's `select`, over the
-/// `polling` crate (kqueue).
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    poller: Poller,
-    events: Mutex<Events>,
-}
-
-const SOCKET: usize = 0;
-
-impl Waiter {
-    pub(crate) fn new() -> io::Result<Self> {
-        Ok(Waiter {
-            poller: Poller::new()?,
-            events: Mutex::new(Events::new()),
-        })
-    }
-
-    /// Starts watching `fd` for readability.
-    pub(crate) fn add(&self, fd: impl AsFd) -> io::Result<()> {
-        // SAFETY: every transport deletes its socket from the waiter before
-        // closing it (`Endpoint::close`, which `Drop` also runs), so the
-        // poller never holds a descriptor number that was closed and
-        // possibly reused.
-        unsafe {
-            self.poller.add_with_mode(
-                fd.as_fd().as_raw_fd(),
-                Event::readable(SOCKET),
-                PollMode::Level,
-            )
-        }
-    }
-
-    /// Watches `fd` for readability again (`true`) or not (`false`) while
-    /// it stays registered.
-    pub(crate) fn watch(&self, fd: impl AsFd, readable: bool) -> io::Result<()> {
-        let event = if readable {
-            Event::readable(SOCKET)
-        } else {
-            Event::none(SOCKET)
-        };
-        self.poller.modify_with_mode(fd, event, PollMode::Level)
-    }
-
-    /// Stops watching `fd`; call before closing it.
-    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
-        self.poller.delete(fd)
-    }
-
-    /// Waits at most `timeout` (`None` waits for ever) and says whether the
-    /// socket is readable. A notification ends the wait early.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        events.clear();
-        self.poller.wait(&mut events, timeout)?;
-        let readable = events.iter().any(|e| e.key == SOCKET && e.readable);
-        Ok(readable)
-    }
-
-    /// Ends the current or the next [`wait`](Self::wait) at once. Not
-    /// known to be async-signal-safe.
-    pub(crate) fn notify(&self) -> io::Result<()> {
-        self.poller.notify()
-    }
-}
-
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`), and its sender (as
-/// `sender` converts it).
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let mut bufs = [socket2::MaybeUninitSlice::new(as_uninit(buf))];
-    let (len, flags, addr) = socket.recv_from_vectored(&mut bufs)?;
-    Ok((len, flags.is_truncated(), sender(&addr)))
 }
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while

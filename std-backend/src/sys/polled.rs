@@ -1,0 +1,90 @@
+//! What the systems other than Linux share: waiting through the `polling`
+//! crate and receiving a datagram with `recvmsg` (`WSARecvFrom` on
+//! Windows), which reports truncation.
+
+use std::io;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use polling::{Event, Events, PollMode, Poller};
+use socket2::{SockAddr, Socket};
+
+use super::as_uninit;
+
+/// Waits until one socket is readable, a timeout passes, or another thread
+/// calls [`notify`](Self::notify): the server loop's `select`, over the
+/// `polling` crate (kqueue on macOS and the BSDs, IOCP on Windows).
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    poller: Poller,
+    events: Mutex<Events>,
+}
+
+const SOCKET: usize = 0;
+
+impl Waiter {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Waiter {
+            poller: Poller::new()?,
+            events: Mutex::new(Events::new()),
+        })
+    }
+
+    /// Starts watching `socket` for readability.
+    pub(crate) fn add(&self, socket: &Socket) -> io::Result<()> {
+        // SAFETY: every transport deletes its socket from the waiter before
+        // closing it (`Endpoint::close`, which `Drop` also runs), so the
+        // poller never holds a descriptor (or socket handle) that was
+        // closed and possibly reused.
+        unsafe {
+            self.poller
+                .add_with_mode(socket, Event::readable(SOCKET), PollMode::Level)
+        }
+    }
+
+    /// Watches `socket` for readability again (`true`) or not (`false`) while
+    /// it stays registered.
+    pub(crate) fn watch(&self, socket: &Socket, readable: bool) -> io::Result<()> {
+        let event = if readable {
+            Event::readable(SOCKET)
+        } else {
+            Event::none(SOCKET)
+        };
+        self.poller.modify_with_mode(socket, event, PollMode::Level)
+    }
+
+    /// Stops watching `socket`; call before closing it.
+    pub(crate) fn delete(&self, socket: &Socket) -> io::Result<()> {
+        self.poller.delete(socket)
+    }
+
+    /// Waits at most `timeout` (`None` waits for ever) and says whether the
+    /// socket is readable. A notification ends the wait early.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.clear();
+        self.poller.wait(&mut events, timeout)?;
+        let readable = events.iter().any(|e| e.key == SOCKET && e.readable);
+        Ok(readable)
+    }
+
+    /// Ends the current or the next [`wait`](Self::wait) at once. Not
+    /// known to be async-signal-safe.
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
+}
+
+/// Receives one datagram into `buf`: the bytes kept, whether the datagram
+/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`, `WSAEMSGSIZE` on Windows), and its sender (as
+/// `sender` converts it).
+#[inline]
+pub(crate) fn recv_datagram<A>(
+    socket: &Socket,
+    buf: &mut [u8],
+    sender: impl FnOnce(&SockAddr) -> A,
+) -> io::Result<(usize, bool, A)> {
+    let mut bufs = [socket2::MaybeUninitSlice::new(as_uninit(buf))];
+    let (len, flags, addr) = socket.recv_from_vectored(&mut bufs)?;
+    Ok((len, flags.is_truncated(), sender(&addr)))
+}

@@ -48,15 +48,21 @@ pub use socketserver_core::*;
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCredentials};
+pub use socketserver_std::{AllowList, Guarded, Network, NetworkError};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
-    BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,
-    ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch,
-    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
-    UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    BufferSizes, InlineDispatch, PoolDispatch, PoolTcpServer, ServerBuilder, ShutdownError,
+    ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch, ThreadingTcpServer,
+    ThreadingUdpServer, UdpServer, DEFAULT_POLL_INTERVAL,
+};
+// Forking and the Unix servers: Unix only, as in Python.
+#[cfg(all(feature = "std", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
+pub use socketserver_std::{
+    ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
 };
 // --- end std backend ---
 

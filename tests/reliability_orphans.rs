@@ -1,7 +1,8 @@
 //! A forking server's children do not outlive it: when the parent is
 //! killed, a child in the middle of a request ends too (Linux's
 //! parent-death signal), and its client sees the connection close.
-#![cfg(feature = "std")]
+// Unix only: forking.
+#![cfg(all(feature = "std", unix))]
 
 mod util;
 

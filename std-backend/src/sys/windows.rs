@@ -15,7 +15,7 @@ use windows_sys::core::BOOL;
 use windows_sys::Win32::Networking::WinSock;
 use windows_sys::Win32::System::Console;
 
-pub(crate) use super::polled::{recv_datagram, Waiter};
+pub(crate) use super::polled::Waiter;
 use crate::shutdown::Shared;
 
 /// A socket's number as the system names it: a Winsock `SOCKET`.
@@ -69,6 +69,22 @@ macro_rules! socket_handles {
 }
 pub(crate) use socket_handles;
 
+/// Receives one datagram into `buf`: the bytes kept, whether the datagram
+/// was longer than `buf`, and its sender (as `sender` converts it).
+///
+/// A datagram longer than `buf` fills it with its first bytes and fails
+/// `WSARecvFrom` with `WSAEMSGSIZE`, which socket2 reports as truncation;
+/// the byte count that comes with that error is not to be relied on (Wine
+/// gives 0), so a truncated datagram counts as filling `buf`.
+pub(crate) fn recv_datagram<A>(
+    socket: &Socket,
+    buf: &mut [u8],
+    sender: impl FnOnce(&socket2::SockAddr) -> A,
+) -> io::Result<(usize, bool, A)> {
+    let (len, truncated, from) = super::polled::recv_datagram(socket, buf, sender)?;
+    Ok((if truncated { buf.len() } else { len }, truncated, from))
+}
+
 /// Flags for `send` on stream sockets: Windows raises no signal when the
 /// peer has gone, the write fails.
 pub(crate) const SEND_FLAGS: std::ffi::c_int = 0;
@@ -88,8 +104,10 @@ pub(crate) fn prepare_stream(socket: &Socket) -> io::Result<()> {
 /// wait for connections in `TIME_WAIT`, as on Unix without
 /// `SO_REUSEADDR`). With it, no option is set: Windows then lets a new
 /// server bind over connections in `TIME_WAIT`, which is what
-/// `SO_REUSEADDR` is for on Unix. `SO_REUSEPORT` does not exist: asking
-/// for it is an `Unsupported` error.
+/// `SO_REUSEADDR` is for on Unix. A program that sets `SO_REUSEADDR` on
+/// the socket itself before binding keeps it (and no exclusive use: Windows
+/// refuses the two together). `SO_REUSEPORT` does not exist: asking for it
+/// is an `Unsupported` error.
 pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Result<()> {
     if port {
         return Err(io::Error::new(
@@ -97,7 +115,9 @@ pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Resul
             "allow_reuse_port: Windows has no SO_REUSEPORT",
         ));
     }
-    if !address {
+    // Windows refuses both options on one socket: a program that set
+    // `SO_REUSEADDR` itself (before `server_bind`) keeps it.
+    if !address && !socket.reuse_address()? {
         set_bool(socket, WinSock::SO_EXCLUSIVEADDRUSE, true)?;
     }
     Ok(())

@@ -7,15 +7,19 @@
 //! waits for the children still running, for the 3 s drain timeout, then stops them
 //! (a second signal ends it at once).
 
+#[cfg(unix)]
 use std::io::{self, Write};
 
+#[cfg(unix)]
 use socketserver::{
     Connection, Error, ForkingTcpServer, StreamHandler, StreamRequest, DEFAULT_POLL_INTERVAL,
 };
 
+#[cfg(unix)]
 /// Replies with the serving process's id and the data.
 struct ForkedRequestHandler;
 
+#[cfg(unix)]
 impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
     fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
@@ -29,6 +33,7 @@ impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
     }
 }
 
+#[cfg(unix)]
 fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
@@ -40,4 +45,11 @@ fn main() -> io::Result<()> {
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+// Forking: Unix only, as in Python.
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("forking_server needs Unix (forking)");
+    std::process::exit(2);
 }

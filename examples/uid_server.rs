@@ -8,15 +8,21 @@
 //! user running the server). Prints `listening on PATH` once bound, each
 //! refusal on stderr, and serves until SIGINT or SIGTERM.
 
+#[cfg(unix)]
 use std::io::{self, Write};
 
+#[cfg(unix)]
 use socketserver::handlers::UpperOnce;
+#[cfg(unix)]
 use socketserver::os::UnixConnection;
+#[cfg(unix)]
 use socketserver::{Hooks, ServerBuilder, UnixAddr, DEFAULT_POLL_INTERVAL};
 
+#[cfg(unix)]
 /// Serves only the user whose uid it holds.
 struct OnlyUid(u32);
 
+#[cfg(unix)]
 impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
     fn verify_request(&self, conn: &UnixConnection, _client: &UnixAddr) -> bool {
         match conn.peer_credentials() {
@@ -36,8 +42,10 @@ impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
     }
 }
 
+#[cfg(unix)]
 impl socketserver::ServerHooks for OnlyUid {}
 
+#[cfg(unix)]
 fn usage() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -45,6 +53,7 @@ fn usage() -> io::Error {
     )
 }
 
+#[cfg(unix)]
 fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args
@@ -65,4 +74,11 @@ fn main() -> io::Result<()> {
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+// Unix domain sockets and peer credentials: Unix only, as in Python.
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("uid_server needs Unix (Unix domain sockets and peer credentials)");
+    std::process::exit(2);
 }

@@ -31,7 +31,9 @@ mod socket {
 
     /// The gauge's socket, in a directory of its own.
     pub fn bind() -> (UnixDatagram, Addr, TempDir) {
-        let (socket, path, dir) = socket::bind();
+        let dir = TempDir::new("gauge");
+        let path = dir.path("gauge.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the gauge");
         (socket, path, dir)
     }
 
@@ -54,7 +56,9 @@ mod socket {
     }
 
     pub fn send(gauge: &Addr, message: &[u8]) -> std::io::Result<()> {
-        UdpSocket::bind("127.0.0.1:0")?.send_to(message, gauge).map(drop)
+        UdpSocket::bind("127.0.0.1:0")?
+            .send_to(message, gauge)
+            .map(drop)
     }
 }
 

@@ -46,18 +46,20 @@ mod socket {
 mod socket {
     use std::net::{SocketAddr, UdpSocket};
 
-    /// Where a gauge is reached: its loopback address.
-    pub type Addr = SocketAddr;
+    /// Where a gauge is reached: its loopback address (not `Copy`, so
+    /// that code cloning the Unix path reads the same here).
+    #[derive(Clone)]
+    pub struct Addr(SocketAddr);
 
     pub fn bind() -> (UdpSocket, Addr, ()) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the gauge");
         let addr = socket.local_addr().expect("the gauge's address");
-        (socket, addr, ())
+        (socket, Addr(addr), ())
     }
 
     pub fn send(gauge: &Addr, message: &[u8]) -> std::io::Result<()> {
         UdpSocket::bind("127.0.0.1:0")?
-            .send_to(message, gauge)
+            .send_to(message, gauge.0)
             .map(drop)
     }
 }

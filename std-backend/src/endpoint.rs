@@ -33,6 +33,7 @@ impl Endpoint {
     /// `IPV6_V6ONLY` set now so that an unbound server can still change it.
     pub(crate) fn new(domain: Domain, ty: Type, options: &Options) -> io::Result<Self> {
         let socket = Socket::new(domain, ty, None)?;
+        sys::prepare_socket(&socket, ty)?;
         if let (Domain::IPV6, Some(dual)) = (domain, options.dual_stack) {
             socket.set_only_v6(!dual)?;
         }

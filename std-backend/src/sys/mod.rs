@@ -28,16 +28,17 @@ mod unix;
 
 #[cfg(windows)]
 pub(crate) use platform::{
-    cut, is_resource_exhaustion, is_transient_accept_error, raw, raw_from_u64, raw_to_u64,
-    set_reuse, socket_handles, AsRaw, Raw,
+    cut, is_resource_exhaustion, is_transient_accept_error, prepare_socket, raw, raw_from_u64,
+    raw_to_u64, set_reuse, socket_handles, AsRaw, Raw,
 };
 #[cfg(unix)]
 pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials};
 pub(crate) use platform::{prepare_stream, recv_datagram, SignalWatch, Waiter, SEND_FLAGS};
 #[cfg(unix)]
 pub(crate) use unix::{
-    cut, exit_child, fork, is_resource_exhaustion, is_transient_accept_error, raw, raw_from_u64,
-    raw_to_u64, reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked, Raw,
+    cut, exit_child, fork, is_resource_exhaustion, is_transient_accept_error, prepare_socket, raw,
+    raw_from_u64, raw_to_u64, reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended,
+    Forked, Raw,
 };
 
 /// Views an initialized buffer as possibly-uninitialized bytes, the type

@@ -57,6 +57,11 @@ macro_rules! socket_handles {
 }
 pub(crate) use socket_handles;
 
+/// Prepares a new server socket: nothing to do on Unix.
+pub(crate) fn prepare_socket(_socket: &Socket, _ty: socket2::Type) -> io::Result<()> {
+    Ok(())
+}
+
 /// Python's `allow_reuse_address` and `allow_reuse_port`: `SO_REUSEADDR`
 /// and `SO_REUSEPORT` when asked for.
 pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Result<()> {

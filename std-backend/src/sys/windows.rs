@@ -85,6 +85,40 @@ pub(crate) fn recv_datagram<A>(
     Ok((if truncated { buf.len() } else { len }, truncated, from))
 }
 
+/// Prepares a new server socket. A UDP socket stops reporting the ICMP
+/// "port unreachable" that a reply to a departed client brings back:
+/// Windows would otherwise fail the server's *next* receive with
+/// `WSAECONNRESET` (`SIO_UDP_CONNRESET` off, as UDP servers on Windows do).
+pub(crate) fn prepare_socket(socket: &Socket, ty: socket2::Type) -> io::Result<()> {
+    if ty != socket2::Type::DGRAM {
+        return Ok(());
+    }
+    let off: BOOL = 0;
+    let mut returned = 0u32;
+    // SAFETY: WSAIoctl reads `size_of::<BOOL>()` bytes from `off`, writes
+    // nothing but the count into `returned` (no output buffer), and is not
+    // overlapped (null overlapped and completion routine): both live until
+    // it returns.
+    let rc = unsafe {
+        WinSock::WSAIoctl(
+            raw(socket) as WinSock::SOCKET,
+            WinSock::SIO_UDP_CONNRESET,
+            std::ptr::from_ref(&off).cast(),
+            size_of::<BOOL>() as u32,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Flags for `send` on stream sockets: Windows raises no signal when the
 /// peer has gone, the write fails.
 pub(crate) const SEND_FLAGS: std::ffi::c_int = 0;

@@ -329,13 +329,19 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     }
 
     /// `SO_REUSEADDR` before binding (`allow_reuse_address`). Default: off.
+    ///
+    /// On Windows, where `SO_REUSEADDR` would let another socket take a
+    /// port the server listens on, it is never set: off, the socket gets
+    /// `SO_EXCLUSIVEADDRUSE` (no other socket may bind the port); on, no
+    /// option (Windows then binds over connections in `TIME_WAIT` anyway).
     pub fn allow_reuse_address(mut self, on: bool) -> Self {
         self.options.allow_reuse_address = on;
         self
     }
 
     /// `SO_REUSEPORT` before binding (`allow_reuse_port`); IPv4 and IPv6
-    /// only, ignored for Unix sockets. Default: off.
+    /// only, ignored for Unix sockets. Default: off. Windows has no such
+    /// option: there binding fails with [`Unsupported`](std::io::ErrorKind::Unsupported).
     pub fn allow_reuse_port(mut self, on: bool) -> Self {
         self.options.allow_reuse_port = on;
         self

@@ -429,7 +429,7 @@ impl ShutdownHandle {
     }
 
     /// Requests shutdown whenever the process receives `SIGINT` or
-    /// `SIGTERM`, until the returned guard is dropped (Python's
+    /// `SIGTERM` (on Windows, a console control event: see below), until the returned guard is dropped (Python's
     /// `serve_forever` ended by `KeyboardInterrupt`). Call it before
     /// announcing the server, so no signal can kill the process meanwhile.
     ///
@@ -454,6 +454,16 @@ impl ShutdownHandle {
     /// thread is started and a synchronous server stays a single-threaded
     /// process. On other systems a thread waits for the signals and times
     /// the drain.
+    ///
+    /// On Windows the stop signals are the console's control events:
+    /// Ctrl-C, Ctrl-Break, and the console being closed (or the user
+    /// logging off, or the system shutting down), through a console
+    /// control handler (`SetConsoleCtrlHandler`) that dropping the last
+    /// guard removes. A second event ends the process by the default
+    /// handler. On a close event Windows ends the process once the handler
+    /// returns, at most 5 s later: the handler waits (up to 4.5 s) for the
+    /// guards to be dropped, so a server that stops in time exits as it
+    /// returns from `main`.
     ///
     /// # Errors
     /// The signal handlers or the drain timer could not be installed.
@@ -483,7 +493,8 @@ impl ShutdownHandle {
     }
 }
 
-/// Turns `SIGINT` and `SIGTERM` into shutdown requests while it lives; see
+/// Turns `SIGINT` and `SIGTERM` (on Windows: Ctrl-C, Ctrl-Break, closing
+/// the console) into shutdown requests while it lives; see
 /// [`ShutdownHandle::stop_on_signals`].
 #[derive(Debug)]
 pub struct SignalGuard {

@@ -10,6 +10,7 @@
 //! offers the same items, re-exported below, so the rest of the crate never
 //! names a platform; forking and the Unix servers exist on Unix only.
 
+use std::io;
 use std::mem::MaybeUninit;
 
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
@@ -28,18 +29,32 @@ mod unix;
 
 #[cfg(windows)]
 pub(crate) use platform::{
-    cut, is_resource_exhaustion, is_transient_accept_error, prepare_socket, raw, raw_from_u64,
-    raw_to_u64, set_reuse, socket_handles, AsRaw, Raw,
+    cut, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64, set_reuse,
+    socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
 };
 #[cfg(unix)]
 pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials};
 pub(crate) use platform::{prepare_stream, recv_datagram, SignalWatch, Waiter, SEND_FLAGS};
 #[cfg(unix)]
 pub(crate) use unix::{
-    cut, exit_child, fork, is_resource_exhaustion, is_transient_accept_error, prepare_socket, raw,
-    raw_from_u64, raw_to_u64, reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended,
-    Forked, Raw,
+    cut, exit_child, fork, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64,
+    reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked, Raw,
+    TRANSIENT_ACCEPT_CODES,
 };
+
+/// Whether an accept failed only because the pending connection went away
+/// (or was never there): the server should simply wait again.
+pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) || err
+        .raw_os_error()
+        .is_some_and(|code| TRANSIENT_ACCEPT_CODES.contains(&code))
+}
 
 /// Views an initialized buffer as possibly-uninitialized bytes, the type
 /// socket2's receive calls take.

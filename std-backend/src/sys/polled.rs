@@ -76,8 +76,8 @@ impl Waiter {
 }
 
 /// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`, `WSAEMSGSIZE` on Windows), and its sender (as
-/// `sender` converts it).
+/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`; `WSAEMSGSIZE` on
+/// Windows), and its sender (as `sender` converts it).
 #[inline]
 pub(crate) fn recv_datagram<A>(
     socket: &Socket,

@@ -83,17 +83,9 @@ pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
     )
 }
 
-/// Whether an accept failed only because the pending connection went away
-/// (or was never there): the server should simply wait again.
-pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) || err.raw_os_error() == Some(libc::EPROTO)
-}
+/// Error codes besides the kinds [`is_transient_accept_error`](super::is_transient_accept_error)
+/// knows that only say the pending connection went away.
+pub(crate) const TRANSIENT_ACCEPT_CODES: &[i32] = &[libc::EPROTO];
 
 /// Cuts a connection: `shutdown(2)` with `SHUT_RDWR`, which ends a read or
 /// write blocked on it, in any thread, at once (end-of-file, `EPIPE`). Its

@@ -219,17 +219,9 @@ pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
     ) || err.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// Whether an accept failed only because the pending connection went away
-/// (or was never there): the server should simply wait again.
-pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
+/// Error codes besides the kinds [`is_transient_accept_error`](super::is_transient_accept_error)
+/// knows that only say the pending connection went away.
+pub(crate) const TRANSIENT_ACCEPT_CODES: &[i32] = &[];
 
 /// The console control events that a [`SignalWatch`] turns into shutdown
 /// requests: Python's `KeyboardInterrupt` (Ctrl-C, Ctrl-Break) and the

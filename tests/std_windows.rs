@@ -7,13 +7,13 @@
 mod util;
 
 use std::fs;
-use std::io::{ErrorKind, Write};
-use std::net::UdpSocket;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use socketserver::handlers::{UpperDatagram, UpperOnce};
-use socketserver::{ServerBuilder, TcpServer};
+use socketserver::{Connection, Error, ServerBuilder, StreamHandler, StreamRequest, TcpServer};
 use util::{Recorder, Serving, TempDir, PATIENCE};
 use windows_sys::Win32::System::Console;
 
@@ -71,6 +71,54 @@ fn a_reply_to_a_departed_udp_client_leaves_the_server_serving() {
         assert_eq!(&buf[..n], b"HELLO", "stripped and upper-cased");
     }
     assert!(hooks.errors().is_empty(), "{:?}", hooks.errors());
+}
+
+/// Greets, then waits for a line that never comes.
+struct GreetThenRead;
+
+impl<C: Connection> StreamHandler<C> for GreetThenRead {
+    fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        req.wfile.write_all(b"ready\n")?;
+        req.wfile.flush()?;
+        req.rfile.read_line().map(drop)
+    }
+}
+
+/// The drain's cut (`shutdown` with `SD_BOTH`) ends a handler blocked in
+/// a receive on another thread: stopping a synchronous server whose
+/// client says nothing ends soon after the drain timeout, and the client
+/// sees the connection end.
+#[test]
+fn the_drain_cuts_a_handler_blocked_in_a_receive() {
+    const BOUND: Duration = Duration::from_millis(300);
+    let server = ServerBuilder::tcp("127.0.0.1:0")
+        .drain_timeout(Some(BOUND))
+        .build(|| GreetThenRead)
+        .unwrap();
+    let addr = *server.local_addr();
+    let stop = server.shutdown_handle();
+    let serving = Serving::start(server, Duration::from_millis(500));
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut greeting = [0u8; 6];
+    client.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"ready\n");
+
+    let start = Instant::now();
+    stop.shutdown().expect("from the test thread");
+    let took = start.elapsed();
+    assert!(took >= BOUND, "the request got its drain: {took:?}");
+    assert!(took < PATIENCE, "the cut ended it: {took:?}");
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    assert!(
+        matches!(&end, Ok(0))
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "the client sees the end: {end:?}"
+    );
+    serving.stop().unwrap();
 }
 
 /// Set in the copy of this test binary that receives the console events.

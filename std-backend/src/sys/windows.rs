@@ -201,13 +201,19 @@ pub(crate) fn exclusive_address_use(socket: &Socket) -> io::Result<bool> {
     }
 }
 
-/// Cuts a connection: `shutdown` with `SD_BOTH`, which ends a receive or
-/// send blocked on it in another thread. Its error is of no use.
+/// Cuts a connection: `shutdown` with `SD_BOTH` (the peer sees the end,
+/// later receives and sends fail), then `CancelIoEx`, which ends a receive
+/// or send already blocked on it in another thread (`shutdown` alone only
+/// affects later calls here). Their errors are of no use.
 pub(crate) fn cut(socket: Raw) {
-    // SAFETY: shutdown only acts on the socket `socket` names; the caller
-    // (the connection registry) ensures that is still the connection's
-    // own, not yet closed.
-    unsafe { WinSock::shutdown(socket as WinSock::SOCKET, WinSock::SD_BOTH) };
+    // SAFETY: both calls only act on the socket `socket` names (a null
+    // overlapped cancels every operation on it); the caller (the
+    // connection registry) ensures that is still the connection's own,
+    // not yet closed.
+    unsafe {
+        WinSock::shutdown(socket as WinSock::SOCKET, WinSock::SD_BOTH);
+        windows_sys::Win32::System::IO::CancelIoEx(socket as _, std::ptr::null());
+    }
 }
 
 /// Whether `err` says the process or the system ran out of sockets or

@@ -353,7 +353,8 @@ pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// [drain timeout](Self::set_drain_timeout) (by default
 /// [`DEFAULT_DRAIN_TIMEOUT`](Self::DEFAULT_DRAIN_TIMEOUT)) to finish, and
 /// the connections still open after it are cut (`shutdown(2)` with
-/// `SHUT_RDWR`): the handler's blocked read returns end-of-file, its write
+/// `SHUT_RDWR`; on Windows `shutdown` with `SD_BOTH`, then `CancelIoEx`):
+/// the handler's blocked read returns end-of-file (or fails), its write
 /// fails, and it returns. A synchronous server is drained by
 /// [`shutdown`](Self::shutdown), [`request_shutdown`](Self::request_shutdown)
 /// and [`stop_on_signals`](Self::stop_on_signals); the threading, pool and

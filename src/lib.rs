@@ -61,9 +61,13 @@ pub use socketserver_std::{
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
 pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
+    ForkingUnixStreamServer, PeerCredentials, PersistentUnixStreamServer, PoolUnixStreamServer,
+    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
+    UnixStreamServer,
 };
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use socketserver_std::{Full, ParkingDispatch, ParkingStats, PersistentTcpServer};
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---
@@ -79,3 +83,11 @@ pub use socketserver_smoltcp as smoltcp;
 #[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's pages, compiled as doctests.
+#[cfg(doctest)]
+mod guide {
+    #[cfg(all(feature = "std", feature = "smoltcp"))]
+    #[doc = include_str!("../docs/guide/persistent.md")]
+    pub struct Persistent;
+}

@@ -327,3 +327,17 @@ fn tcp_server_prints_a_reset_on_stderr_and_serves_on() {
         "the OS error text on stderr: {stderr}"
     );
 }
+
+#[test]
+fn persistent_echo_serves_keep_alive_clients_from_two_workers_and_stops_on_sigint() {
+    let (mut running, bound) = start("persistent_echo", "127.0.0.1:0", &["--workers", "2"]);
+    let output = python_client("persistent_client.py", &[&bound, "50", "4"]);
+    assert!(output.contains("all 200 echoed"), "{output}");
+    let pid = running.0.as_ref().unwrap().id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    // The serving thread and two workers, for fifty connections.
+    assert_eq!(threads, 3, "persistent_echo runs {threads} threads");
+    stop(&mut running, "-INT", "persistent_echo");
+}

@@ -15,8 +15,8 @@ use std::thread;
 use socketserver::handlers::{Echo, EchoLines, UpperDatagram, UpperLine};
 use socketserver::os::SocketTransport;
 use socketserver::{
-    Dispatch, ForkingDispatch, PoolDispatch, ServerBuilder, SocketServer, ThreadingDispatch,
-    DEFAULT_POLL_INTERVAL,
+    Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, ServerBuilder, SocketServer,
+    ThreadingDispatch, DEFAULT_POLL_INTERVAL,
 };
 
 /// The listen backlog of the framework's and CPython's stream servers.
@@ -36,6 +36,7 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
         "fw-pool-upper" => run(tcp().build_with(|s| PoolDispatch::new(|| UpperLine, s))?),
         "fw-forking-upper" => run(tcp().build_with(|s| ForkingDispatch::new(|| UpperLine, s))?),
         "fw-threading-lines" => run(tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?),
+        "persistent" => run(tcp().build_with(|s| ParkingDispatch::new(|| EchoLines, s))?),
         "fw-udp-upper" => run(ServerBuilder::udp(address).build(|| UpperDatagram)?),
         "fw-sync-echo" => run(tcp().build(|| Echo)?),
         "std-threads-upper" => std_threads(address, upper_line),

@@ -140,6 +140,18 @@ pub trait Connection: Read + Write + ErrorType<Error: Into<crate::Error>> {
     /// everything written so far.
     fn shutdown_write(&mut self) -> Result<(), Self::Error>;
 
+    /// Writes as much of `data` as the connection takes now, without
+    /// waiting for the peer: the count, `Ok(0)` when it takes nothing.
+    /// What a message handler resuming a long reply writes with
+    /// ([`WFile::write_now`](crate::WFile::write_now)).
+    ///
+    /// Default: a blocking [`write`](embedded_io::Write::write), for
+    /// transports that cannot tell; the std backend sends with
+    /// `MSG_DONTWAIT`.
+    fn write_now(&mut self, data: &[u8]) -> Result<usize, Self::Error> {
+        self.write(data)
+    }
+
     /// Python's `close_request`: releases this end of the connection without
     /// shutting it down first. Dropping the connection does the same.
     fn close(self)

@@ -210,6 +210,17 @@ macro_rules! connection {
             fn shutdown_write(&mut self) -> io::Result<()> {
                 self.inner.socket.shutdown(Shutdown::Write)
             }
+
+            /// `send` with `MSG_DONTWAIT`: never waits, whatever the timeout.
+            fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+                sys::send_now(&self.inner.socket, data)
+            }
+        }
+
+        impl crate::parking::Parkable for $name {
+            fn socket(&self) -> &Socket {
+                &self.inner.socket
+            }
         }
 
         sys::socket_handles!([] $name, this => Some(&this.inner.socket));

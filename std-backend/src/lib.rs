@@ -55,6 +55,7 @@ mod endpoint;
 mod family;
 #[cfg(unix)]
 mod forking;
+mod parking;
 mod pool;
 mod server;
 mod shutdown;
@@ -76,6 +77,12 @@ pub use family::UnixAddr;
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+};
+#[cfg(unix)]
+pub use parking::PersistentUnixStreamServer;
+pub use parking::{
+    Full, Parkable, ParkingDispatch, ParkingStats, PersistentTcpServer, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
 };
 #[cfg(unix)]
 pub use pool::PoolUnixStreamServer;

@@ -131,6 +131,103 @@ impl Waiter {
     }
 }
 
+/// The poller a message dispatch's workers share: an epoll instance in
+/// which every parked connection is registered one-shot (so one event
+/// reaches one worker, and the connection stays silent until that worker
+/// re-arms it), and a level-triggered eventfd that, once written, wakes
+/// every worker for good (the dispatch is closing).
+#[derive(Debug)]
+pub(crate) struct Parker {
+    epoll: Epoll,
+    stop: EventFd,
+}
+
+impl Parker {
+    /// The key [`wait`](Self::wait) reports for the stop notification.
+    pub(crate) const STOP: u64 = u64::MAX;
+
+    pub(crate) fn new() -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(
+            stop.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, Self::STOP),
+        )?;
+        Ok(Parker { epoll, stop })
+    }
+
+    fn flags(readable: bool, writable: bool) -> EpollFlags {
+        let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        if readable {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if writable {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        flags
+    }
+
+    /// Parks `fd` under `key`: one event when it becomes readable.
+    pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
+        Ok(self
+            .epoll
+            .add(fd, EpollEvent::new(Self::flags(true, false), key))?)
+    }
+
+    /// Parks `fd` again after its turn, for one event when it is
+    /// `readable` or `writable`. Writable comes at once unless the peer
+    /// stopped reading: with readable too, that is a turn queued behind the
+    /// events already pending, for a connection that holds a whole message
+    /// already; alone, it waits for a slow reader to take more of a reply.
+    pub(crate) fn rearm(
+        &self,
+        fd: impl AsFd,
+        key: u64,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<()> {
+        let mut event = EpollEvent::new(Self::flags(readable, writable), key);
+        Ok(self.epoll.modify(fd, &mut event)?)
+    }
+
+    /// Stops watching `fd`; call before closing it.
+    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        Ok(self.epoll.delete(fd)?)
+    }
+
+    /// Waits at most `timeout` (`None`: for ever) for events, and stores
+    /// their keys in `keys`; how many. An interrupting signal returns 0.
+    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+        let timeout = match timeout {
+            None => EpollTimeout::NONE,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+            }
+        };
+        let mut events = [EpollEvent::empty(); 32];
+        let max = keys.len().min(events.len());
+        let n = match self.epoll.wait(&mut events[..max], timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        for (key, event) in keys.iter_mut().zip(&events[..n]) {
+            *key = event.data();
+        }
+        Ok(n)
+    }
+
+    /// Wakes every current and future [`wait`](Self::wait) with
+    /// [`STOP`](Self::STOP): the eventfd is never read, so it stays ready.
+    pub(crate) fn stop(&self) -> io::Result<()> {
+        match self.stop.write(1) {
+            Err(Errno::EAGAIN) => Ok(()),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+}
+
 /// Receives one datagram into `buf`: the bytes kept, whether the datagram
 /// was longer than `buf`, and its sender (as `sender` converts it).
 ///

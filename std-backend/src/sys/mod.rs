@@ -29,17 +29,17 @@ mod unix;
 
 #[cfg(windows)]
 pub(crate) use platform::{
-    cut, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64, set_reuse,
-    socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
+    cut, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64, recv_now, send_now,
+    set_reuse, socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
 };
 #[cfg(unix)]
 pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials};
-pub(crate) use platform::{prepare_stream, recv_datagram, SignalWatch, Waiter, SEND_FLAGS};
+pub(crate) use platform::{prepare_stream, recv_datagram, Parker, SignalWatch, Waiter, SEND_FLAGS};
 #[cfg(unix)]
 pub(crate) use unix::{
     cut, exit_child, fork, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64,
-    reap, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked, Raw,
-    TRANSIENT_ACCEPT_CODES,
+    reap, recv_now, send_now, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked,
+    Raw, TRANSIENT_ACCEPT_CODES,
 };
 
 /// Whether an accept failed only because the pending connection went away

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 use socket2::Socket;
 
-pub(crate) use super::polled::{recv_datagram, Waiter};
+pub(crate) use super::polled::{recv_datagram, Parker, Waiter};
 use super::signal::{register, Registration};
 use super::Ended;
 use crate::shutdown::Shared;

@@ -225,3 +225,28 @@ pub(crate) fn reap(pid: u32, block: bool) -> Child {
         };
     }
 }
+
+/// Reads what a stream socket has received, without waiting: `Ok(n)`
+/// bytes, `Ok(0)` at end of stream, `WouldBlock` when nothing is there.
+/// A flag of this one call (`MSG_DONTWAIT`), so the socket stays blocking
+/// for the handler's own reads.
+pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match socket.recv_with_flags(super::as_uninit(buf), libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Sends what a stream socket takes now, without waiting: the count,
+/// `Ok(0)` when its send buffer is full. Never raises `SIGPIPE`.
+pub(crate) fn send_now(socket: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.send_with_flags(data, platform::SEND_FLAGS | libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            other => return other,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use windows_sys::core::BOOL;
 use windows_sys::Win32::Networking::WinSock;
 use windows_sys::Win32::System::Console;
 
-pub(crate) use super::polled::Waiter;
+pub(crate) use super::polled::{Parker, Waiter};
 use crate::shutdown::Shared;
 
 /// A socket's number as the system names it: a Winsock `SOCKET`.
@@ -122,6 +122,32 @@ pub(crate) fn prepare_socket(socket: &Socket, ty: socket2::Type) -> io::Result<(
 /// Flags for `send` on stream sockets: Windows raises no signal when the
 /// peer has gone, the write fails.
 pub(crate) const SEND_FLAGS: std::ffi::c_int = 0;
+
+/// Runs `op` on `socket` made non-blocking for that one call: Winsock has
+/// no per-call `MSG_DONTWAIT`. The socket is the caller's alone meanwhile
+/// (a parked connection between its turns), so no other thread sees the
+/// mode change.
+fn without_waiting<T>(socket: &Socket, op: impl FnOnce(&Socket) -> io::Result<T>) -> io::Result<T> {
+    socket.set_nonblocking(true)?;
+    let result = op(socket);
+    socket.set_nonblocking(false)?;
+    result
+}
+
+/// Reads what a stream socket has received, without waiting: `Ok(n)`
+/// bytes, `Ok(0)` at end of stream, `WouldBlock` when nothing is there.
+pub(crate) fn recv_now(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    without_waiting(socket, |s| s.recv(super::as_uninit(buf)))
+}
+
+/// Sends what a stream socket takes now, without waiting: the count,
+/// `Ok(0)` when its send buffer is full.
+pub(crate) fn send_now(socket: &Socket, data: &[u8]) -> io::Result<usize> {
+    match without_waiting(socket, |s| s.send(data)) {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
 
 /// Prepares an accepted stream socket: blocking (an accepted socket
 /// inherits the listener's non-blocking mode here).

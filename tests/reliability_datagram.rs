@@ -9,6 +9,7 @@
 //! test accounts for every datagram exactly.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

@@ -6,6 +6,7 @@
 //! The forking dispatch gets the same panics in `reliability_forking.rs`.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

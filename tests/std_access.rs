@@ -7,6 +7,7 @@
 //! client as uid 65534 (`nobody`), and fail without root.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

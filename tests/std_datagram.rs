@@ -2,6 +2,7 @@
 //! handler, truncation, and replies to clients that cannot receive them.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! binding knobs, and Unix socket files.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

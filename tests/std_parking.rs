@@ -1,5 +1,6 @@
 //! The parking dispatch: message handlers on persistent connections, parked
 //! in the poller between messages and served by a fixed set of workers.
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 
@@ -446,4 +447,54 @@ fn a_slow_reader_of_a_long_reply_holds_no_worker() {
         got += n;
     }
     assert_eq!(round_trip(&mut slow, "after\n"), "after\n");
+}
+
+/// "slow" lines take a second to answer; others are echoed at once.
+#[derive(Default)]
+struct SometimesSlow;
+
+impl<C: Connection> MessageHandler<C> for SometimesSlow {
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let line = req.rfile.read_line()?;
+        if line == b"slow\n" {
+            thread::sleep(Duration::from_secs(1));
+        }
+        req.wfile.write_all(line)?;
+        Ok(Next::KeepOpen)
+    }
+}
+
+#[test]
+fn ready_connections_do_not_wait_behind_a_long_turn_while_a_worker_is_free() {
+    let (server, address) = parking(2, Recorder::default(), || SometimesSlow, |d| d);
+    let _serving = Serving::start(server, POLL);
+    let mut clients: Vec<_> = (0..9).map(|_| connect(address)).collect();
+    for client in &mut clients {
+        assert_eq!(round_trip(client, "hi\n"), "hi\n"); // all parked
+    }
+    // Both workers busy, the second from 300 ms after the first.
+    clients[0].get_mut().write_all(b"slow\n").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    clients[1].get_mut().write_all(b"slow\n").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // Ready together while both are busy: a long turn first, then quick ones.
+    clients[2].get_mut().write_all(b"slow\n").unwrap();
+    for client in &mut clients[3..] {
+        client.get_mut().write_all(b"quick\n").unwrap();
+    }
+    // The first worker free takes all of them from the poller and serves
+    // the long one; the second, free 300 ms later, serves the quick ones
+    // meanwhile instead of finding nothing to do.
+    for client in &mut clients[3..] {
+        let mut reply = String::new();
+        client.read_line(&mut reply).unwrap();
+        assert_eq!(reply, "quick\n");
+    }
+    let mut waiting = [0u8; 1];
+    clients[2].get_mut().set_nonblocking(true).unwrap();
+    let long = clients[2].get_mut().read(&mut waiting);
+    assert!(
+        long.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the quick replies waited for the long turn"
+    );
 }

@@ -2,6 +2,7 @@
 //! and queue bounds, errors and panics, and the close semantics.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

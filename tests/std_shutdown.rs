@@ -7,6 +7,7 @@
 //! the harness's own dispositions are never touched.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -3,6 +3,7 @@
 //! no-delay, writes to a closed peer).
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

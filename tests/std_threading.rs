@@ -3,6 +3,7 @@
 //! `block_on_close`, `daemon_threads`) and the `max_threads` bound.
 #![cfg(feature = "std")]
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

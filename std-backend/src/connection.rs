@@ -79,7 +79,7 @@ impl<F: Family> Accepted<F> {
 
     /// [`Connection::set_nodelay`].
     fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
-        if self.socket.local_addr()?.is_unix() {
+        if self.socket.local_addr()?.as_socket().is_none() {
             return Ok(());
         }
         self.socket.set_tcp_nodelay(nodelay)
@@ -212,11 +212,13 @@ macro_rules! connection {
             }
 
             /// `send` with `MSG_DONTWAIT`: never waits, whatever the timeout.
+            #[cfg(not(target_os = "wasi"))]
             fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
                 sys::send_now(&self.inner.socket, data)
             }
         }
 
+        #[cfg(not(target_os = "wasi"))]
         impl crate::parking::Parkable for $name {
             fn socket(&self) -> &Socket {
                 &self.inner.socket

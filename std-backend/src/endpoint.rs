@@ -67,12 +67,16 @@ impl Endpoint {
     /// Python's `server_bind`, for both families; returns the bound address.
     pub(crate) fn bind(&mut self, addr: &SockAddr, options: &Options) -> io::Result<SockAddr> {
         let socket = self.socket.as_ref().ok_or_else(closed)?;
-        let port = options.allow_reuse_port && !addr.is_unix();
-        sys::set_reuse(socket, options.allow_reuse_address, port)?;
-        if addr.is_unix() {
-            self.file = SocketFile::bind(socket, addr, options)?;
-        } else {
+        let inet = addr.as_socket().is_some();
+        sys::set_reuse(
+            socket,
+            options.allow_reuse_address,
+            options.allow_reuse_port && inet,
+        )?;
+        if inet {
             socket.bind(addr)?;
+        } else {
+            self.file = SocketFile::bind(socket, addr, options)?;
         }
         socket.local_addr()
     }
@@ -85,7 +89,7 @@ impl Endpoint {
         }
         let socket = self.socket()?;
         // Readiness can be stale by the time we accept or receive.
-        socket.set_nonblocking(true)?;
+        sys::set_nonblocking(socket, true)?;
         self.shared.waiter.add(socket)?;
         self.registered = true;
         Ok(())

@@ -110,6 +110,7 @@ fn is_local(addr: &SocketAddr) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(not(target_os = "wasi"))]
     #[test]
     fn own_addresses_are_the_servers_port_on_this_host() {
         let own = |server: &str, source: &str| {

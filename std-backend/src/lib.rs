@@ -37,6 +37,12 @@
 //! is: forking and the Unix servers exist on Unix only, as in Python (see
 //! the guide's platform page).
 //!
+//! On WASI preview 2 (`wasm32-wasip2`) the TCP and UDP servers with the
+//! inline dispatch serve from a WebAssembly component (run it with
+//! `wasmtime run -S inherit-network=y -S tcp=y -S udp=y`); threads, forking,
+//! Unix sockets and signals do not exist there, nor what needs them (see
+//! `docs/guide/wasi.md`).
+//!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
 //! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
 //! current request is done, whatever the poll interval. A panicking handler
@@ -48,6 +54,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod access;
+#[cfg(not(target_os = "wasi"))]
 mod concurrent;
 mod connection;
 mod dispatch;
@@ -55,7 +62,9 @@ mod endpoint;
 mod family;
 #[cfg(unix)]
 mod forking;
+#[cfg(not(target_os = "wasi"))]
 mod parking;
+#[cfg(not(target_os = "wasi"))]
 mod pool;
 mod server;
 mod shutdown;
@@ -63,6 +72,7 @@ mod shutdown;
 mod socket_file;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(not(target_os = "wasi"))]
 mod threading;
 mod transport;
 
@@ -78,23 +88,28 @@ pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
-#[cfg(unix)]
+#[cfg(all(unix, not(target_os = "wasi")))]
 pub use parking::PersistentUnixStreamServer;
+#[cfg(not(target_os = "wasi"))]
 pub use parking::{
     Full, Parkable, ParkingDispatch, ParkingStats, PersistentTcpServer, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
 };
-#[cfg(unix)]
+#[cfg(all(unix, not(target_os = "wasi")))]
 pub use pool::PoolUnixStreamServer;
+#[cfg(not(target_os = "wasi"))]
 pub use pool::{default_workers, PoolDispatch, PoolTcpServer};
 pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
 };
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};
-pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
+#[cfg(not(target_os = "wasi"))]
+pub use shutdown::SignalGuard;
+pub use shutdown::{ShutdownError, ShutdownHandle};
+#[cfg(not(target_os = "wasi"))]
 pub use threading::{ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer};
-#[cfg(unix)]
+#[cfg(all(unix, not(target_os = "wasi")))]
 pub use threading::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
 pub use transport::{SocketTransport, TcpTransport, UdpReply, UdpTransport};
 #[cfg(unix)]

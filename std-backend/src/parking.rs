@@ -445,6 +445,10 @@ struct Parked<C: Connection, F: HandlerFactory, H> {
     /// The shortest `request_timeout` of the handlers seen, in nanoseconds.
     shortest_deadline: AtomicU64,
     epoch: Instant,
+    /// Ready connections a busy worker handed over to idle ones.
+    ready: Mutex<std::collections::VecDeque<u64>>,
+    /// Workers waiting for work.
+    idle: AtomicUsize,
     /// Workers still running.
     running: Mutex<usize>,
     ended: Condvar,
@@ -494,6 +498,8 @@ where
             next_sweep: AtomicU64::new(0),
             shortest_deadline: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
+            ready: Mutex::default(),
+            idle: AtomicUsize::new(0),
             running: Mutex::new(0),
             ended: Condvar::new(),
         });
@@ -685,24 +691,56 @@ where
     /// dispatch closes.
     fn work(&self) {
         let mut bufs = Buffers::new(self.settings.sizes);
-        let mut keys = [0u64; 16];
         while !self.closing.load(Ordering::Acquire) {
-            let n = match self.parker.wait(&mut keys, self.sweep_in()) {
-                Ok(n) => n,
+            match self.next_key() {
+                Ok(Some(Parker::STOP)) => return,
+                Ok(Some(key)) => self.turn(key, &mut bufs),
+                Ok(None) => {}
                 Err(err) => {
                     // Not expected of a live poller; nothing to serve with.
                     eprintln!("socketserver: a parking worker stops: waiting failed: {err}");
                     return;
                 }
-            };
-            for &key in &keys[..n] {
-                if key == Parker::STOP {
-                    return;
-                }
-                self.turn(key, &mut bufs);
             }
             self.sweep_if_due(&mut bufs);
         }
+    }
+
+    /// The next ready connection: one the poller reported to a worker that
+    /// has not taken it yet, or else one the poller reports now (waiting
+    /// for it, as an idle worker); `None` when the wait ended for a sweep.
+    ///
+    /// A wait takes up to 16 events, keeps the first and queues the rest
+    /// for whichever worker is free next, so a turn that takes long (a
+    /// handler that blocks) never holds ready connections behind it while
+    /// another worker could serve them.
+    fn next_key(&self) -> io::Result<Option<u64>> {
+        // Idle before looking at the queue: a worker that queues after
+        // this look sees it idle and wakes it.
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let queued = lock(&self.ready).pop_front();
+        if queued.is_some() {
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            return Ok(queued);
+        }
+        let mut keys = [0u64; 16];
+        let waited = self.parker.wait(&mut keys, self.sweep_in());
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        let keys = &keys[..waited?];
+        if keys.contains(&Parker::STOP) {
+            return Ok(Some(Parker::STOP));
+        }
+        let mut ready = keys.iter().copied().filter(|&k| k != Parker::WAKE);
+        let first = ready.next();
+        let mut queue = lock(&self.ready);
+        let before = queue.len();
+        queue.extend(ready);
+        let queued = queue.len() > before;
+        drop(queue);
+        if queued && self.idle.load(Ordering::SeqCst) > 0 {
+            let _ = self.parker.wake();
+        }
+        Ok(first)
     }
 
     /// One connection's turn: resumes its unfinished reply, or reads what
@@ -953,6 +991,7 @@ pub type PersistentTcpServer<F, H = DefaultHooks> =
     SocketServer<TcpTransport, ParkingDispatch<F, H>>;
 #[cfg(unix)]
 /// A [`ParkingDispatch`] server over a Unix stream socket.
+#[cfg(unix)]
 pub type PersistentUnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, ParkingDispatch<F, H>>;
 

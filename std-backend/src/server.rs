@@ -43,10 +43,12 @@ pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispa
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
 #[cfg(unix)]
 /// Python's `UnixStreamServer`.
+#[cfg(unix)]
 pub type UnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
 #[cfg(unix)]
 /// Python's `UnixDatagramServer`.
+#[cfg(unix)]
 pub type UnixDatagramServer<F, H = DefaultHooks> =
     SocketServer<UnixDatagramTransport, InlineDispatch<F, H>>;
 
@@ -518,6 +520,8 @@ macro_rules! new_with_defaults {
     };
 }
 
+// The threading, pool and forking dispatches' constructors (none on WASI).
+#[cfg(not(target_os = "wasi"))]
 pub(crate) use new_with_defaults;
 
 new_with_defaults!(

@@ -120,8 +120,9 @@ fn open_lock_file(path: &Path) -> io::Result<fs::File> {
 }
 
 impl SocketFile {
-    /// Binds `socket` to `addr`: through the socket file for a path (the
-    /// file is returned), directly for an abstract or unnamed address.
+    /// Python's `server_bind` for a Unix address: a path is bound through
+    /// [`bind_unix_path`] (and the file returned), an abstract name
+    /// directly.
     pub(crate) fn bind(
         socket: &Socket,
         addr: &SockAddr,
@@ -133,7 +134,7 @@ impl SocketFile {
         }
     }
 
-    /// Removes the file if it is still the one created (and not kept);
+    /// Removes the file if it is still the one created (and not kept),
     /// then releases the path's lock.
     pub(crate) fn remove(self) {
         if let Ok(meta) = fs::symlink_metadata(&self.path) {

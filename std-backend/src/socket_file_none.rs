@@ -1,5 +1,5 @@
-//! Systems without Unix domain sockets here: no server is bound to a
-//! socket file (the Unix servers do not exist on them).
+//! Systems without Unix domain socket servers (WASI, Windows): no server is bound to a
+//! socket file, as no Unix server exists there.
 
 use std::io;
 
@@ -12,7 +12,7 @@ use crate::Options;
 pub(crate) enum SocketFile {}
 
 impl SocketFile {
-    /// Refuses: no Unix server is built on this system.
+    /// Refuses: only IPv4 and IPv6 addresses can be bound here.
     pub(crate) fn bind(
         _socket: &Socket,
         _addr: &SockAddr,
@@ -20,7 +20,7 @@ impl SocketFile {
     ) -> io::Result<Option<SocketFile>> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "Unix domain socket servers are not available on this system",
+            "Unix domain sockets are not available on this system",
         ))
     }
 

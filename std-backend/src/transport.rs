@@ -133,6 +133,7 @@ impl<F: Family> Base<F> {
 
 /// A datagram transport and the socket its threaded and pooled requests
 /// reply through, for the dispatches generic over both.
+#[cfg(not(target_os = "wasi"))]
 pub(crate) trait Replies: DatagramSocket + SocketTransport {
     /// [`UdpReply`] or [`UnixDatagramReply`].
     type Reply: ReplySocket<Addr = Self::Addr, Error = io::Error> + Send + 'static;
@@ -269,6 +270,7 @@ macro_rules! datagram_transport {
             }
         }
 
+        #[cfg(not(target_os = "wasi"))]
         impl Replies for $name {
             type Reply = $reply;
 

@@ -8,21 +8,28 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libc::MSG_TRUNC;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
 use super::signal::{quiesce, register, Registration};
-use super::{as_uninit, Ended};
+use super::Ended;
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
 /// write fail with `EPIPE` instead of raising `SIGPIPE`.
 pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
 
 /// Prepares an accepted stream socket. Nothing to do: Linux never passes
 /// `O_NONBLOCK` on from the listener, and `MSG_NOSIGNAL` covers `SIGPIPE`,
@@ -140,20 +147,42 @@ impl Waiter {
 pub(crate) struct Parker {
     epoll: Epoll,
     stop: EventFd,
+    wake: EventFd,
 }
 
 impl Parker {
     /// The key [`wait`](Self::wait) reports for the stop notification.
     pub(crate) const STOP: u64 = u64::MAX;
+    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake).
+    pub(crate) const WAKE: u64 = u64::MAX - 1;
 
     pub(crate) fn new() -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let stop = EventFd::from_flags(flags)?;
         epoll.add(
             stop.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, Self::STOP),
         )?;
-        Ok(Parker { epoll, stop })
+        // Edge-triggered and never read: each write is one new event, which
+        // the first waiter to look takes.
+        let wake = EventFd::from_flags(flags)?;
+        let edge = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        epoll.add(wake.as_fd(), EpollEvent::new(edge, Self::WAKE))?;
+        Ok(Parker { epoll, stop, wake })
+    }
+
+    /// Ends one current or future [`wait`](Self::wait) with
+    /// [`WAKE`](Self::WAKE).
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        match self.wake.write(1) {
+            // The counter is full: nobody reads it, so start it again.
+            Err(Errno::EAGAIN) => {
+                let _ = self.wake.read();
+                self.wake.write(1).map(drop).map_err(Into::into)
+            }
+            other => other.map(drop).map_err(Into::into),
+        }
     }
 
     fn flags(readable: bool, writable: bool) -> EpollFlags {
@@ -228,23 +257,13 @@ impl Parker {
     }
 }
 
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf`, and its sender (as `sender` converts it).
-///
 /// `recvfrom` returns a datagram's full length when asked with `MSG_TRUNC`
 /// (UDP and Unix datagram sockets alike), so truncation is known without
 /// `recvmsg` and its message header, which the kernel would copy in and out
 /// for every datagram.
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let capacity = buf.len();
-    let (len, addr) = socket.recv_from_with_flags(as_uninit(buf), libc::MSG_TRUNC)?;
-    Ok((len.min(capacity), len > capacity, sender(&addr)))
-}
+#[path = "msg_trunc.rs"]
+mod msg_trunc;
+pub(crate) use msg_trunc::recv_datagram;
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
 /// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)),

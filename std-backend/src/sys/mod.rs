@@ -3,43 +3,56 @@
 //! What differs is in one file per platform family, chosen once here:
 //! `linux.rs` (Linux and Android: epoll, eventfd, `MSG_TRUNC`,
 //! `SO_PEERCRED`), `other_unix.rs` (macOS and the BSDs: `polling`,
-//! `recvmsg`, `getpeereid`) or `windows.rs` (Winsock, a console control
-//! handler, `SO_EXCLUSIVEADDRUSE`). `unix.rs` holds what all Unix systems
-//! share (forking, signals, error numbers), `polled.rs` the waiter over the
-//! `polling` crate that the systems other than Linux use. Every platform
-//! offers the same items, re-exported below, so the rest of the crate never
-//! names a platform; forking and the Unix servers exist on Unix only.
+//! `recvmsg`, `getpeereid`), `wasi.rs` (WASI preview 2: `poll` over
+//! `wasi:io/poll`, no threads, no signals) or `windows.rs` (Winsock, a
+//! console control handler, `SO_EXCLUSIVEADDRUSE`). Beside them: `fd.rs`
+//! holds what the systems with file descriptors share (Unix and WASI),
+//! `unix.rs` what the Unix systems share (forking, signals, reuse options),
+//! `polled.rs` the waiting through the `polling` crate that macOS, the BSDs
+//! and Windows share. Every platform offers the same items, re-exported
+//! below, so the rest of the crate never names a platform; forking and the
+//! Unix servers exist on Unix only.
 
 use std::io;
 use std::mem::MaybeUninit;
 
+#[cfg(any(unix, target_os = "wasi"))]
+mod fd;
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
+#[cfg_attr(target_os = "wasi", path = "wasi.rs")]
 #[cfg_attr(
     all(unix, not(any(target_os = "linux", target_os = "android"))),
     path = "other_unix.rs"
 )]
 #[cfg_attr(windows, path = "windows.rs")]
 mod platform;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "wasi")))]
 mod polled;
 #[cfg(unix)]
 mod signal;
 #[cfg(unix)]
 mod unix;
 
+#[cfg(any(unix, target_os = "wasi"))]
+pub(crate) use fd::{
+    cut, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64, socket_handles,
+    AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
+};
+#[cfg(not(unix))]
+pub(crate) use platform::set_reuse;
 #[cfg(windows)]
 pub(crate) use platform::{
     cut, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64, recv_now, send_now,
-    set_reuse, socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
+    socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
 };
 #[cfg(unix)]
 pub(crate) use platform::{ended_child, mode_before_bind, peer_credentials};
-pub(crate) use platform::{prepare_stream, recv_datagram, Parker, SignalWatch, Waiter, SEND_FLAGS};
+pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
+#[cfg(not(target_os = "wasi"))]
+pub(crate) use platform::{Parker, SignalWatch};
 #[cfg(unix)]
 pub(crate) use unix::{
-    cut, exit_child, fork, is_resource_exhaustion, prepare_socket, raw, raw_from_u64, raw_to_u64,
-    reap, recv_now, send_now, set_reuse, signal_child, socket_handles, AsRaw, Child, Ended, Forked,
-    Raw, TRANSIENT_ACCEPT_CODES,
+    exit_child, fork, reap, recv_now, send_now, set_reuse, signal_child, Child, Ended, Forked,
 };
 
 /// Whether an accept failed only because the pending connection went away

@@ -27,6 +27,12 @@ pub(crate) const SEND_FLAGS: libc::c_int = if cfg!(target_vendor = "apple") {
     libc::MSG_NOSIGNAL
 };
 
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
+
 /// Prepares an accepted stream socket: blocking (these systems may pass
 /// `O_NONBLOCK` on from the listener) and, on Apple systems,
 /// `SO_NOSIGPIPE`.

@@ -91,6 +91,14 @@ pub(crate) struct Parker {
 impl Parker {
     /// The key [`wait`](Self::wait) reports for the stop notification.
     pub(crate) const STOP: u64 = u64::MAX;
+    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake)
+    /// (never, here: a woken wait reports nothing).
+    pub(crate) const WAKE: u64 = u64::MAX - 1;
+
+    /// Ends the current or the next [`wait`](Self::wait) early.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
 
     pub(crate) fn new() -> io::Result<Self> {
         let one = std::num::NonZeroUsize::MIN;

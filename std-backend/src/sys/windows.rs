@@ -123,6 +123,11 @@ pub(crate) fn prepare_socket(socket: &Socket, ty: socket2::Type) -> io::Result<(
 /// peer has gone, the write fails.
 pub(crate) const SEND_FLAGS: std::ffi::c_int = 0;
 
+/// Sets `socket` (non-)blocking.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
+
 /// Runs `op` on `socket` made non-blocking for that one call: Winsock has
 /// no per-call `MSG_DONTWAIT`. The socket is the caller's alone meanwhile
 /// (a parked connection between its turns), so no other thread sees the

@@ -7,18 +7,23 @@
 //! waits for the children still running, for the 3 s drain timeout, then stops them
 //! (a second signal ends it at once).
 
+#[cfg(unix)]
 #[path = "common/args.rs"]
 mod args;
 
+#[cfg(unix)]
 use std::io::{self, Write};
 
+#[cfg(unix)]
 use socketserver::{
     Connection, Error, ForkingTcpServer, StreamHandler, StreamRequest, DEFAULT_POLL_INTERVAL,
 };
 
+#[cfg(unix)]
 /// Replies with the serving process's id and the data.
 struct ForkedRequestHandler;
 
+#[cfg(unix)]
 impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
     fn handle(&mut self, req: &mut StreamRequest<'_, C>) -> Result<(), Error> {
         let mut data = [0u8; 1024];
@@ -32,6 +37,7 @@ impl<C: Connection> StreamHandler<C> for ForkedRequestHandler {
     }
 }
 
+#[cfg(unix)]
 fn main() -> io::Result<()> {
     let mut args = args::Args::parse("usage: forking_server [HOST:PORT]");
     let address = args.address("localhost:9999");
@@ -43,4 +49,11 @@ fn main() -> io::Result<()> {
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+// Forking: Unix only, as in Python.
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("forking_server needs Unix (forking)");
+    std::process::exit(2);
 }

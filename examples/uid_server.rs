@@ -8,18 +8,25 @@
 //! user running the server). Prints `listening on PATH` once bound, each
 //! refusal on stderr, and serves until SIGINT or SIGTERM.
 
+#[cfg(unix)]
 #[path = "common/args.rs"]
 mod args;
 
+#[cfg(unix)]
 use std::io::{self, Write};
 
+#[cfg(unix)]
 use socketserver::handlers::UpperOnce;
+#[cfg(unix)]
 use socketserver::os::UnixConnection;
+#[cfg(unix)]
 use socketserver::{Hooks, ServerBuilder, UnixAddr, DEFAULT_POLL_INTERVAL};
 
+#[cfg(unix)]
 /// Serves only the user whose uid it holds.
 struct OnlyUid(u32);
 
+#[cfg(unix)]
 impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
     fn verify_request(&self, conn: &UnixConnection, _client: &UnixAddr) -> bool {
         match conn.peer_credentials() {
@@ -39,8 +46,10 @@ impl Hooks<UnixConnection, UnixAddr> for OnlyUid {
     }
 }
 
+#[cfg(unix)]
 impl socketserver::ServerHooks for OnlyUid {}
 
+#[cfg(unix)]
 fn main() -> io::Result<()> {
     let mut args = args::Args::parse("usage: uid_server [PATH] [--uid N]");
     let uid = args
@@ -59,4 +68,11 @@ fn main() -> io::Result<()> {
     server.serve_forever(DEFAULT_POLL_INTERVAL)?;
     server.server_close();
     Ok(())
+}
+
+// Unix domain sockets and peer credentials: Unix only, as in Python.
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("uid_server needs Unix (Unix domain sockets and peer credentials)");
+    std::process::exit(2);
 }

@@ -46,9 +46,6 @@ pub use socketserver_core::*;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std as os;
-#[cfg(all(feature = "std", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
-pub use socketserver_std::Prefork;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
@@ -70,7 +67,7 @@ pub use socketserver_std::{
 pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, PeerCredentials, PersistentUnixStreamServer, PoolUnixStreamServer,
-    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
+    Prefork, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
     UnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
 // --- end std backend ---

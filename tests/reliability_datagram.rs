@@ -8,6 +8,7 @@
 //! the server fails it. Unix datagram sockets drop nothing: their burst
 //! test accounts for every datagram exactly.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
@@ -17,6 +18,7 @@ mod util;
 use std::collections::HashSet;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
+#[cfg(unix)]
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,8 +27,12 @@ use std::time::{Duration, Instant};
 
 use reliability::{serve, wait_until, InProcess};
 use socketserver::embedded_io::ErrorKind;
-use socketserver::{DatagramHandler, DatagramRequest, Error, Hooks, ServerBuilder, UnixAddr};
-use util::{TempDir, PATIENCE};
+#[cfg(unix)]
+use socketserver::UnixAddr;
+use socketserver::{DatagramHandler, DatagramRequest, Error, Hooks, ServerBuilder};
+#[cfg(unix)]
+use util::TempDir;
+use util::PATIENCE;
 
 /// The receive buffer (`max_packet_size`) of the servers here.
 const MAX_PACKET: usize = 512;
@@ -109,8 +115,10 @@ impl Client for Udp {
     }
 }
 
+#[cfg(unix)]
 struct Unix(UnixDatagram, std::path::PathBuf);
 
+#[cfg(unix)]
 impl Client for Unix {
     fn send(&self, data: &[u8]) {
         self.0.send_to(data, &self.1).expect("send a datagram");
@@ -131,6 +139,7 @@ fn udp_client(server: SocketAddr) -> Udp {
     Udp(socket, server)
 }
 
+#[cfg(unix)]
 fn unix_client(dir: &TempDir, server: &UnixAddr) -> Unix {
     let socket = UnixDatagram::bind(dir.path("client.sock")).unwrap();
     socket
@@ -197,6 +206,7 @@ fn pool_udp_oversized_and_empty_datagrams() {
     udp_oversized_and_empty(InProcess::Pool);
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_oversized_and_empty_datagrams() {
     let dir = TempDir::new("rel-udgram");
@@ -304,6 +314,8 @@ fn backlog_drops() -> usize {
         .sum()
 }
 
+// Counted through /proc.
+#[cfg(unix)]
 /// 10,000 datagrams as fast as the client can send them: every one the
 /// server takes is handled and answered, every one it does not was
 /// dropped by the kernel, and every reply that does not arrive was too.
@@ -357,21 +369,25 @@ fn udp_burst(dispatch: InProcess) {
     serving.stop().unwrap();
 }
 
+#[cfg(unix)]
 #[test]
 fn inline_udp_burst_of_ten_thousand() {
     udp_burst(InProcess::Inline);
 }
 
+#[cfg(unix)]
 #[test]
 fn threading_udp_burst_of_ten_thousand() {
     udp_burst(InProcess::Threading);
 }
 
+#[cfg(unix)]
 #[test]
 fn pool_udp_burst_of_ten_thousand() {
     udp_burst(InProcess::Pool);
 }
 
+#[cfg(unix)]
 /// The burst over a Unix datagram socket, where the client blocks instead
 /// of losing a datagram, and the server's reply to a client whose queue
 /// is full fails instead of blocking: every datagram is handled, and every
@@ -415,11 +431,13 @@ fn unix_burst(dispatch: InProcess) {
     serving.stop().unwrap();
 }
 
+#[cfg(unix)]
 #[test]
 fn inline_unix_datagram_burst_of_ten_thousand() {
     unix_burst(InProcess::Inline);
 }
 
+#[cfg(unix)]
 #[test]
 fn threading_unix_datagram_burst_of_ten_thousand() {
     unix_burst(InProcess::Threading);

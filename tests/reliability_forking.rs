@@ -7,8 +7,8 @@
 //! In a binary of its own, as forking a test harness that runs other tests
 //! on other threads is best avoided, and its tests take turns ([`serial`]):
 //! they count the process's descriptors and children.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: forking.
+#![cfg(all(feature = "std", unix))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

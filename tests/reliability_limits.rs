@@ -7,8 +7,8 @@
 //! those about memory and a full descriptor table put the server in a
 //! child process of its own (this binary, rerun for one test). The
 //! forking dispatch has its own binary.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: descriptor and thread counts come from /proc, limits from ulimit.
+#![cfg(all(feature = "std", unix))]
 
 #[path = "util/accept_log.rs"]
 mod accept_log;

@@ -2,8 +2,8 @@
 //! killed, a child in the middle of a request ends too (on Linux, the
 //! kernel's `SIGKILL` when its lifeline closes), and its client sees the
 //! connection close.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: forking.
+#![cfg(all(feature = "std", unix))]
 
 mod util;
 

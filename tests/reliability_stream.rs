@@ -5,6 +5,7 @@
 //!
 //! The forking dispatch gets the same panics in `reliability_forking.rs`.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
@@ -13,6 +14,7 @@ mod util;
 
 use std::io::{ErrorKind as IoKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -201,6 +203,7 @@ impl<C: Connection> StreamHandler<C> for Fragile {
     }
 }
 
+#[cfg(unix)]
 /// Set when this process receives `SIGPIPE`, which the handler installed
 /// here catches instead of Rust's default of ignoring it.
 fn sigpipe_seen() -> &'static AtomicBool {
@@ -219,6 +222,7 @@ fn sigpipe_seen() -> &'static AtomicBool {
     })
 }
 
+#[cfg(unix)]
 /// Waits for the `n`th error and checks it.
 fn nth_error(hooks: &Recorder, n: usize, expected: impl Fn(&Error) -> bool) -> Error {
     let error = hooks.wait_errors(n)[n - 1].1.clone();
@@ -226,6 +230,7 @@ fn nth_error(hooks: &Recorder, n: usize, expected: impl Fn(&Error) -> bool) -> E
     error
 }
 
+#[cfg(unix)]
 fn is_broken(error: &Error) -> bool {
     matches!(
         error,
@@ -236,6 +241,7 @@ fn is_broken(error: &Error) -> bool {
     )
 }
 
+#[cfg(unix)]
 fn peers_that_vanish(dispatch: InProcess) {
     let _serial = serial(); // the SIGPIPE detector is per process
     let sigpipe = sigpipe_seen();
@@ -277,21 +283,25 @@ fn peers_that_vanish(dispatch: InProcess) {
     serving.stop().unwrap();
 }
 
+#[cfg(unix)]
 #[test]
 fn inline_peers_that_vanish() {
     peers_that_vanish(InProcess::Inline);
 }
 
+#[cfg(unix)]
 #[test]
 fn threading_peers_that_vanish() {
     peers_that_vanish(InProcess::Threading);
 }
 
+#[cfg(unix)]
 #[test]
 fn pool_peers_that_vanish() {
     peers_that_vanish(InProcess::Pool);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_unix_peer_that_leaves_before_the_reply_raises_no_sigpipe() {
     let _serial = serial();

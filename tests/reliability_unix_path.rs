@@ -1,8 +1,8 @@
 //! A Unix socket path belongs to the server that bound it, listening yet
 //! or not: a second server fails with `AddrInUse` and leaves the first
 //! one's file, while a file nobody holds any more is still replaced.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: Unix socket files.
+#![cfg(all(feature = "std", unix))]
 
 mod util;
 

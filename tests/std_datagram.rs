@@ -1,20 +1,24 @@
 //! Datagram servers (UDP, Unix datagram): echo through the datagram
 //! handler, truncation, and replies to clients that cannot receive them.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
 
 use std::net::UdpSocket;
+#[cfg(unix)]
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use socketserver::embedded_io::ErrorKind;
 use socketserver::handlers::UpperDatagram;
-use socketserver::{
-    DatagramHandler, DatagramRequest, Error, ServerBuilder, UdpServer, UnixDatagramServer,
-};
-use util::{Recorder, Serving, TempDir, PATIENCE};
+#[cfg(unix)]
+use socketserver::UnixDatagramServer;
+use socketserver::{DatagramHandler, DatagramRequest, Error, ServerBuilder, UdpServer};
+#[cfg(unix)]
+use util::TempDir;
+use util::{Recorder, Serving, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -45,6 +49,7 @@ fn udp_echo_through_the_datagram_handler() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_datagram_echo_to_a_bound_client() {
     let dir = TempDir::new("udgram");
@@ -62,6 +67,7 @@ fn unix_datagram_echo_to_a_bound_client() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn reply_to_an_unbound_client_is_reported_and_serving_goes_on() {
     let dir = TempDir::new("udgram-unbound");

@@ -1,8 +1,8 @@
 //! Running out of descriptors while accepting: logged, backed off instead
 //! of spinning, and recovered from once descriptors are free again. The
 //! test reruns itself in a child process whose descriptor limit is low.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: the descriptor limit is set with `ulimit -n`.
+#![cfg(all(feature = "std", unix))]
 
 #[path = "util/accept_log.rs"]
 mod accept_log;

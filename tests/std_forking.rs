@@ -6,8 +6,8 @@
 //! Forking servers get a test binary of their own, and their children only
 //! run a handler and `_exit`. What happens in a child reaches the test
 //! through a [`Gauge`] socket, since the child's memory is its own.
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: forking.
+#![cfg(all(feature = "std", unix))]
 
 mod util;
 

@@ -2,8 +2,8 @@
 //! directory, checked with `curl` (every status code) and with raw TCP
 //! clients (malformed and oversized requests, keep-alive, pipelining,
 //! hostile clients: swapped paths, open redirects, slow clients).
-#![cfg(feature = "std")]
-#![cfg(not(target_os = "wasi"))]
+// Unix only: curl, symbolic links, FIFOs and SIGTERM against the example.
+#![cfg(all(feature = "std", unix))]
 
 mod util;
 

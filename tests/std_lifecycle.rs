@@ -1,22 +1,31 @@
 //! Server lifecycle on OS sockets: shutdown, close, timeouts, Python's
 //! binding knobs, and Unix socket files.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
 
+#[cfg(unix)]
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
+#[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use socketserver::handlers::{UpperDatagram, UpperLine, UpperOnce};
-use socketserver::{ServerBuilder, ShutdownError, TcpServer, UdpServer, UnixStreamServer};
-use util::{Recorder, Serving, TempDir, PATIENCE};
+#[cfg(unix)]
+use socketserver::UnixStreamServer;
+use socketserver::{ServerBuilder, ShutdownError, TcpServer, UdpServer};
+#[cfg(unix)]
+use util::TempDir;
+use util::{Recorder, Serving, PATIENCE};
 
 #[test]
 fn twenty_servers_shut_down_right_after_their_loop_starts() {
@@ -107,10 +116,12 @@ fn shutdown_handle_is_clone_and_send() {
 #[test]
 fn server_closed_without_ever_serving() {
     let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
+    #[cfg(unix)]
     assert!(server.as_raw_fd() >= 0);
     server.server_close();
     server.server_close();
     assert!(server.is_closed());
+    #[cfg(unix)]
     assert_eq!(server.as_raw_fd(), -1);
     assert!(server.socket().is_none());
     assert!(server.serve_forever(Duration::from_millis(10)).is_err());
@@ -176,6 +187,7 @@ fn handle_request_noblock_takes_what_is_ready_and_never_waits() {
     assert_eq!(server.handle_request_noblock(), socketserver::Took::Nothing);
 }
 
+#[cfg(unix)]
 #[test]
 fn sockets_are_close_on_exec_and_reachable_as_fds() {
     let server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
@@ -208,6 +220,8 @@ fn bind_and_activate_false_then_explicit_steps() {
     assert_eq!(reply, "STEPS");
 }
 
+// Windows never sets its port-stealing SO_REUSEADDR: see std_windows.rs.
+#[cfg(unix)]
 #[test]
 fn reuse_address_defaults_off_and_can_be_set() {
     let plain = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();
@@ -219,6 +233,8 @@ fn reuse_address_defaults_off_and_can_be_set() {
     assert!(reusing.socket().unwrap().reuse_address().unwrap());
 }
 
+// Windows has no SO_REUSEPORT: see std_windows.rs.
+#[cfg(unix)]
 #[test]
 fn reuse_port_lets_two_servers_share_a_port() {
     let first = ServerBuilder::udp("127.0.0.1:0")
@@ -234,6 +250,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
     assert_eq!(without.err().map(|e| e.kind()), Some(ErrorKind::AddrInUse));
 }
 
+#[cfg(unix)]
 /// Connections a listener with `backlog` queues before refusing more
 /// (Unix stream sockets enforce the backlog exactly: backlog + 1).
 /// `None`: the default; `Some(-1)`: Python's defaults.
@@ -266,6 +283,7 @@ fn queued_connections(backlog: Option<i32>) -> usize {
     clients.len()
 }
 
+#[cfg(unix)]
 #[test]
 fn request_queue_size_is_the_listen_backlog() {
     assert_eq!(
@@ -281,6 +299,7 @@ fn request_queue_size_is_the_listen_backlog() {
     assert_eq!(queued_connections(Some(2)), 2 + 1);
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_socket_file_is_removed_on_close_unless_kept() {
     let dir = TempDir::new("unixfile");
@@ -298,6 +317,7 @@ fn unix_socket_file_is_removed_on_close_unless_kept() {
     assert!(path.exists(), "kept");
 }
 
+#[cfg(unix)]
 #[test]
 fn stale_unix_socket_file_is_replaced_and_live_one_is_in_use() {
     let dir = TempDir::new("stale");
@@ -331,6 +351,7 @@ fn stale_unix_socket_file_is_replaced_and_live_one_is_in_use() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_socket_file_mode_can_be_set() {
     let dir = TempDir::new("mode");
@@ -345,6 +366,7 @@ fn unix_socket_file_mode_can_be_set() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn a_termination_signal_requests_shutdown() {
     let mut server = TcpServer::new("127.0.0.1:0", || UpperOnce).unwrap();

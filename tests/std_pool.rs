@@ -1,6 +1,7 @@
 //! Pool servers: echo on the stream and datagram transports, the worker
 //! and queue bounds, errors and panics, and the close semantics.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
@@ -13,13 +14,18 @@ use std::thread;
 use std::time::Duration;
 
 use socketserver::handlers::{EchoLines, UpperDatagram};
+#[cfg(unix)]
+use socketserver::PoolUnixStreamServer;
 use socketserver::{
-    Connection, Error, PoolDispatch, PoolTcpServer, PoolUnixStreamServer, ServerBuilder,
-    StreamHandler, StreamRequest,
+    Connection, Error, PoolDispatch, PoolTcpServer, ServerBuilder, StreamHandler, StreamRequest,
 };
-use util::concurrent::{connect, read_all, tcp_exchange, unix_exchange, Moody};
+#[cfg(unix)]
+use util::concurrent::unix_exchange;
+use util::concurrent::{connect, read_all, tcp_exchange, Moody};
 use util::gauge::{Gauge, Gauged};
-use util::{Recorder, Serving, TempDir, PATIENCE};
+#[cfg(unix)]
+use util::TempDir;
+use util::{Recorder, Serving, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -37,6 +43,7 @@ fn pool_tcp_server_echoes() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn pool_unix_stream_server_echoes() {
     let dir = TempDir::new("pool-ustream");

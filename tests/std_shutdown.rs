@@ -6,21 +6,27 @@
 //! The signal tests run this binary again as the process they signal, so
 //! the harness's own dispositions are never touched.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
 
+#[cfg(unix)]
 use std::io::{BufRead, BufReader};
+#[cfg(unix)]
 use std::os::unix::process::ExitStatusExt;
+#[cfg(unix)]
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use signal_hook::consts::{SIGINT, SIGTERM};
 use socketserver::handlers::UpperOnce;
 use socketserver::TcpServer;
+#[cfg(unix)]
 use util::process::{wait_bounded, Running};
 use util::PATIENCE;
 
@@ -66,9 +72,11 @@ fn shutdown_returns_when_the_serving_thread_serves_again_at_once() {
     serving.join().unwrap();
 }
 
+#[cfg(unix)]
 /// Set in the copy of this test binary that plays the signalled process.
 const CHILD: &str = "SS_STD_SHUTDOWN_CHILD";
 
+#[cfg(unix)]
 /// Test `name` run again in a child process with [`CHILD`] set; its stdin
 /// stays open (the child may block reading it) and its stdout is read
 /// line by line.
@@ -77,6 +85,7 @@ struct Rerun {
     lines: mpsc::Receiver<String>,
 }
 
+#[cfg(unix)]
 impl Rerun {
     fn start(name: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -139,11 +148,14 @@ impl Rerun {
     }
 }
 
+#[cfg(unix)]
 /// The child's part: blocks until the test ends (its stdin closes).
 fn block() {
     let _ = std::io::stdin().read_line(&mut String::new());
 }
 
+// Signals by number.
+#[cfg(unix)]
 /// After the `stop_on_signals` guard is dropped, `SIGTERM` ends the process
 /// again by its default action: the guard gave the disposition back.
 #[test]
@@ -162,6 +174,8 @@ fn a_dropped_signal_guard_leaves_sigterm_fatal() {
     child.assert_killed_by(SIGTERM);
 }
 
+// Signals by number.
+#[cfg(unix)]
 /// A second `SIGTERM` while the guard lives (a server draining after the
 /// first) ends the process at once, by `SIGTERM`'s default action.
 #[test]
@@ -181,6 +195,7 @@ fn a_second_stop_signal_ends_the_process() {
 
 /// Starts the child of test `name`, and sends it a `SIGTERM` once it
 /// serves and another once it says the first stopped it.
+#[cfg(unix)]
 fn two_sigterms(name: &str) -> Rerun {
     let child = Rerun::start(name);
     child.expect("serving");
@@ -193,6 +208,7 @@ fn two_sigterms(name: &str) -> Rerun {
 /// With `SecondSignal::KeepDraining`, a second `SIGTERM` does not end the
 /// process: the program's own handler sees it, and the program goes on to
 /// exit 0 of its own accord.
+#[cfg(unix)] // Signals by number.
 #[test]
 fn a_second_stop_signal_can_be_told_to_keep_draining() {
     const NAME: &str = "a_second_stop_signal_can_be_told_to_keep_draining";
@@ -222,6 +238,8 @@ fn a_second_stop_signal_can_be_told_to_keep_draining() {
     assert!(status.success(), "the child ended with {status}");
 }
 
+// Signals by number.
+#[cfg(unix)]
 /// A handler the program had for `SIGINT` still runs while the guard lives,
 /// and is the one left when it is dropped.
 #[test]

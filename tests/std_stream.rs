@@ -2,6 +2,7 @@
 //! cases and what it does not test (handler panics, per-request timeout,
 //! no-delay, writes to a closed peer).
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
@@ -9,16 +10,21 @@ mod util;
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use socketserver::handlers::{EchoLines, UpperLine};
 use socketserver::os::{SocketTransport, TcpConnection, TcpTransport};
+#[cfg(unix)]
+use socketserver::UnixStreamServer;
 use socketserver::{
     finish_request, Connection, Error, Listener, ServerBuilder, StreamHandler, StreamOptions,
-    StreamRequest, TcpServer, Transport, UnixStreamServer,
+    StreamRequest, TcpServer, Transport,
 };
-use util::{Builds, Recorder, Serving, TempDir, PATIENCE};
+#[cfg(unix)]
+use util::TempDir;
+use util::{Builds, Recorder, Serving, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -78,6 +84,7 @@ fn tcp_ipv6_loopback() {
     assert_eq!(tcp_exchange(addr, b" hello v6 \n"), b"HELLO V6");
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_stream_echo() {
     let dir = TempDir::new("ustream");
@@ -198,6 +205,9 @@ fn a_16_mib_wfile_write_arrives_whole() {
     assert!(hooks.errors().is_empty());
 }
 
+// SIGPIPE is Unix's. (Under Wine, a blocking send larger than the
+// socket buffer to a peer that resets never returns: a Wine bug.)
+#[cfg(unix)]
 #[test]
 fn writing_to_a_closed_peer_is_an_error_not_a_signal() {
     let (addr, hooks, _serving) = serve_tcp(|| Flood);
@@ -257,6 +267,7 @@ fn handler_options_reach_the_socket() {
         socketserver::Readiness::Ready
     );
     let (conn, peer) = transport.try_accept().unwrap().expect("a connection");
+    #[cfg(unix)]
     assert!(util::is_cloexec(std::os::fd::AsRawFd::as_raw_fd(&conn)));
     assert!(!conn.socket().tcp_nodelay().unwrap());
 
@@ -274,7 +285,13 @@ fn handler_options_reach_the_socket() {
         ),
         "a timeout is Error::Io of kind TimedOut, as on every backend: {err:?}"
     );
-    assert_eq!(err.to_string(), "timed out");
+    // Linux says `EAGAIN`, which the connection names in words; Windows says
+    // `WSAETIMEDOUT`, whose own text is kept.
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out") || text.ends_with("(os error 10060)"),
+        "the transport's text: {text}"
+    );
     let conn = conn.into_inner();
     assert!(
         conn.socket().tcp_nodelay().unwrap(),

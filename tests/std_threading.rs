@@ -2,12 +2,14 @@
 //! predefined types, no finished thread held, errors handled and logged,
 //! `block_on_close`, `daemon_threads`) and the `max_threads` bound.
 #![cfg(feature = "std")]
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 #![cfg(not(target_os = "wasi"))]
 
 mod util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
+#[cfg(unix)]
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
@@ -16,12 +18,17 @@ use std::time::{Duration, Instant};
 use socketserver::handlers::{EchoLines, UpperDatagram};
 use socketserver::{
     Connection, Error, HandlerFactory, ServerBuilder, StreamHandler, StreamRequest,
-    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer,
+    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer,
 };
-use util::concurrent::{connect, read_all, tcp_exchange, unix_exchange, Moody};
+#[cfg(unix)]
+use socketserver::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+#[cfg(unix)]
+use util::concurrent::unix_exchange;
+use util::concurrent::{connect, read_all, tcp_exchange, Moody};
 use util::gauge::{Gauge, Gauged};
-use util::{Recorder, Serving, TempDir, PATIENCE};
+#[cfg(unix)]
+use util::TempDir;
+use util::{Recorder, Serving, PATIENCE};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -35,6 +42,7 @@ fn threading_tcp_server_echoes() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn threading_unix_stream_server_echoes() {
     let dir = TempDir::new("th-ustream");
@@ -62,6 +70,7 @@ fn threading_udp_server_echoes() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn threading_unix_datagram_server_echoes() {
     let dir = TempDir::new("th-udgram");

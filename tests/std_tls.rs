@@ -3,7 +3,7 @@
 //! message while the others are served; Python's `ssl` client against the
 //! `tls_server` example. Certificates are made by each test (rcgen); no
 //! key is committed.
-#![cfg(feature = "tls")]
+#![cfg(all(feature = "tls", target_os = "linux"))]
 
 mod util;
 

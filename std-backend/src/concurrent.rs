@@ -314,6 +314,7 @@ macro_rules! concurrent_dispatch {
         $crate::concurrent::concurrent_dispatch!(
             @datagram $ty, UdpTransport, UdpReply, std::net::SocketAddr
         );
+        #[cfg(unix)]
         $crate::concurrent::concurrent_dispatch!(
             @datagram $ty, UnixDatagramTransport, UnixDatagramReply, $crate::UnixAddr
         );

@@ -4,7 +4,6 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ impl<F: Family> Accepted<F> {
     pub(crate) fn new(socket: Socket, shared: &Arc<Shared>) -> io::Result<Self> {
         sys::prepare_stream(&socket)?;
         Ok(Accepted {
-            _registered: Registered::new(shared, socket.as_raw_fd()),
+            _registered: Registered::new(shared, sys::raw(&socket)),
             socket,
             timeout: None,
             deadline: None,
@@ -230,17 +229,7 @@ macro_rules! connection {
             }
         }
 
-        impl AsFd for $name {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.inner.socket.as_fd()
-            }
-        }
-
-        impl AsRawFd for $name {
-            fn as_raw_fd(&self) -> RawFd {
-                self.inner.socket.as_raw_fd()
-            }
-        }
+        sys::socket_handles!([] $name, this => Some(&this.inner.socket));
     };
     // The embedded-io and `std::io` traits, written once.
     (@io $name:ident, $read:path, $write:path) => {

@@ -2,7 +2,6 @@
 //! waiter, the accept back-off, and the Unix socket file it owns.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ impl Endpoint {
     /// `IPV6_V6ONLY` set now so that an unbound server can still change it.
     pub(crate) fn new(domain: Domain, ty: Type, options: &Options) -> io::Result<Self> {
         let socket = Socket::new(domain, ty, None)?;
+        sys::prepare_socket(&socket, ty)?;
         if let (Domain::IPV6, Some(dual)) = (domain, options.dual_stack) {
             socket.set_only_v6(!dual)?;
         }
@@ -61,10 +61,6 @@ impl Endpoint {
 
     pub(crate) fn socket_opt(&self) -> Option<&Socket> {
         self.socket.as_ref()
-    }
-
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
     pub(crate) fn shutdown_handle(&self) -> ShutdownHandle {

@@ -36,6 +36,10 @@
 //! through a bounded queue); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
+//! On Windows the TCP and UDP servers, threaded and pooled, are all there
+//! is: forking and the Unix servers exist on Unix only, as in Python (see
+//! the guide's platform page).
+//!
 //! On WASI preview 2 (`wasm32-wasip2`) the TCP and UDP servers with the
 //! inline dispatch serve from a WebAssembly component (run it with
 //! `wasmtime run -S inherit-network=y -S tcp=y -S udp=y`); threads, forking,

@@ -6,7 +6,6 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::net::ToSocketAddrs;
-use std::os::fd::AsFd;
 #[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -864,9 +863,7 @@ where
         let entry = inner.entry.take()?;
         inner.generation = inner.generation.wrapping_add(1);
         // Before the descriptor closes (it may be reused at once).
-        let _ = self
-            .parker
-            .delete(entry.session.connection().socket().as_fd());
+        let _ = self.parker.delete(entry.session.connection().socket());
         self.table.release(index);
         Some(entry)
     }
@@ -992,6 +989,7 @@ fn receive<C: Parkable, Hd: MessageHandler<C>>(
 /// message at a time by a few workers.
 pub type PersistentTcpServer<F, H = DefaultHooks> =
     SocketServer<TcpTransport, ParkingDispatch<F, H>>;
+#[cfg(unix)]
 /// A [`ParkingDispatch`] server over a Unix stream socket.
 #[cfg(unix)]
 pub type PersistentUnixStreamServer<F, H = DefaultHooks> =

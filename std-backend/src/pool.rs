@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::ToSocketAddrs;
 use std::panic::{self, AssertUnwindSafe};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -19,7 +20,9 @@ use crate::concurrent::{
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::CUT_GRACE;
-use crate::transport::{TcpTransport, UnixStreamTransport};
+use crate::transport::TcpTransport;
+#[cfg(unix)]
+use crate::transport::UnixStreamTransport;
 use crate::SocketServer;
 
 /// Hands each request to one of a fixed number of worker threads (beyond
@@ -320,6 +323,7 @@ impl Runner for Pool {
 /// A TCP server on a [`PoolDispatch`] (the pool twin of
 /// `ThreadingTCPServer`).
 pub type PoolTcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, PoolDispatch<F, H>>;
+#[cfg(unix)]
 /// A Unix stream server on a [`PoolDispatch`].
 pub type PoolUnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, PoolDispatch<F, H>>;
@@ -331,6 +335,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "Like Python's `ThreadingTCPServer(address, Handler)`, on [`default_workers`] workers"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     PoolDispatch,

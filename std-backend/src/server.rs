@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 #[cfg(unix)]
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
 #[cfg(unix)]
 use crate::family::UnixAddr;
 use crate::shutdown::ShutdownHandle;
+use crate::sys;
 use crate::transport::{SocketTransport, TcpTransport, UdpTransport};
 #[cfg(unix)]
 use crate::transport::{UnixDatagramTransport, UnixStreamTransport};
@@ -43,10 +43,12 @@ pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispa
 /// Python's `UDPServer`.
 #[doc(alias = "UDPServer")]
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `UnixStreamServer`.
 #[cfg(unix)]
 pub type UnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `UnixDatagramServer`.
 #[cfg(unix)]
 pub type UnixDatagramServer<F, H = DefaultHooks> =
@@ -195,29 +197,10 @@ where
     }
 }
 
-impl<T, D> AsRawFd for SocketServer<T, D>
-where
-    T: SocketTransport,
-    D: Dispatch<T, T::Kind>,
-{
-    /// Python's `fileno()`: the server socket, for your own poll loop;
-    /// -1 once closed.
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.transport().as_raw_fd()
-    }
-}
-
-impl<T, D> AsFd for SocketServer<T, D>
-where
-    T: SocketTransport + AsFd,
-    D: Dispatch<T, T::Kind>,
-{
-    /// # Panics
-    /// If the server was closed.
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.transport().as_fd()
-    }
-}
+sys::socket_handles!(
+    [T: SocketTransport, D: Dispatch<T, T::Kind>] SocketServer<T, D>,
+    this => this.socket()
+);
 
 /// The listen backlog servers start with ([`ServerBuilder::request_queue_size`]):
 /// 1024, where Python's `request_queue_size` is 5. The kernel caps it at
@@ -535,13 +518,19 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     }
 
     /// `SO_REUSEADDR` before binding (`allow_reuse_address`). Default: off.
+    ///
+    /// On Windows, where `SO_REUSEADDR` would let another socket take a
+    /// port the server listens on, it is never set: off, the socket gets
+    /// `SO_EXCLUSIVEADDRUSE` (no other socket may bind the port); on, no
+    /// option (Windows then binds over connections in `TIME_WAIT` anyway).
     pub fn allow_reuse_address(mut self, on: bool) -> Self {
         self.options.allow_reuse_address = on;
         self
     }
 
     /// `SO_REUSEPORT` before binding (`allow_reuse_port`); IPv4 and IPv6
-    /// only, ignored for Unix sockets. Default: off.
+    /// only, ignored for Unix sockets. Default: off. Windows has no such
+    /// option: there binding fails with [`Unsupported`](std::io::ErrorKind::Unsupported).
     pub fn allow_reuse_port(mut self, on: bool) -> Self {
         self.options.allow_reuse_port = on;
         self

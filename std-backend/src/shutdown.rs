@@ -29,7 +29,6 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
@@ -210,10 +209,10 @@ pub(crate) struct Registry {
     more: Mutex<Overflow>,
 }
 
-/// The registered descriptors beyond the slots; -1 marks a free place.
+/// The registered sockets beyond the slots; `None` marks a free place.
 #[derive(Debug, Default)]
 struct Overflow {
-    fds: Vec<RawFd>,
+    fds: Vec<Option<sys::Raw>>,
     free: Vec<usize>,
 }
 
@@ -230,9 +229,10 @@ impl Registry {
         self.more.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn enter(&self, fd: RawFd) -> Place {
-        // Descriptors are never negative; +1 keeps 0 for a free slot.
-        let value = u64::from(fd.unsigned_abs()) + 1;
+    fn enter(&self, fd: sys::Raw) -> Place {
+        // Descriptors are never negative, and socket handles far below
+        // `BUSY`; +1 keeps 0 for a free slot.
+        let value = sys::raw_to_u64(fd) + 1;
         for (i, slot) in self.slots.iter().enumerate() {
             let taken = slot.compare_exchange(FREE, value, Ordering::AcqRel, Ordering::Relaxed);
             if taken.is_ok() {
@@ -242,11 +242,11 @@ impl Registry {
         let mut more = self.more();
         let i = match more.free.pop() {
             Some(i) => {
-                more.fds[i] = fd;
+                more.fds[i] = Some(fd);
                 i
             }
             None => {
-                more.fds.push(fd);
+                more.fds.push(Some(fd));
                 more.fds.len() - 1
             }
         };
@@ -267,7 +267,7 @@ impl Registry {
             }
             Place::More(i) => {
                 let mut more = self.more();
-                more.fds[i] = -1;
+                more.fds[i] = None;
                 more.free.push(i);
             }
         }
@@ -284,8 +284,10 @@ impl Registry {
             let held =
                 slot.compare_exchange(value, value | BUSY, Ordering::AcqRel, Ordering::Relaxed);
             if held.is_ok() {
-                // `value` is a descriptor + 1, so at most `u32::MAX`.
-                sys::cut(RawFd::try_from(value - 1).unwrap_or(-1));
+                // `value` is a descriptor (or socket handle) + 1.
+                if let Some(fd) = sys::raw_from_u64(value - 1) {
+                    sys::cut(fd);
+                }
                 slot.store(value, Ordering::Release);
             }
         }
@@ -296,7 +298,7 @@ impl Registry {
         self.cut_slots();
         // Held while cutting: an owner leaves (and closes) only after.
         let more = self.more();
-        for &fd in more.fds.iter().filter(|&&fd| fd >= 0) {
+        for &fd in more.fds.iter().flatten() {
             sys::cut(fd);
         }
     }
@@ -309,7 +311,7 @@ impl Registry {
             .iter()
             .filter(|s| s.load(Ordering::Acquire) != FREE)
             .count();
-        slots + self.more().fds.iter().filter(|&&fd| fd >= 0).count()
+        slots + self.more().fds.iter().flatten().count()
     }
 }
 
@@ -321,7 +323,7 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    pub(crate) fn new(shared: &Arc<Shared>, fd: RawFd) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, fd: sys::Raw) -> Self {
         Registered {
             shared: Arc::clone(shared),
             place: shared.conns.enter(fd),
@@ -354,7 +356,8 @@ pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// [drain timeout](Self::set_drain_timeout) (by default
 /// [`DEFAULT_DRAIN_TIMEOUT`](Self::DEFAULT_DRAIN_TIMEOUT)) to finish, and
 /// the connections still open after it are cut (`shutdown(2)` with
-/// `SHUT_RDWR`): the handler's blocked read returns end-of-file, its write
+/// `SHUT_RDWR`; on Windows `shutdown` with `SD_BOTH`, then `CancelIoEx`):
+/// the handler's blocked read returns end-of-file (or fails), its write
 /// fails, and it returns. A synchronous server is drained by
 /// [`shutdown`](Self::shutdown), [`request_shutdown`](Self::request_shutdown)
 /// and [`stop_on_signals`](Self::stop_on_signals); the threading, pool and
@@ -430,7 +433,7 @@ impl ShutdownHandle {
     }
 
     /// Requests shutdown whenever the process receives `SIGINT` or
-    /// `SIGTERM`, until the returned guard is dropped (Python's
+    /// `SIGTERM` (on Windows, a console control event: see below), until the returned guard is dropped (Python's
     /// `serve_forever` ended by `KeyboardInterrupt`). Call it before
     /// announcing the server, so no signal can kill the process meanwhile.
     ///
@@ -455,6 +458,16 @@ impl ShutdownHandle {
     /// thread is started and a synchronous server stays a single-threaded
     /// process. On other systems a thread waits for the signals and times
     /// the drain.
+    ///
+    /// On Windows the stop signals are the console's control events:
+    /// Ctrl-C, Ctrl-Break, and the console being closed (or the user
+    /// logging off, or the system shutting down), through a console
+    /// control handler (`SetConsoleCtrlHandler`) that dropping the last
+    /// guard removes. A second event ends the process by the default
+    /// handler. On a close event Windows ends the process once the handler
+    /// returns, at most 5 s later: the handler waits (up to 4.5 s) for the
+    /// guards to be dropped, so a server that stops in time exits as it
+    /// returns from `main`.
     ///
     /// # Errors
     /// The signal handlers or the drain timer could not be installed.
@@ -505,7 +518,8 @@ impl ShutdownHandle {
     }
 }
 
-/// Turns `SIGINT` and `SIGTERM` into shutdown requests while it lives; see
+/// Turns `SIGINT` and `SIGTERM` (on Windows: Ctrl-C, Ctrl-Break, closing
+/// the console) into shutdown requests while it lives; see
 /// [`ShutdownHandle::stop_on_signals`].
 #[cfg(not(target_os = "wasi"))]
 #[derive(Debug)]
@@ -591,7 +605,7 @@ mod tests {
         );
         drop((entries, again));
         assert_eq!(shared.conns.len(), 0);
-        assert!(shared.conns.more().fds.iter().all(|&fd| fd == -1));
+        assert!(shared.conns.more().fds.iter().all(Option::is_none));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Systems without Unix domain sockets (WASI): no server is bound to a
+//! Systems without Unix domain socket servers (WASI, Windows): no server is bound to a
 //! socket file, as no Unix server exists there.
 
 use std::io;

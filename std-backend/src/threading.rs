@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -17,7 +18,9 @@ use crate::concurrent::{
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::CUT_GRACE;
-use crate::transport::{TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport};
+use crate::transport::{TcpTransport, UdpTransport};
+#[cfg(unix)]
+use crate::transport::{UnixDatagramTransport, UnixStreamTransport};
 use crate::SocketServer;
 
 /// Handles each request on a new thread (Python's `ThreadingMixIn`).
@@ -307,9 +310,11 @@ pub type ThreadingTcpServer<F, H = DefaultHooks> =
 /// Python's `ThreadingUDPServer`.
 pub type ThreadingUdpServer<F, H = DefaultHooks> =
     SocketServer<UdpTransport, ThreadingDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `ThreadingUnixStreamServer`.
 pub type ThreadingUnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, ThreadingDispatch<F, H>>;
+#[cfg(unix)]
 /// Python's `ThreadingUnixDatagramServer`.
 pub type ThreadingUnixDatagramServer<F, H = DefaultHooks> =
     SocketServer<UnixDatagramTransport, ThreadingDispatch<F, H>>;
@@ -328,6 +333,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "Python's `ThreadingUDPServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     ThreadingDispatch,
@@ -335,6 +341,7 @@ new_with_defaults!(
     impl Into<PathBuf>,
     "Python's `ThreadingUnixStreamServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixDatagramTransport,
     ThreadingDispatch,

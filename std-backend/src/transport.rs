@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::{sys, Options};
 /// What the OS-socket transports offer beyond the core's [`Transport`]:
 /// Python's `server_bind`, `server_activate`, `server_address` (as `local_addr`), `socket`
 /// and `fileno`, and the shutdown handle.
-pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
+pub trait SocketTransport: Transport<Error = io::Error> + sys::AsRaw + Sized {
     /// Creates the socket for `address` (close-on-exec), not yet bound.
     ///
     /// # Errors
@@ -100,7 +99,7 @@ impl<F: Family> Base<F> {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "the socket given to a {server} (descriptor {}) {why}",
-                    socket.as_raw_fd()
+                    sys::raw(&socket)
                 ),
             )
         };
@@ -113,7 +112,7 @@ impl<F: Family> Base<F> {
             )));
         }
         let address = F::bound_address(&socket.local_addr()?).map_err(|why| unfit(why.into()))?;
-        socket.set_cloexec(true)?;
+        sys::no_inherit(&socket)?;
         if ty == Type::STREAM && !sys::is_listening(&socket)? {
             socket.listen(options.request_queue_size)?;
         }
@@ -286,24 +285,7 @@ macro_rules! transport {
             }
         }
 
-        impl AsRawFd for $name {
-            /// Python's `fileno()`: -1 once closed.
-            fn as_raw_fd(&self) -> RawFd {
-                self.base.endpoint.raw_fd()
-            }
-        }
-
-        impl AsFd for $name {
-            /// # Panics
-            /// If the socket was closed.
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.base
-                    .endpoint
-                    .socket_opt()
-                    .expect("the server socket is closed")
-                    .as_fd()
-            }
-        }
+        sys::socket_handles!([] $name, this => this.base.endpoint.socket_opt());
     };
 }
 
@@ -403,17 +385,7 @@ macro_rules! datagram_transport {
             }
         }
 
-        impl AsFd for $reply {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.socket.as_fd()
-            }
-        }
-
-        impl AsRawFd for $reply {
-            fn as_raw_fd(&self) -> RawFd {
-                self.socket.as_raw_fd()
-            }
-        }
+        sys::socket_handles!([] $reply, this => Some(&*this.socket));
     };
 }
 
@@ -454,7 +426,7 @@ fn type_name(ty: Type) -> String {
         Type::DGRAM => "datagram (SOCK_DGRAM)".into(),
         #[cfg(unix)]
         Type::SEQPACKET => "seqpacket (SOCK_SEQPACKET)".into(),
-        other => format!("type {}", libc::c_int::from(other)),
+        other => format!("type {}", i32::from(other)),
     }
 }
 

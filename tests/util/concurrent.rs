@@ -45,6 +45,7 @@ impl<C: Connection> StreamHandler<C> for Moody {
 }
 
 /// [`tcp_exchange`] with a Unix stream server.
+#[cfg(unix)]
 pub fn unix_exchange(path: &std::path::Path, data: &[u8]) -> String {
     let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();

@@ -6,16 +6,65 @@
 //! queued before its thread or process ends, hence before the dispatch can
 //! start the next request in its place. So the running count computed here
 //! is exact, and its peak shows whether a bound held.
+//!
+//! Windows has no Unix datagram sockets here (and no forking): there the
+//! gauge is a UDP socket on the loopback, which keeps the order of the
+//! datagrams from one host as well.
 
 use std::io;
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use socketserver::{Connection, Error, StreamHandler, StreamRequest};
 
-use super::{TempDir, PATIENCE};
+use super::PATIENCE;
+
+#[cfg(unix)]
+mod socket {
+    use std::os::unix::net::UnixDatagram;
+    use std::path::PathBuf;
+
+    use crate::util::TempDir;
+
+    /// Where a gauge is reached: its socket file.
+    pub type Addr = PathBuf;
+
+    /// The gauge's socket, in a directory of its own.
+    pub fn bind() -> (UnixDatagram, Addr, TempDir) {
+        let dir = TempDir::new("gauge");
+        let path = dir.path("gauge.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the gauge");
+        (socket, path, dir)
+    }
+
+    pub fn send(gauge: &Addr, message: &[u8]) -> std::io::Result<()> {
+        UnixDatagram::unbound()?.send_to(message, gauge).map(drop)
+    }
+}
+
+#[cfg(not(unix))]
+mod socket {
+    use std::net::{SocketAddr, UdpSocket};
+
+    /// Where a gauge is reached: its loopback address (not `Copy`, so
+    /// that code cloning the Unix path reads the same here).
+    #[derive(Clone)]
+    pub struct Addr(SocketAddr);
+
+    pub fn bind() -> (UdpSocket, Addr, ()) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the gauge");
+        let addr = socket.local_addr().expect("the gauge's address");
+        (socket, Addr(addr), ())
+    }
+
+    pub fn send(gauge: &Addr, message: &[u8]) -> std::io::Result<()> {
+        UdpSocket::bind("127.0.0.1:0")?
+            .send_to(message, gauge.0)
+            .map(drop)
+    }
+}
+
+pub use socket::Addr as GaugeAddr;
 
 #[derive(Default)]
 struct Counts {
@@ -28,16 +77,14 @@ struct Counts {
 /// The test's end: a thread receives the events as they come, so senders
 /// never block on a full queue.
 pub struct Gauge {
-    path: PathBuf,
-    _dir: TempDir,
+    path: GaugeAddr,
+    _dir: Box<dyn std::any::Any>,
     counts: Arc<(Mutex<Counts>, Condvar)>,
 }
 
 impl Gauge {
     pub fn new() -> Self {
-        let dir = TempDir::new("gauge");
-        let path = dir.path("gauge.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the gauge");
+        let (socket, path, dir) = socket::bind();
         let counts = Arc::new((Mutex::new(Counts::default()), Condvar::new()));
         let shared = Arc::clone(&counts);
         // Ends when the test drops the gauge: the directory goes, and a
@@ -64,13 +111,13 @@ impl Gauge {
         });
         Gauge {
             path,
-            _dir: dir,
+            _dir: Box::new(dir),
             counts,
         }
     }
 
     /// Where handlers send their events.
-    pub fn path(&self) -> PathBuf {
+    pub fn path(&self) -> GaugeAddr {
         self.path.clone()
     }
 
@@ -121,15 +168,13 @@ impl Drop for Gauge {
 }
 
 /// Sends one message to a gauge; usable from any thread or process.
-pub fn report(gauge: &PathBuf, message: &str) -> io::Result<()> {
-    UnixDatagram::unbound()?
-        .send_to(message.as_bytes(), gauge)
-        .map(drop)
+pub fn report(gauge: &GaugeAddr, message: &str) -> io::Result<()> {
+    socket::send(gauge, message.as_bytes())
 }
 
 /// Reports `+`, reads one line, replies `{tag}: {line}`, reports `-`.
 pub struct Gauged {
-    pub gauge: PathBuf,
+    pub gauge: GaugeAddr,
     /// What the reply starts with (a thread name, a pid).
     pub tag: fn() -> String,
 }

@@ -1,21 +1,21 @@
-//! macOS and the BSDs: the `polling` crate for waiting, `recvmsg` for
-//! datagram lengths, a thread that turns signals into shutdown requests
+//! macOS and the BSDs: the `polling` crate for waiting and `recvmsg` for
+//! datagram lengths (both in `polled.rs`), a thread that turns signals into shutdown requests
 //! and times the drain, and `getpeereid`.
 
 use std::io;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
-use polling::{Event, Events, PollMode, Poller};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
+pub(crate) use super::polled::{recv_datagram, Parker, Waiter};
 use super::signal::{register, Registration};
-use super::{as_uninit, Ended};
+use super::Ended;
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -47,193 +47,6 @@ pub(crate) fn prepare_stream(socket: &Socket) -> io::Result<()> {
 /// the umask's mode at `bind` and `mode` by the `chmod` right after.
 pub(crate) fn mode_before_bind(_socket: &Socket, _mode: u32) -> io::Result<()> {
     Ok(())
-}
-
-/// Waits until one socket is readable, a timeout passes, or another thread
-/// calls [`notify`](Self::notify): the server loop's `select`, over the
-/// `polling` crate (kqueue).
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    poller: Poller,
-    events: Mutex<Events>,
-}
-
-const SOCKET: usize = 0;
-
-impl Waiter {
-    pub(crate) fn new() -> io::Result<Self> {
-        Ok(Waiter {
-            poller: Poller::new()?,
-            events: Mutex::new(Events::new()),
-        })
-    }
-
-    /// Starts watching `fd` for readability.
-    pub(crate) fn add(&self, fd: impl AsFd) -> io::Result<()> {
-        // SAFETY: every transport deletes its socket from the waiter before
-        // closing it (`Endpoint::close`, which `Drop` also runs), so the
-        // poller never holds a descriptor number that was closed and
-        // possibly reused.
-        unsafe {
-            self.poller.add_with_mode(
-                fd.as_fd().as_raw_fd(),
-                Event::readable(SOCKET),
-                PollMode::Level,
-            )
-        }
-    }
-
-    /// Watches `fd` for readability again (`true`) or not (`false`) while
-    /// it stays registered.
-    pub(crate) fn watch(&self, fd: impl AsFd, readable: bool) -> io::Result<()> {
-        let event = if readable {
-            Event::readable(SOCKET)
-        } else {
-            Event::none(SOCKET)
-        };
-        self.poller.modify_with_mode(fd, event, PollMode::Level)
-    }
-
-    /// Stops watching `fd`; call before closing it.
-    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
-        self.poller.delete(fd)
-    }
-
-    /// Waits at most `timeout` (`None` waits for ever) and says whether the
-    /// socket is readable. A notification ends the wait early.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        events.clear();
-        self.poller.wait(&mut events, timeout)?;
-        let readable = events.iter().any(|e| e.key == SOCKET && e.readable);
-        Ok(readable)
-    }
-
-    /// Ends the current or the next [`wait`](Self::wait) at once. Not
-    /// known to be async-signal-safe.
-    pub(crate) fn notify(&self) -> io::Result<()> {
-        self.poller.notify()
-    }
-}
-
-/// The poller a message dispatch's workers share, over the `polling`
-/// crate: every parked connection is registered one-shot, so one event
-/// reaches one worker. `polling` lets one thread wait at a time, so the
-/// workers take turns (a lock) as leader: the one that waits takes a single
-/// event and gives the lock up before serving it.
-#[derive(Debug)]
-pub(crate) struct Parker {
-    poller: Poller,
-    leader: Mutex<Events>,
-    stopped: std::sync::atomic::AtomicBool,
-}
-
-impl Parker {
-    /// The key [`wait`](Self::wait) reports for the stop notification.
-    pub(crate) const STOP: u64 = u64::MAX;
-    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake)
-    /// (never, here: a woken wait reports nothing).
-    pub(crate) const WAKE: u64 = u64::MAX - 1;
-
-    /// Ends the current or the next [`wait`](Self::wait) early.
-    pub(crate) fn wake(&self) -> io::Result<()> {
-        self.poller.notify()
-    }
-
-    pub(crate) fn new() -> io::Result<Self> {
-        let one = std::num::NonZeroUsize::MIN;
-        Ok(Parker {
-            poller: Poller::new()?,
-            leader: Mutex::new(Events::with_capacity(one)),
-            stopped: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    fn event(key: u64, readable: bool, writable: bool) -> Event {
-        let key = usize::try_from(key).unwrap_or(usize::MAX);
-        match (readable, writable) {
-            (true, true) => Event::all(key),
-            (false, true) => Event::writable(key),
-            _ => Event::readable(key),
-        }
-    }
-
-    /// Parks `fd` under `key`: one event when it becomes readable.
-    pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
-        // SAFETY: the dispatch deletes every parked connection from the
-        // poller before it closes it (`Parker::delete` comes before the
-        // session is closed), so the poller never holds a descriptor number
-        // that was closed and possibly reused.
-        unsafe {
-            self.poller.add_with_mode(
-                fd.as_fd().as_raw_fd(),
-                Self::event(key, true, false),
-                PollMode::Oneshot,
-            )
-        }
-    }
-
-    /// Parks `fd` again after its turn, for one event when it is
-    /// `readable` or `writable` (see the Linux twin).
-    pub(crate) fn rearm(
-        &self,
-        fd: impl AsFd,
-        key: u64,
-        readable: bool,
-        writable: bool,
-    ) -> io::Result<()> {
-        let event = Self::event(key, readable, writable);
-        self.poller.modify_with_mode(fd, event, PollMode::Oneshot)
-    }
-
-    /// Stops watching `fd`; call before closing it.
-    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
-        self.poller.delete(fd)
-    }
-
-    /// Waits at most `timeout` (`None`: for ever) for one event, as leader;
-    /// stores its key in `keys`; how many (0 or 1).
-    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
-        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
-            return Ok(1);
-        }
-        let mut events = self.leader.lock().unwrap_or_else(PoisonError::into_inner);
-        events.clear();
-        self.poller.wait(&mut events, timeout)?;
-        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
-            return Ok(1);
-        }
-        let mut n = 0;
-        for (key, event) in keys.iter_mut().zip(events.iter()) {
-            *key = event.key as u64;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Wakes every current and future [`wait`](Self::wait) with
-    /// [`STOP`](Self::STOP).
-    pub(crate) fn stop(&self) -> io::Result<()> {
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.poller.notify()
-    }
-}
-
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf` (`MSG_TRUNC` from `recvmsg`), and its sender (as
-/// `sender` converts it).
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let mut bufs = [socket2::MaybeUninitSlice::new(as_uninit(buf))];
-    let (len, flags, addr) = socket.recv_from_vectored(&mut bufs)?;
-    Ok((len, flags.is_truncated(), sender(&addr)))
 }
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while

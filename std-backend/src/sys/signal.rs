@@ -26,7 +26,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::unistd::Pid;
 
 use super::platform::{deliver, expire, Target};
-use super::STOP_SIGNALS;
+use super::unix::STOP_SIGNALS;
 
 /// How many watches (servers that called `stop_on_signals`) may live at once.
 const MAX_WATCHES: usize = 32;

@@ -57,6 +57,7 @@ fn check(measured: Result<Figure, String>) -> Check {
         label: "http_server / python3 -m http.server".into(),
         measured,
         target: Target::AtLeast(TARGET),
+        strict: false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! with what one would use otherwise, measured in one run.
 //!
 //! Workloads (all by default): `conn`, `rr`, `udp`, `bulk`, `shutdown`,
-//! `tap`, `http`; see `docs/bench/results.md` for what each does. Every
+//! `tap`, `http`, `scale`; see `docs/bench/results.md` for what each does. Every
 //! server runs in a process of its own; the load generator is this
 //! process's client threads over loopback (or over a tap device in a
 //! private network namespace for `tap`). Each peer is measured in several
@@ -19,13 +19,17 @@
 //! seconds) and partial runs write to `target/bench/` unless `--out` says
 //! otherwise. Without root, `tap` is skipped; without `wrk` or the
 //! `http_server` example, `http` is; both loudly, and `--strict` turns a
-//! skip into a failure. Missed targets are reported, never failures.
+//! skip into a failure. Missed targets are reported, never failures, except
+//! under `--strict` those marked strict (memory figures, which a loaded
+//! machine does not move).
 
 mod chart;
+mod fleet;
 mod http;
 mod load;
 mod proc;
 mod report;
+mod scale;
 mod servers;
 mod shutdown;
 mod stats;
@@ -40,12 +44,14 @@ use std::{fs, io};
 use report::{Report, Section, Verdict};
 
 /// Every workload, in the order they run.
-const WORKLOADS: [&str; 7] = ["conn", "rr", "udp", "bulk", "shutdown", "tap", "http"];
+const WORKLOADS: [&str; 8] = [
+    "conn", "rr", "udp", "bulk", "shutdown", "tap", "http", "scale",
+];
 
 const USAGE: &str = "\
 usage: socketserver-bench [--quick] [--strict] [--out DIR] [WORKLOAD...]
 
-WORKLOAD: conn rr udp bulk shutdown tap http (default: all)
+WORKLOAD: conn rr udp bulk shutdown tap http scale (default: all)
   --quick   a few seconds per workload (a smoke test; figures not meaningful)
   --strict  fail when a workload or peer is skipped (no root, no wrk, ...)
   --out DIR where results.md and chart.png go (default: docs/bench for a
@@ -253,6 +259,7 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             "shutdown" => shutdown::run(&plan),
             "tap" => tap::run(&plan),
             "http" => http::run(&plan),
+            "scale" => scale::run(&plan),
             _ => unreachable!("parse accepts only known workloads"),
         };
         let section = section.unwrap_or_else(|err| {
@@ -291,7 +298,12 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             "socketserver vs its peers, measured together{}",
             if plan.quick { " (quick smoke run)" } else { "" }
         );
-        match chart::draw(&out.join("chart.png"), &title, &checks, &latencies) {
+        let curves: Vec<chart::Curve> = report
+            .sections
+            .iter()
+            .flat_map(|s| s.curves.iter().cloned())
+            .collect();
+        match chart::draw(&out.join("chart.png"), &title, &checks, &latencies, &curves) {
             Ok(()) => eprintln!("wrote {}", out.join("chart.png").display()),
             Err(err) => {
                 loud(&format!("chart FAILED: {err}"));
@@ -306,6 +318,15 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
         .collect();
     for m in &missed {
         eprintln!("MISSED target: {m}");
+    }
+    // Figures a loaded machine does not move: missing them fails --strict.
+    let strict_missed: Vec<&String> = report
+        .checks()
+        .filter(|c| c.strict && c.verdict() == Verdict::Missed)
+        .map(|c| &c.what)
+        .collect();
+    for m in &strict_missed {
+        loud(&format!("MISSED a strict target: {m}"));
     }
     let skips = report.skips();
     eprintln!(
@@ -322,7 +343,9 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             skips.join("\n  ")
         ));
     }
-    let ok = failed.is_empty() && (skips.is_empty() || !options.strict);
+    let ok = failed.is_empty()
+        && (skips.is_empty() || !options.strict)
+        && (strict_missed.is_empty() || !options.strict);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -11,6 +11,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
+mod pages;
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
 #[cfg_attr(
     not(any(target_os = "linux", target_os = "android")),
@@ -18,6 +19,8 @@ use std::os::fd::RawFd;
 )]
 mod platform;
 mod signal;
+
+pub(crate) use pages::Pages;
 
 pub(crate) use platform::{
     ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,

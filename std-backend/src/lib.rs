@@ -29,8 +29,9 @@
 //! Besides the inline dispatch, every server type comes threaded
 //! ([`ThreadingDispatch`], Python's `ThreadingMixIn`, with an optional
 //! bound on the number of threads), forked ([`ForkingDispatch`],
-//! `ForkingMixIn`) or pooled ([`PoolDispatch`]: workers started once, fed
-//! through a bounded queue); the predefined aliases such as
+//! `ForkingMixIn`) or pooled ([`PoolDispatch`], for short connections:
+//! workers started once, fed through a bounded queue, refusing clients
+//! visibly when none is free in time); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
@@ -66,7 +67,10 @@ pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
-pub use pool::{default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer};
+pub use pool::{
+    default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer, RefusedCounter,
+    DEFAULT_QUEUE_TIMEOUT,
+};
 pub use server::{
     Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_POLL_INTERVAL,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check and every test of the workspace, on a fresh machine or not.
-# Installs what it needs first (targets, wasmtime, iproute2; QEMU through
+# Installs what it needs first (targets, wasmtime, iproute2, wrk, nginx; QEMU through
 # examples/firmware/run.sh), then runs:
 # fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, a
 # `cargo publish` dry run, a check with the declared rust-version, the
@@ -18,6 +18,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
+# The benchmark's `http` workload compares the http_server example with nginx.
+command -v nginx >/dev/null || missing+=(nginx-light)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"

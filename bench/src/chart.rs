@@ -172,6 +172,17 @@ pub fn draw(
     root.present().map_err(text)
 }
 
+/// `123456` as `123k`, `0.25` as `0.25`.
+fn short_number(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// One scale panel: a line per server through its medians, each point's
 /// range over rounds as an error bar; both axes logarithmic.
 fn scale_panel(area: &Area<'_>, metric: Metric, curves: &[&Curve]) -> DrawResult {
@@ -197,8 +208,12 @@ fn scale_panel(area: &Area<'_>, metric: Metric, curves: &[&Curve]) -> DrawResult
     chart
         .configure_mesh()
         .x_desc("connections")
+        .x_labels(6)
+        .y_labels(6)
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&|v| short_number(*v))
         .label_style((FONT, 12))
         .draw()?;
     for (i, curve) in curves.iter().enumerate() {

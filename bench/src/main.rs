@@ -18,7 +18,8 @@
 //! `docs/bench/chart.png`; `--quick` (a smoke test of every workload in
 //! seconds) and partial runs write to `target/bench/` unless `--out` says
 //! otherwise. Without root, `tap` is skipped; without `wrk` or the
-//! `http_server` example, `http` is; both loudly, and `--strict` turns a
+//! `http_server` example, `http` is, and without `nginx` its comparison
+//! with nginx; all loudly, and `--strict` turns a
 //! skip into a failure. Missed targets are reported, never failures, except
 //! under `--strict` those marked strict (memory figures, which a loaded
 //! machine does not move).
@@ -27,6 +28,7 @@ mod chart;
 mod fleet;
 mod http;
 mod load;
+mod nginx;
 mod proc;
 mod report;
 mod scale;
@@ -78,6 +80,10 @@ pub struct Plan {
     pub tap_rounds: usize,
     /// Seconds per wrk run.
     pub http_seconds: u32,
+    /// Seconds per wrk run against nginx, and rounds of it.
+    pub nginx_seconds: u32,
+    /// Rounds of the nginx comparison.
+    pub nginx_rounds: usize,
     /// Whether `python3` runs, or why not.
     pub python: Result<(), String>,
 }
@@ -100,6 +106,8 @@ impl Plan {
                 tap_mib: 4,
                 tap_rounds: 3,
                 http_seconds: 1,
+                nginx_seconds: 1,
+                nginx_rounds: 1,
                 python,
             }
         } else {
@@ -120,6 +128,8 @@ impl Plan {
                 tap_mib: 64,
                 tap_rounds: 9,
                 http_seconds: 1,
+                nginx_seconds: 5,
+                nginx_rounds: 3,
                 python,
             }
         }
@@ -406,6 +416,7 @@ fn preamble(options: &Options, plan: &Plan, load_before: &str) -> String {
         first_line("rustc", &["--version"]),
         first_line("python3", &["--version"]),
         first_line("wrk", &["--version"]).map(|l| l.split(" [").next().unwrap_or("").to_string()),
+        Some(nginx::version()).filter(|v| !v.is_empty()),
     ]
     .into_iter()
     .flatten()

@@ -9,12 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-/// How long nginx may take to accept connections, and to exit.
+/// How long nginx may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The configuration, as the results state it: `{prefix}`, `{port}` and
 /// `{root}` are filled in.
@@ -136,18 +132,7 @@ impl Nginx {
     }
 
     fn terminate(&mut self) -> io::Result<()> {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        self.child.kill()?;
-        self.child.wait().map(drop)
+        crate::proc::end(&mut self.child)
     }
 }
 

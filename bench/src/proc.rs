@@ -143,22 +143,30 @@ impl Server {
     }
 
     fn terminate(&mut self) -> io::Result<()> {
-        let Ok(pid) = i32::try_from(self.child.id()) else {
-            return self.child.kill();
-        };
         drop(self.child.stdin.take());
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        eprintln!("warning: server {pid} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
-        self.child.kill()?;
-        self.child.wait().map(drop)
+        end(&mut self.child)
     }
+}
+
+/// Stops `child` with SIGTERM (SIGKILL if it lingers) and reaps it.
+///
+/// # Errors
+/// Waiting for the process failed.
+pub fn end(child: &mut Child) -> io::Result<()> {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return child.kill();
+    };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("warning: process {pid} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
+    child.kill()?;
+    child.wait().map(drop)
 }
 
 impl Drop for Server {

@@ -492,7 +492,7 @@ fn curves(peers: &[Peer], measured: &[Measured]) -> Vec<Curve> {
     let mut curves = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
         for metric in [Metric::Rate, Metric::P99, Metric::Resident] {
-            let points = measured
+            let mut points: Vec<(f64, f64, f64, f64)> = measured
                 .iter()
                 .filter(|m| metric == Metric::Resident || m.scenario.shape.idle == 0)
                 .filter_map(|m| {
@@ -511,6 +511,7 @@ fn curves(peers: &[Peer], measured: &[Measured]) -> Vec<Curve> {
                         .then(|| (m.scenario.connections() as f64, median(values), lo, hi))
                 })
                 .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
             curves.push(Curve {
                 metric,
                 server: peer.short.into(),

@@ -108,10 +108,22 @@ impl Check {
                 None => format!("**{:.2}x**", f.value),
             },
             (Ok(f), Target::BelowMs(_)) => format!("**{}**", ms(f.value)),
-            (Ok(f), Target::Most { unit, .. }) => match f.spread {
-                Some((lo, hi)) => format!("**{} {unit}** ({}-{})", num(f.value), num(lo), num(hi)),
-                None => format!("**{} {unit}**", num(f.value)),
-            },
+            (Ok(f), Target::Most { unit, .. }) => {
+                // Counts as counts: `0 conns`, not `0.0 conns`.
+                let show = |v: f64| {
+                    if v.fract() == 0.0 {
+                        format!("{v:.0}")
+                    } else {
+                        num(v)
+                    }
+                };
+                match f.spread {
+                    Some((lo, hi)) => {
+                        format!("**{} {unit}** ({}-{})", show(f.value), show(lo), show(hi))
+                    }
+                    None => format!("**{} {unit}**", show(f.value)),
+                }
+            }
             (Err(reason), _) => format!("skipped: {reason}"),
         }
     }

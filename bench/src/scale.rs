@@ -113,7 +113,7 @@ impl Setup {
                 scenarios: &QUICK,
                 rounds: 1,
                 timing: Timing {
-                    setup: std::time::Duration::from_secs(3),
+                    setup: std::time::Duration::from_millis(1500),
                     warm_up: std::time::Duration::from_millis(50),
                     window: std::time::Duration::from_millis(200),
                 },

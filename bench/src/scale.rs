@@ -123,7 +123,10 @@ impl Setup {
                 scenarios: &FULL,
                 rounds: 3,
                 timing: Timing {
-                    setup: std::time::Duration::from_secs(10),
+                    // A pool refuses what it cannot serve within two of
+                    // its queue timeouts (5 s): the held-back ones first,
+                    // then those queued meanwhile.
+                    setup: std::time::Duration::from_secs(15),
                     warm_up: std::time::Duration::from_millis(300),
                     window: std::time::Duration::from_secs(2),
                 },

@@ -115,7 +115,8 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
     }
 
     /// The longest a request waits for a worker before it is refused (see
-    /// the [type's documentation](Self)). Default: 2 s.
+    /// the [type's documentation](Self)). Default: 5 s (as HAProxy's
+    /// `timeout queue` commonly is).
     ///
     /// # Panics
     /// If `timeout` is zero.
@@ -196,7 +197,7 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
 concurrent_dispatch!(PoolDispatch);
 
 /// How long a request may wait for a worker by default.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads a pool's count of refused requests from any thread (see
 /// [`PoolDispatch::refused_counter`]).

@@ -33,7 +33,7 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "localhost:9999".into());
-    let mut server = ForkingTcpServer::new(address.as_str(), || ForkedRequestHandler)?;
+    let mut server = ForkingTcpServer::inherit_or_bind(address.as_str(), || ForkedRequestHandler)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

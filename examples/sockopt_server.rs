@@ -45,7 +45,7 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "localhost:9999".into());
-    let mut server = TcpServer::new(address.as_str(), || SockOpt)?;
+    let mut server = TcpServer::inherit_or_bind(address.as_str(), || SockOpt)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

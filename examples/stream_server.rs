@@ -3,7 +3,9 @@
 //!
 //! Usage: `cargo run --example stream_server -- HOST:PORT` (port 0 picks a free port).
 //! Prints `listening on ADDRESS` once bound, serves until SIGINT or SIGTERM (a request in
-//! progress gets the 3 s drain timeout to finish; a second signal ends it at once).
+//! progress gets the 3 s drain timeout to finish; a second signal ends it at once). On WASI,
+//! which has no signals, it serves until the host ends it (`wasmtime run -S inherit-network=y
+//! -S tcp=y -S udp=y EXAMPLE.wasm HOST:PORT`; see docs/guide/wasi.md).
 
 use std::io::{self, Write};
 
@@ -14,7 +16,8 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "localhost:9999".into());
-    let mut server = TcpServer::new(address.as_str(), || UpperLine)?;
+    let mut server = TcpServer::inherit_or_bind(address.as_str(), || UpperLine)?;
+    #[cfg(not(target_os = "wasi"))]
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

@@ -53,7 +53,7 @@ fn main() -> io::Result<()> {
         (Some("--pool"), Some(n)) => Some(n.parse::<usize>().map_err(|_| usage())?),
         _ => return Err(usage()),
     };
-    let builder = ServerBuilder::tcp(address.as_str());
+    let builder = ServerBuilder::tcp(address.as_str()).socket_activation(true);
     let factory = || ThreadedTcpRequestHandler;
     match pool {
         Some(0) => Err(usage()),

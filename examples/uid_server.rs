@@ -56,6 +56,7 @@ fn main() -> io::Result<()> {
         _ => return Err(usage()),
     };
     let mut server = ServerBuilder::unix_stream(path)
+        .socket_activation(true)
         .socket_mode(0o666)
         .hooks(OnlyUid(uid))
         .build(|| UpperOnce)?;

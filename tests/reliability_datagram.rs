@@ -8,6 +8,7 @@
 //! the server fails it. Unix datagram sockets drop nothing: their burst
 //! test accounts for every datagram exactly.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

@@ -8,6 +8,7 @@
 //! on other threads is best avoided, and its tests take turns ([`serial`]):
 //! they count the process's descriptors and children.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

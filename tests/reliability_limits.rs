@@ -8,6 +8,7 @@
 //! child process of its own (this binary, rerun for one test). The
 //! forking dispatch has its own binary.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/accept_log.rs"]
 mod accept_log;

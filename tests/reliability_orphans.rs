@@ -2,6 +2,7 @@
 //! killed, a child in the middle of a request ends too (Linux's
 //! parent-death signal), and its client sees the connection close.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -6,6 +6,7 @@
 //! loopback, which needs root (`CAP_NET_RAW`); without it the test fails,
 //! saying so, rather than pass untested.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -5,6 +5,7 @@
 //!
 //! The forking dispatch gets the same panics in `reliability_forking.rs`.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/reliability.rs"]
 mod reliability;

@@ -2,6 +2,7 @@
 //! or not: a second server fails with `AddrInUse` and leaves the first
 //! one's file, while a file nobody holds any more is still replaced.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

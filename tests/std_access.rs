@@ -6,6 +6,7 @@
 //! The cases with a client of another user need root: they run that
 //! client as uid 65534 (`nobody`), and fail without root.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

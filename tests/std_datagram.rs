@@ -1,6 +1,7 @@
 //! Datagram servers (UDP, Unix datagram): echo through the datagram
 //! handler, truncation, and replies to clients that cannot receive them.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! of spinning, and recovered from once descriptors are free again. The
 //! test reruns itself in a child process whose descriptor limit is low.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 #[path = "util/accept_log.rs"]
 mod accept_log;

@@ -2,6 +2,7 @@
 //! the docs' servers (`examples/`). Each example must print
 //! `listening on ADDR` first, and exit 0 on SIGTERM.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use util::announce::announced_address;
-use util::process::{example, wait_bounded, Running};
+use util::process::{example, python_client, wait_bounded, Running};
 use util::TempDir;
 
 fn run(example_name: &str, client: &str, address: &str, message: &str) {
@@ -230,26 +231,6 @@ fn stop_and_read_stderr(running: &mut Running, example_name: &str) -> String {
     text
 }
 
-/// Runs a Python client script from tests/py with `args`; returns its
-/// stdout, failing on a non-zero exit.
-fn python_client(client: &str, args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(client);
-    let output = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{client}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 /// A handler written for `TcpConnection` reads its own socket: the peer
 /// address (the client's own), the receive buffer, and `TCP_NODELAY` set
 /// by its options.
@@ -325,4 +306,18 @@ fn tcp_server_prints_a_reset_on_stderr_and_serves_on() {
         stderr.contains("Connection reset by peer (os error 104)"),
         "the OS error text on stderr: {stderr}"
     );
+}
+
+#[test]
+fn persistent_echo_serves_keep_alive_clients_from_two_workers_and_stops_on_sigint() {
+    let (mut running, bound) = start("persistent_echo", "127.0.0.1:0", &["--workers", "2"]);
+    let output = python_client("persistent_client.py", &[&bound, "50", "4"]);
+    assert!(output.contains("all 200 echoed"), "{output}");
+    let pid = running.0.as_ref().unwrap().id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    // The serving thread and two workers, for fifty connections.
+    assert_eq!(threads, 3, "persistent_echo runs {threads} threads");
+    stop(&mut running, "-INT", "persistent_echo");
 }

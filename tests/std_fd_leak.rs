@@ -1,6 +1,7 @@
 //! bpo-22435: a failed bind leaks no descriptor. Alone in its test binary,
 //! so no other test opens descriptors while it counts them.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -7,6 +7,7 @@
 //! run a handler and `_exit`. What happens in a child reaches the test
 //! through a [`Gauge`] socket, since the child's memory is its own.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

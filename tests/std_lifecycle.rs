@@ -1,6 +1,7 @@
 //! Server lifecycle on OS sockets: shutdown, close, timeouts, Python's
 //! binding knobs, and Unix socket files.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -8,6 +8,7 @@
 //! dependencies are checked once into a target directory kept under
 //! `target/tmp`, so later runs only check the program.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

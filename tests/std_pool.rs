@@ -1,6 +1,7 @@
 //! Pool servers: echo on the stream and datagram transports, the worker
 //! and queue bounds, errors and panics, and the close semantics.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -6,6 +6,7 @@
 //! The signal tests run this binary again as the process they signal, so
 //! the harness's own dispositions are never touched.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! cases and what it does not test (handler panics, per-request timeout,
 //! no-delay, writes to a closed peer).
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! predefined types, no finished thread held, errors handled and logged,
 //! `block_on_close`, `daemon_threads`) and the `max_threads` bound.
 #![cfg(feature = "std")]
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -15,8 +15,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a UDP client waits for a reply before counting it lost.
 const DATAGRAM_TIMEOUT: Duration = Duration::from_millis(200);
 /// The line every `conn` client sends, and the reply it expects.
-const LINE: &[u8] = b" hello world \n";
-const UPPER: &[u8] = b"HELLO WORLD";
+pub(crate) const LINE: &[u8] = b" hello world \n";
+pub(crate) const UPPER: &[u8] = b"HELLO WORLD";
 /// The `rr` line: 64 bytes, newline included.
 const RR_LINE: &[u8; 64] = b"the quick brown fox jumps over the lazy dog 0123456789abcdefghi\n";
 /// What a `bulk` client writes per call.
@@ -35,7 +35,7 @@ pub struct Load {
 
 /// What the clients count.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     done: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
@@ -49,19 +49,26 @@ impl Counters {
         )
     }
 
-    fn stopped(&self) -> bool {
+    /// Whether the window has closed.
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn count(&self, ok: bool) {
+    /// Counts one request, done or failed.
+    pub(crate) fn count(&self, ok: bool) {
         let counter = if ok { &self.done } else { &self.errors };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` done (bytes, say).
+    pub(crate) fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
     }
 }
 
 /// Runs `load.clients` threads of `client` and returns the rate of `done`
 /// inside the window, divided by `scale`.
-fn drive(
+pub(crate) fn drive(
     load: Load,
     scale: f64,
     client: impl Fn(&Counters) + Send + Sync + Clone + 'static,

@@ -2,7 +2,7 @@
 //! with what one would use otherwise, measured in one run.
 //!
 //! Workloads (all by default): `conn`, `rr`, `udp`, `bulk`, `shutdown`,
-//! `tap`, `http`, `scale`; see `docs/bench/results.md` for what each does. Every
+//! `tap`, `http`, `tls`, `tls-bulk`, `scale`; see `docs/bench/results.md` for what each does. Every
 //! server runs in a process of its own; the load generator is this
 //! process's client threads over loopback (or over a tap device in a
 //! private network namespace for `tap`). Each peer is measured in several
@@ -36,6 +36,7 @@ mod servers;
 mod shutdown;
 mod stats;
 mod tap;
+mod tls;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -46,14 +47,14 @@ use std::{fs, io};
 use report::{Report, Section, Verdict};
 
 /// Every workload, in the order they run.
-const WORKLOADS: [&str; 8] = [
-    "conn", "rr", "udp", "bulk", "shutdown", "tap", "http", "scale",
+const WORKLOADS: [&str; 10] = [
+    "conn", "rr", "udp", "bulk", "shutdown", "tap", "http", "tls", "tls-bulk", "scale",
 ];
 
 const USAGE: &str = "\
 usage: socketserver-bench [--quick] [--strict] [--out DIR] [WORKLOAD...]
 
-WORKLOAD: conn rr udp bulk shutdown tap http scale (default: all)
+WORKLOAD: conn rr udp bulk shutdown tap http tls tls-bulk scale (default: all)
   --quick   a few seconds per workload (a smoke test; figures not meaningful)
   --strict  fail when a workload or peer is skipped (no root, no wrk, ...)
   --out DIR where results.md and chart.png go (default: docs/bench for a
@@ -269,6 +270,11 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             "shutdown" => shutdown::run(&plan),
             "tap" => tap::run(&plan),
             "http" => http::run(&plan),
+            // The key stays in the target directory, never beside the results.
+            "tls" => tls::prepare(target_dir()?.join("bench/tls"))
+                .and_then(|()| workloads::run(&tls::CONN, &plan)),
+            "tls-bulk" => tls::prepare(target_dir()?.join("bench/tls"))
+                .and_then(|()| workloads::run(&tls::BULK, &plan)),
             "scale" => scale::run(&plan),
             _ => unreachable!("parse accepts only known workloads"),
         };

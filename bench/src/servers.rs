@@ -15,8 +15,8 @@ use std::thread;
 use socketserver::handlers::{Echo, EchoLines, UpperDatagram, UpperLine};
 use socketserver::os::{SocketTransport, TcpTransport};
 use socketserver::{
-    Dispatch, ForkingDispatch, PoolDispatch, ServerBuilder, SocketServer, ThreadingDispatch,
-    DEFAULT_POLL_INTERVAL,
+    Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, ServerBuilder, SocketServer,
+    ThreadingDispatch, DEFAULT_POLL_INTERVAL,
 };
 
 /// The listen backlog of the framework's and CPython's stream servers.
@@ -51,9 +51,11 @@ const KINDS: &[(&str, Serve)] = &[
     ("fw-pool-lines", |a| {
         run(tcp(a).build_with(|s| PoolDispatch::new(|| EchoLines, s))?)
     }),
-    // The new dispatch of issue 23 goes here, as `persistent`: a
-    // `socketserver::PersistentTcpServer` whose message handler echoes one
-    // line per call; `scale` then measures it and computes its targets.
+    // The new dispatch of issue 23: idle connections parked in the poller,
+    // a message (a line) per call.
+    ("persistent", |a| {
+        run(tcp(a).build_with(|s| ParkingDispatch::new(|| EchoLines, s))?)
+    }),
     ("fw-udp-upper", |a| {
         run(ServerBuilder::udp(a).build(|| UpperDatagram)?)
     }),
@@ -74,6 +76,14 @@ const KINDS: &[(&str, Serve)] = &[
     ("tokio-echo", |a| tokio::serve(a, tokio::Kind::Echo, None)),
     ("tokio-udp-upper", |a| {
         tokio::serve(a, tokio::Kind::Udp, None)
+    }),
+    ("fw-tls-upper", |a| crate::tls::serve("fw-tls-upper", a)),
+    ("fw-tls-echo", |a| crate::tls::serve("fw-tls-echo", a)),
+    ("rustls-threads-upper", |a| {
+        crate::tls::serve("rustls-threads-upper", a)
+    }),
+    ("rustls-threads-echo", |a| {
+        crate::tls::serve("rustls-threads-echo", a)
     }),
 ];
 
@@ -97,7 +107,7 @@ pub fn serve(kind: &str, address: &str) -> io::Result<()> {
 }
 
 /// Announces the framework's server and serves it until SIGTERM.
-fn run<T, D>(mut server: SocketServer<T, D>) -> io::Result<()>
+pub(crate) fn run<T, D>(mut server: SocketServer<T, D>) -> io::Result<()>
 where
     T: SocketTransport,
     T::Addr: Display,
@@ -110,7 +120,7 @@ where
     Ok(())
 }
 
-fn announce(address: impl Display) -> io::Result<()> {
+pub(crate) fn announce(address: impl Display) -> io::Result<()> {
     let mut stdout = io::stdout();
     writeln!(stdout, "listening on {address}")?;
     stdout.flush()

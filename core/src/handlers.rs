@@ -6,7 +6,9 @@
 use embedded_io::Write;
 
 use crate::transport::{Connection, ReplySocket};
-use crate::{DatagramHandler, DatagramRequest, Error, StreamHandler, StreamRequest};
+use crate::{
+    DatagramHandler, DatagramRequest, Error, MessageHandler, Next, StreamHandler, StreamRequest,
+};
 
 /// The docs' `MyTCPHandler`: one read of at most 1024 bytes, stripped of
 /// surrounding whitespace, sent back upper-cased; then the server closes.
@@ -50,6 +52,16 @@ impl<C: Connection> StreamHandler<C> for EchoLines {
             }
             req.wfile.write_all(line)?;
         }
+    }
+}
+
+/// One line per message on a persistent connection: the same echo,
+/// served by a message dispatch that parks the connection between lines.
+impl<C: Connection> MessageHandler<C> for EchoLines {
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let line = req.rfile.read_line()?;
+        req.wfile.write_all(line)?;
+        Ok(Next::KeepOpen)
     }
 }
 

@@ -16,6 +16,8 @@ mod error;
 mod handler;
 pub mod handlers;
 pub mod memory;
+mod message;
+mod message_loop;
 mod seam;
 mod server;
 mod stream;
@@ -32,6 +34,8 @@ pub use handler::{
     report_error, DatagramHandler, DefaultHooks, HandlerFactory, Hooks, ServerHooks, StreamHandler,
     StreamOptions,
 };
+pub use message::{MessageHandler, MessageLoop, Next, Session, Turn};
+pub use message_loop::MessageDispatch;
 pub use server::{
     handle_datagram_request, handle_stream_request, take_datagram_request, take_stream_request,
     Dispatch, Incoming, Lifecycle, Server, SyncDispatch, Took,

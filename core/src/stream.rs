@@ -3,7 +3,7 @@
 use core::cell::{RefCell, RefMut};
 use embedded_io::{BufRead, ErrorType, Read, Write};
 
-use crate::handler::{HandlerFactory, Hooks, StreamHandler};
+use crate::handler::{HandlerFactory, Hooks, StreamHandler, StreamOptions};
 use crate::transport::Connection;
 use crate::Error;
 
@@ -34,6 +34,22 @@ impl<'a, C: Connection> StreamRequest<'a, C> {
         StreamRequest {
             rfile: RFile::new(conn, rbuf),
             wfile: WFile::new(conn, wbuf),
+            client_address,
+            conn,
+        }
+    }
+
+    /// A request whose `rfile` already holds `filled` bytes of `rbuf`.
+    pub(crate) fn prefilled(
+        conn: &'a RefCell<C>,
+        client_address: C::Addr,
+        rbuf: &'a mut [u8],
+        filled: usize,
+        wbuf: &'a mut [u8],
+    ) -> Self {
+        StreamRequest {
+            rfile: RFile::prefilled(conn, rbuf, filled),
+            wfile: WFile::new(conn, wbuf).parked(),
             client_address,
             conn,
         }
@@ -77,6 +93,23 @@ impl<'a, C: Connection> RFile<'a, C> {
             start: 0,
             end: 0,
         }
+    }
+
+    /// A reader whose buffer already holds `filled` received bytes
+    /// (`buf[..filled]`), as a message dispatch hands it over.
+    pub(crate) fn prefilled(conn: &'a RefCell<C>, buf: &'a mut [u8], filled: usize) -> Self {
+        let end = filled.min(buf.len());
+        RFile {
+            conn,
+            buf,
+            start: 0,
+            end,
+        }
+    }
+
+    /// The bytes received and not yet consumed, as a range of the buffer.
+    pub(crate) fn unread(&self) -> core::ops::Range<usize> {
+        self.start..self.end
     }
 
     /// The buffer's capacity: the longest line [`read_line`](Self::read_line) returns.
@@ -208,12 +241,53 @@ pub struct WFile<'a, C> {
     conn: &'a RefCell<C>,
     buf: &'a mut [u8],
     len: usize,
+    /// [`write_now`](Self::write_now) does not wait: the request is served
+    /// by a dispatch that parks connections.
+    parked: bool,
 }
 
 impl<'a, C: Connection> WFile<'a, C> {
     /// A writer over `conn`, buffering in `buf` unless it is empty.
     pub fn new(conn: &'a RefCell<C>, buf: &'a mut [u8]) -> Self {
-        WFile { conn, buf, len: 0 }
+        WFile {
+            conn,
+            buf,
+            len: 0,
+            parked: false,
+        }
+    }
+
+    /// Makes [`write_now`](Self::write_now) write without waiting.
+    pub(crate) fn parked(mut self) -> Self {
+        self.parked = true;
+        self
+    }
+
+    /// Writes what the connection takes now, after what is buffered: the
+    /// count written, possibly 0. For a [`MessageHandler`] sending a long
+    /// reply in pieces: it writes a piece, and when the connection takes no
+    /// more, returns [`Next::Resume`] to be called again
+    /// ([`MessageHandler::resume`]) once it can, holding no worker while
+    /// the peer is slow.
+    ///
+    /// Served by a dispatch that parks connections (`ParkingDispatch`,
+    /// `MessageDispatch`), it never waits. Anywhere else (a classic
+    /// dispatch, [`MessageLoop`](crate::MessageLoop)) it is an ordinary
+    /// write, which waits until the connection takes at least one byte,
+    /// bounded by the timeout, so a loop of `write_now` calls never spins.
+    ///
+    /// [`MessageHandler`]: crate::MessageHandler
+    /// [`Next::Resume`]: crate::Next::Resume
+    /// [`MessageHandler::resume`]: crate::MessageHandler::resume
+    pub fn write_now(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.flush_buffer()?;
+        let mut conn = borrow(self.conn);
+        let written = if self.parked {
+            conn.write_now(data)
+        } else {
+            conn.write(data)
+        };
+        written.map_err(Into::into)
     }
 
     /// Bytes written but not yet sent.
@@ -246,7 +320,7 @@ impl<'a, C: Connection> WFile<'a, C> {
         borrow(self.conn).write_all(data).map_err(Into::into)
     }
 
-    fn flush_buffer(&mut self) -> Result<(), Error> {
+    pub(crate) fn flush_buffer(&mut self) -> Result<(), Error> {
         match core::mem::take(&mut self.len) {
             0 => Ok(()),
             len => self.send(&self.buf[..len]),
@@ -288,11 +362,12 @@ impl<C: Connection> Write for WFile<'_, C> {
 
 /// Runs a handler over one connection (Python's `finish_request` with the
 /// `StreamRequestHandler` setup): applies the handler's options, then
+/// [`Connection::establish`] (a TLS handshake, bounded by those options),
 /// `setup`, `handle`, `finish` and the final `wfile` flush (of its buffer:
 /// the connection is not flushed, as in Python).
 ///
 /// Returns the first error; `finish` runs after a failed `handle` but not
-/// after a failed `setup`.
+/// after a failed `setup` (nor `setup` after a failed `establish`).
 pub fn finish_request<C: Connection, H: StreamHandler<C>>(
     handler: &mut H,
     conn: &RefCell<C>,
@@ -301,25 +376,33 @@ pub fn finish_request<C: Connection, H: StreamHandler<C>>(
     wbuf: &mut [u8],
 ) -> Result<(), Error> {
     let options = handler.options();
-    {
-        let mut c = borrow(conn);
-        if options.timeout.is_some() {
-            c.set_timeout(options.timeout).map_err(Into::into)?;
-        }
-        if options.request_timeout.is_some() {
-            c.set_request_timeout(options.request_timeout)
-                .map_err(Into::into)?;
-        }
-        if options.disable_nagle_algorithm {
-            c.set_nodelay(true).map_err(Into::into)?;
-        }
-    }
+    apply_options(&mut *borrow(conn), &options, options.request_timeout)?;
     let wbuf = if options.buffered_wfile {
         wbuf
     } else {
         &mut []
     };
     run_lifecycle(handler, conn, client_address, rbuf, wbuf)
+}
+
+/// Hands a handler's options to its connection; `total` is the bound on
+/// the whole request (or, for a message handler, on the first message).
+pub(crate) fn apply_options<C: Connection>(
+    conn: &mut C,
+    options: &StreamOptions,
+    total: Option<core::time::Duration>,
+) -> Result<(), Error> {
+    if options.timeout.is_some() {
+        conn.set_timeout(options.timeout).map_err(Into::into)?;
+    }
+    if total.is_some() {
+        conn.set_request_timeout(total).map_err(Into::into)?;
+    }
+    if options.disable_nagle_algorithm {
+        conn.set_nodelay(true).map_err(Into::into)?;
+    }
+    // After the timeouts, which bound it (a TLS handshake, say).
+    conn.establish().map_err(Into::into)
 }
 
 /// `setup`, `handle` and `finish` of a handler over the request, then the

@@ -84,6 +84,15 @@ impl Connection for FakeConn {
         self.log.borrow_mut().push("shutdown_request");
         Ok(())
     }
+    /// Fails for a request starting with `!`, as a TLS handshake with a
+    /// client that does not speak TLS.
+    fn establish(&mut self) -> Result<(), ErrorKind> {
+        if self.input.starts_with(b"!") {
+            self.log.borrow_mut().push("establish failed");
+            return Err(ErrorKind::InvalidData);
+        }
+        Ok(())
+    }
     fn close(self) {
         self.log.borrow_mut().push("close_request");
     }
@@ -490,6 +499,34 @@ fn setup_error_skips_handle_and_finish() {
             "close_request"
         ]
     );
+}
+
+/// A connection that cannot be established (a failed TLS handshake) is
+/// the request's error: reported, the connection shut down, and none of
+/// `setup`, `handle`, `finish` run.
+#[test]
+fn establish_error_skips_the_handler() {
+    let log = new_log();
+    let mut server = stream_server::<64, 0>(
+        Fake::new(&log).with_request(b"!not tls\n"),
+        Behaviour::default(),
+        true,
+    );
+    server.handle_request().unwrap();
+    assert_eq!(
+        take(&log),
+        [
+            "select",
+            "get_request",
+            "verify_request",
+            "finish_request",
+            "establish failed",
+            "handle_error",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+    assert_same!(errors(&server), [Error::io(ErrorKind::InvalidData)]);
 }
 
 #[test]
@@ -1023,4 +1060,205 @@ mod std_errors {
             .find(|&c| std::io::Error::from_raw_os_error(c).kind() == probe.kind())
             .expect("an errno for ECONNRESET")
     }
+}
+
+/// A message handler that logs its steps: closes on "bye", fails on "fail".
+struct Messages {
+    log: Log,
+    fail_setup: bool,
+}
+
+impl<C: Connection> MessageHandler<C> for Messages {
+    fn setup(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.log.borrow_mut().push("setup");
+        if self.fail_setup {
+            return Err(Error::Handler("setup failed"));
+        }
+        Ok(())
+    }
+
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        self.log.borrow_mut().push("handle_one_request");
+        let line = req.rfile.read_line()?;
+        match &*line {
+            b"bye\n" => Ok(Next::Close),
+            b"fail\n" => Err(Error::Handler("handle failed")),
+            _ => {
+                req.wfile.write_all(line)?;
+                Ok(Next::KeepOpen)
+            }
+        }
+    }
+
+    fn finish(&mut self, _: &mut StreamRequest<'_, C>) -> Result<(), Error> {
+        self.log.borrow_mut().push("finish");
+        Ok(())
+    }
+}
+
+fn session(log: &Log, fail_setup: bool) -> Session<FakeConn, Messages> {
+    let conn = conn(b"").into_inner();
+    let handler = Messages {
+        log: log.clone(),
+        fail_setup,
+    };
+    Session::new(
+        FakeConn {
+            log: log.clone(),
+            ..conn
+        },
+        7,
+        handler,
+    )
+}
+
+/// Serves `input` as one turn: the buffer holds it, as a dispatch fills it.
+fn turn(session: &mut Session<FakeConn, Messages>, hooks: &RecHooks, input: &[u8]) -> Turn {
+    let mut rbuf = [0u8; 64];
+    rbuf[..input.len()].copy_from_slice(input);
+    session.serve(&mut rbuf, input.len(), &mut [0u8; 64], hooks)
+}
+
+#[test]
+fn a_session_runs_setup_once_a_message_per_turn_and_finish_when_the_handler_closes() {
+    let log = new_log();
+    let hooks = hooks(&log, true);
+    let mut session = session(&log, false);
+    // Two pipelined lines: one is served, the other is left for the next turn.
+    assert_eq!(turn(&mut session, &hooks, b"a\nb\n"), Turn::Park(2..4));
+    assert_eq!(take(&log), ["setup", "handle_one_request", "send"]);
+    assert_eq!(turn(&mut session, &hooks, b"b\n"), Turn::Park(2..2));
+    assert_eq!(turn(&mut session, &hooks, b"bye\n"), Turn::Close);
+    session.close();
+    assert_eq!(
+        take(&log),
+        [
+            "handle_one_request",
+            "send",
+            "handle_one_request",
+            "finish",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+    assert!(hooks.errors.borrow().is_empty());
+}
+
+#[test]
+fn a_failed_message_runs_finish_and_is_reported_a_failed_setup_is_not_finished() {
+    let log = new_log();
+    let hooks = hooks(&log, true);
+    let mut failing = session(&log, false);
+    assert_eq!(turn(&mut failing, &hooks, b"fail\n"), Turn::Close);
+    assert_eq!(
+        take(&log),
+        ["setup", "handle_one_request", "finish", "handle_error"]
+    );
+    let mut refused = session(&log, true);
+    assert_eq!(turn(&mut refused, &hooks, b"x\n"), Turn::Close);
+    assert_eq!(take(&log), ["setup", "handle_error"]);
+    assert_same!(
+        *hooks.errors.borrow(),
+        [
+            Error::Handler("handle failed"),
+            Error::Handler("setup failed")
+        ]
+    );
+}
+
+#[test]
+fn ending_a_session_finishes_it_only_if_it_began() {
+    let log = new_log();
+    let hooks = hooks(&log, true);
+    session(&log, false).end(None, &mut [0; 8], &mut [], &hooks);
+    assert_eq!(take(&log), ["shutdown_request", "close_request"]);
+    let mut begun = session(&log, false);
+    assert_eq!(turn(&mut begun, &hooks, b"x\n"), Turn::Park(2..2));
+    take(&log);
+    let late = Error::io(ErrorKind::TimedOut);
+    begun.end(Some(late), &mut [0; 8], &mut [], &hooks);
+    assert_eq!(
+        take(&log),
+        [
+            "finish",
+            "handle_error",
+            "shutdown_request",
+            "close_request"
+        ]
+    );
+}
+
+#[test]
+fn message_loop_serves_messages_until_the_peer_closes_between_them() {
+    let log = new_log();
+    let conn = RefCell::new(FakeConn {
+        log: log.clone(),
+        ..conn(b"one\ntwo\n").into_inner()
+    });
+    let mut handler = MessageLoop(Messages {
+        log: log.clone(),
+        fail_setup: false,
+    });
+    let served = finish_request(&mut handler, &conn, 7, &mut [0; 64], &mut []);
+    assert!(served.is_ok());
+    assert_eq!(
+        take(&log),
+        [
+            "setup",
+            "handle_one_request",
+            "send",
+            "handle_one_request",
+            "send",
+            "finish"
+        ]
+    );
+    assert_eq!(&*conn.borrow().output.borrow(), b"one\ntwo\n");
+}
+
+impl embedded_io::ReadReady for FakeConn {
+    fn read_ready(&mut self) -> Result<bool, ErrorKind> {
+        Ok(true)
+    }
+}
+
+impl embedded_io::WriteReady for FakeConn {
+    fn write_ready(&mut self) -> Result<bool, ErrorKind> {
+        Ok(true)
+    }
+}
+
+/// Echoes one line per message, quietly.
+struct EchoLine;
+
+impl<C: Connection> MessageHandler<C> for EchoLine {
+    fn handle_message(&mut self, req: &mut StreamRequest<'_, C>) -> Result<Next, Error> {
+        let line = req.rfile.read_line()?;
+        req.wfile.write_all(line)?;
+        Ok(Next::KeepOpen)
+    }
+}
+
+#[test]
+fn message_dispatch_takes_one_message_per_take_from_each_connection_in_turn() {
+    let log = new_log();
+    let fake = Fake::new(&log)
+        .with_queued(b"a1\na2\na3\n")
+        .with_queued(b"b1\nb2\n");
+    let output = fake.output.clone();
+    let hooks = hooks(&log, true);
+    let clock = Rc::new(ManualClock::new());
+    let mut dispatch =
+        MessageDispatch::<FakeConn, _, _, _, 2, 16, 0>::new(|| EchoLine, &hooks, clock);
+    let mut listener = fake;
+    let mut takes = 0;
+    while Dispatch::take(&mut dispatch, &mut listener) == Took::Request {
+        takes += 1;
+        assert!(takes < 20, "a take that never finds nothing");
+    }
+    // Both connections were accepted before either had a second turn, and
+    // a connection with a message waiting went before the busier one's next.
+    assert_eq!(&*output.borrow(), b"a1\nb1\na2\nb2\na3\n");
+    // Each connection's end of stream ended it; a third would have a slot.
+    assert_eq!(dispatch.open(), 0);
+    assert!(hooks.errors.borrow().is_empty());
 }

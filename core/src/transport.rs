@@ -140,6 +140,28 @@ pub trait Connection: Read + Write + ErrorType<Error: Into<crate::Error>> {
     /// everything written so far.
     fn shutdown_write(&mut self) -> Result<(), Self::Error>;
 
+    /// Writes as much of `data` as the connection takes now, without
+    /// waiting for the peer: the count, `Ok(0)` when it takes nothing.
+    /// What a message handler resuming a long reply writes with
+    /// ([`WFile::write_now`](crate::WFile::write_now)).
+    ///
+    /// Default: a blocking [`write`](embedded_io::Write::write), for
+    /// transports that cannot tell; the std backend sends with
+    /// `MSG_DONTWAIT`.
+    fn write_now(&mut self, data: &[u8]) -> Result<usize, Self::Error> {
+        self.write(data)
+    }
+
+    /// Completes what must happen before the handler's first byte, such as
+    /// a TLS handshake. The server calls it once per request, after the
+    /// handler's timeouts are set (so they bound it) and before `setup`;
+    /// its error is the request's, reported to `handle_error`, and the
+    /// handler's `setup`, `handle` and `finish` then do not run. Plain
+    /// connections have nothing to do: the default returns `Ok(())`.
+    fn establish(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Python's `close_request`: releases this end of the connection without
     /// shutting it down first. Dropping the connection does the same.
     fn close(self)

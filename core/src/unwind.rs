@@ -7,13 +7,13 @@ use crate::Error;
 /// the server goes on. Without it (firmware: `panic = "abort"`), a panic
 /// follows the target's panic strategy.
 #[cfg(feature = "std")]
-pub(crate) fn catch(request: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+pub(crate) fn catch<T>(request: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(request)).unwrap_or(Err(Error::Panicked))
 }
 
 /// Runs one request (no unwinding to catch without `std`).
 #[cfg(not(feature = "std"))]
 #[inline(always)]
-pub(crate) fn catch(request: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+pub(crate) fn catch<T>(request: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     request()
 }

@@ -12,7 +12,9 @@ use socket2::Socket;
 use socketserver_core::embedded_io;
 use socketserver_core::Connection;
 
-use crate::family::{Family, Inet, Unix, UnixAddr};
+use crate::family::{Family, Inet};
+#[cfg(unix)]
+use crate::family::{Unix, UnixAddr};
 use crate::shutdown::{Registered, Shared};
 use crate::sys;
 
@@ -78,7 +80,7 @@ impl<F: Family> Accepted<F> {
 
     /// [`Connection::set_nodelay`].
     fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
-        if self.socket.local_addr()?.is_unix() {
+        if self.socket.local_addr()?.as_socket().is_none() {
             return Ok(());
         }
         self.socket.set_tcp_nodelay(nodelay)
@@ -209,6 +211,19 @@ macro_rules! connection {
             fn shutdown_write(&mut self) -> io::Result<()> {
                 self.inner.socket.shutdown(Shutdown::Write)
             }
+
+            /// `send` with `MSG_DONTWAIT`: never waits, whatever the timeout.
+            #[cfg(not(target_os = "wasi"))]
+            fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+                sys::send_now(&self.inner.socket, data)
+            }
+        }
+
+        #[cfg(not(target_os = "wasi"))]
+        impl crate::parking::Parkable for $name {
+            fn socket(&self) -> &Socket {
+                &self.inner.socket
+            }
         }
 
         impl AsFd for $name {
@@ -249,6 +264,7 @@ connection!(
     Inet,
     SocketAddr
 );
+#[cfg(unix)]
 connection!(
     /// An accepted Unix stream connection.
     UnixConnection,
@@ -256,6 +272,7 @@ connection!(
     UnixAddr
 );
 
+#[cfg(unix)]
 impl UnixConnection {
     /// The credentials of the process that connected (`SO_PEERCRED`): what
     /// a [`Hooks::verify_request`](socketserver_core::Hooks::verify_request)
@@ -312,6 +329,7 @@ impl UnixConnection {
 /// Who is at the other end of a Unix stream connection, as the kernel
 /// recorded it when the client connected; see
 /// [`peer_credentials`](UnixConnection::peer_credentials).
+#[cfg(unix)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct PeerCredentials {

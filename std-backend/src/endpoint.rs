@@ -1,130 +1,20 @@
 //! What every server socket shares: the socket, its registration with the
 //! waiter, the accept back-off, and the Unix socket file it owns.
 
-use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use socketserver_core::Readiness;
 
 use crate::shutdown::{Shared, ShutdownHandle};
+use crate::socket_file::SocketFile;
 use crate::{sys, Options};
 
 /// How long the loop stops accepting after running out of descriptors.
 pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
-
-/// A socket file this server created, removed on close if it is still ours
-/// (unless kept), and the lock that makes the path ours meanwhile.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    keep: bool,
-    /// Released after the file is removed: dropped last.
-    _lock: PathLock,
-}
-
-/// `PATH.lock` beside a Unix socket file, locked with `flock` for as long
-/// as the server holds the path, from before `bind` to its close (as
-/// daemons do). A socket file only refuses connections when nobody is
-/// bound to it *or* its server has bound it and not yet listened; the lock
-/// tells the two apart, so only a file nobody holds is ever replaced.
-///
-/// Removed on drop if the path still names the file that was locked.
-#[derive(Debug)]
-struct PathLock {
-    path: PathBuf,
-    file: Flock<fs::File>,
-}
-
-/// How often [`PathLock::take`] tries again when the lock file it locked
-/// was removed meanwhile (by the previous holder, as it released it).
-const LOCK_ATTEMPTS: usize = 8;
-
-impl PathLock {
-    /// Locks `PATH.lock` for the socket file `socket`, creating it if need
-    /// be; fails with `AddrInUse` when another server holds it.
-    fn take(socket: &Path) -> io::Result<Self> {
-        let mut path = socket.as_os_str().to_owned();
-        path.push(".lock");
-        let mut path = PathBuf::from(path);
-        for _ in 0..LOCK_ATTEMPTS {
-            let file = match Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
-                Ok(file) => file,
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!(
-                            "{} belongs to another server (it holds {})",
-                            socket.display(),
-                            path.display()
-                        ),
-                    ))
-                }
-                Err((_, err)) => return Err(err.into()),
-            };
-            let lock = PathLock { path, file };
-            // The lock only counts on the file the path names now.
-            if lock.is_at_path() {
-                return Ok(lock);
-            }
-            path = lock.forget();
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} keeps being replaced", path.display()),
-        ))
-    }
-
-    /// Whether the path still names the locked file.
-    fn is_at_path(&self) -> bool {
-        match (self.file.metadata(), fs::symlink_metadata(&self.path)) {
-            (Ok(locked), Ok(named)) => locked.dev() == named.dev() && locked.ino() == named.ino(),
-            _ => false,
-        }
-    }
-
-    /// Unlocks without removing anything; returns the path.
-    fn forget(mut self) -> PathBuf {
-        std::mem::take(&mut self.path)
-    }
-}
-
-impl Drop for PathLock {
-    fn drop(&mut self) {
-        // Removed while still locked, so that whoever locks the path next
-        // locks a new file (see `take`).
-        if !self.path.as_os_str().is_empty() && self.is_at_path() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Opens (or creates) a lock file, never through a symbolic link. Another
-/// user's lock file can still be locked when it can only be read.
-fn open_lock_file(path: &Path) -> io::Result<fs::File> {
-    let open = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    match open {
-        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path),
-        other => other,
-    }
-}
 
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -147,6 +37,13 @@ impl Endpoint {
         if let (Domain::IPV6, Some(dual)) = (domain, options.dual_stack) {
             socket.set_only_v6(!dual)?;
         }
+        Self::adopt(socket, options)
+    }
+
+    /// An endpoint over a socket bound elsewhere (inherited from a
+    /// launcher, or made by the program): its socket file, if any, is not
+    /// this server's, and is never removed.
+    pub(crate) fn adopt(socket: Socket, options: &Options) -> io::Result<Self> {
         let shared = Shared::new()?;
         shared.set_drain_timeout(options.drain_timeout);
         Ok(Endpoint {
@@ -181,20 +78,16 @@ impl Endpoint {
     /// Python's `server_bind`, for both families; returns the bound address.
     pub(crate) fn bind(&mut self, addr: &SockAddr, options: &Options) -> io::Result<SockAddr> {
         let socket = self.socket.as_ref().ok_or_else(closed)?;
-        if options.allow_reuse_address {
-            socket.set_reuse_address(true)?;
-        }
-        if addr.is_unix() {
-            if let Some(path) = addr.as_pathname() {
-                self.file = Some(bind_unix_path(socket, addr, path, options)?);
-            } else {
-                socket.bind(addr)?;
-            }
-        } else {
-            if options.allow_reuse_port {
-                socket.set_reuse_port(true)?;
-            }
+        let inet = addr.as_socket().is_some();
+        sys::set_reuse(
+            socket,
+            options.allow_reuse_address,
+            options.allow_reuse_port && inet,
+        )?;
+        if inet {
             socket.bind(addr)?;
+        } else {
+            self.file = SocketFile::bind(socket, addr, options)?;
         }
         socket.local_addr()
     }
@@ -207,7 +100,7 @@ impl Endpoint {
         }
         let socket = self.socket()?;
         // Readiness can be stale by the time we accept or receive.
-        socket.set_nonblocking(true)?;
+        sys::set_nonblocking(socket, true)?;
         self.shared.waiter.add(socket)?;
         self.registered = true;
         Ok(())
@@ -278,13 +171,7 @@ impl Endpoint {
             drop(socket);
         }
         if let Some(file) = self.file.take() {
-            // Only remove the file if it is still the one we created.
-            if let Ok(meta) = fs::symlink_metadata(&file.path) {
-                if !file.keep && meta.dev() == file.dev && meta.ino() == file.ino {
-                    let _ = fs::remove_file(&file.path);
-                }
-            }
-            // Dropping `file` now releases the path's lock.
+            file.remove();
         }
     }
 
@@ -292,7 +179,7 @@ impl Endpoint {
     /// still released).
     pub(crate) fn keep_file(&mut self) {
         if let Some(file) = &mut self.file {
-            file.keep = true;
+            file.keep();
         }
     }
 }
@@ -300,116 +187,5 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn bind_unix_path(
-    socket: &Socket,
-    addr: &SockAddr,
-    path: &Path,
-    options: &Options,
-) -> io::Result<SocketFile> {
-    let lock = PathLock::take(path)?;
-    create_socket_file(socket, addr, path, options.socket_mode)?;
-    if let Some(mode) = options.socket_mode {
-        // Exactly `mode`: the umask may have taken bits away.
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    let meta = fs::symlink_metadata(path)?;
-    Ok(SocketFile {
-        path: path.to_owned(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-        keep: options.keep_socket_file,
-        _lock: lock,
-    })
-}
-
-/// Binds to `path`, replacing a stale socket file (the caller holds the
-/// path's [`PathLock`], so no server of ours is bound to it); with `mode`,
-/// the file is created with no more than those permission bits where the
-/// system allows (see [`sys::mode_before_bind`]).
-fn create_socket_file(
-    socket: &Socket,
-    addr: &SockAddr,
-    path: &Path,
-    mode: Option<u32>,
-) -> io::Result<()> {
-    if let Some(mode) = mode {
-        if mode & !0o7777 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("socket_mode {mode:o} has bits beyond the permission bits (0o7777)"),
-            ));
-        }
-        sys::mode_before_bind(socket, mode)?;
-    }
-    match socket.bind(addr) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::AddrInUse && is_stale(path, socket.r#type()?) => {
-            fs::remove_file(path)?;
-            socket.bind(addr)
-        }
-        Err(err) => Err(err),
-    }
-}
-
-/// Whether `path` is a socket file that nobody is bound to any more: a
-/// connection attempt is refused.
-fn is_stale(path: &Path, ty: Type) -> bool {
-    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
-        return false;
-    }
-    let probe = || -> io::Result<()> {
-        let probe = Socket::new(Domain::UNIX, ty, None)?;
-        // A live listener with a full backlog must not block the probe.
-        probe.set_nonblocking(true)?;
-        probe.connect(&SockAddr::unix(path)?)
-    };
-    matches!(probe(), Err(err) if err.kind() == io::ErrorKind::ConnectionRefused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The process's umask, read without changing it (Linux 4.7 and later).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn umask() -> u32 {
-        let status = fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"));
-        u32::from_str_radix(line.expect("no Umask line").trim(), 8).unwrap()
-    }
-
-    /// The socket file is born with at most `socket_mode`'s bits, before
-    /// any `chmod`: there is no moment in which the umask's wider mode lets
-    /// another user connect.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[test]
-    fn socket_file_is_created_with_the_mode() {
-        let dir = std::env::temp_dir().join(format!("ss-endpoint-mode-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        for mode in [0o600, 0o640, 0o700] {
-            let path = dir.join(format!("{mode:o}.sock"));
-            let _ = fs::remove_file(&path);
-            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-            let addr = SockAddr::unix(&path).unwrap();
-            create_socket_file(&socket, &addr, &path, Some(mode)).unwrap();
-            let born = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o7777;
-            assert_eq!(born, mode & !umask(), "mode {mode:o}");
-        }
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_mode_beyond_the_permission_bits_is_refused() {
-        let path =
-            std::env::temp_dir().join(format!("ss-endpoint-bad-{}.sock", std::process::id()));
-        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-        let addr = SockAddr::unix(&path).unwrap();
-        let err = create_socket_file(&socket, &addr, &path, Some(0o10_600)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        assert!(!path.exists(), "nothing is bound");
     }
 }

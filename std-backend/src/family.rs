@@ -4,11 +4,14 @@
 //! `UdpTransport`, ...), so that user code and compiler errors never name
 //! a family.
 
+#[cfg(unix)]
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr};
@@ -47,6 +50,11 @@ pub(crate) trait Family: Send + Sync + 'static {
     /// guarantees. For [`Unix`], it is the server's own name, which no
     /// other socket can hold while the server is bound to it.
     fn is_own_address(server: &Self::Addr, source: &Self::Addr) -> bool;
+
+    /// The address a socket made elsewhere (inherited, or built by the
+    /// program) is bound to, or why it cannot serve as a server socket of
+    /// this family: it is another family's, or bound to nothing.
+    fn bound_address(addr: &SockAddr) -> Result<Self::Addr, &'static str>;
 }
 
 /// IPv4 and IPv6: TCP and UDP servers. The family follows the address.
@@ -68,6 +76,14 @@ impl Family for Inet {
         // An inet socket only ever reports inet addresses.
         addr.as_socket()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    fn bound_address(addr: &SockAddr) -> Result<SocketAddr, &'static str> {
+        match addr.as_socket() {
+            None => Err("is not an IPv4 or IPv6 socket"),
+            Some(addr) if addr.port() == 0 => Err("is not bound to a port"),
+            Some(addr) => Ok(addr),
+        }
     }
 
     #[inline]
@@ -102,10 +118,12 @@ fn is_local(addr: &SocketAddr) -> bool {
         .is_ok()
 }
 
+#[cfg(unix)]
 /// Unix domain sockets: Unix stream and Unix datagram servers.
 #[derive(Debug)]
 pub(crate) enum Unix {}
 
+#[cfg(unix)]
 /// The address of a Unix domain socket (Python gives the path, or `''` for
 /// a client that did not bind).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +137,7 @@ pub enum UnixAddr {
     Unnamed,
 }
 
+#[cfg(unix)]
 impl UnixAddr {
     /// The socket file's path, for a [`Pathname`](Self::Pathname) address.
     pub fn as_pathname(&self) -> Option<&Path> {
@@ -129,24 +148,28 @@ impl UnixAddr {
     }
 }
 
+#[cfg(unix)]
 impl From<PathBuf> for UnixAddr {
     fn from(path: PathBuf) -> Self {
         UnixAddr::Pathname(path)
     }
 }
 
+#[cfg(unix)]
 impl From<&Path> for UnixAddr {
     fn from(path: &Path) -> Self {
         UnixAddr::Pathname(path.to_owned())
     }
 }
 
+#[cfg(unix)]
 impl From<&str> for UnixAddr {
     fn from(path: &str) -> Self {
         UnixAddr::Pathname(path.into())
     }
 }
 
+#[cfg(unix)]
 impl fmt::Display for UnixAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -157,6 +180,7 @@ impl fmt::Display for UnixAddr {
     }
 }
 
+#[cfg(unix)]
 impl Family for Unix {
     type Addr = UnixAddr;
 
@@ -190,6 +214,16 @@ impl Family for Unix {
         }
     }
 
+    fn bound_address(addr: &SockAddr) -> Result<UnixAddr, &'static str> {
+        if !addr.is_unix() {
+            return Err("is not a Unix domain socket");
+        }
+        match Unix::from_sock_addr(addr) {
+            UnixAddr::Unnamed => Err("is not bound to a path or name"),
+            bound => Ok(bound),
+        }
+    }
+
     #[inline]
     fn is_own_address(server: &UnixAddr, source: &UnixAddr) -> bool {
         *source != UnixAddr::Unnamed && source == server
@@ -200,6 +234,7 @@ impl Family for Unix {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn unix_addresses_round_trip_through_the_kernel_form() {
         for addr in [
@@ -233,7 +268,11 @@ mod tests {
         assert!(!own("127.0.0.1:7", "127.0.0.1:8"), "another port");
         assert!(!own("0.0.0.0:7", "203.0.113.7:7"), "another host");
         assert!(!own("[::]:7", "[2001:db8::7]:7"), "another host");
+    }
 
+    #[cfg(unix)]
+    #[test]
+    fn own_unix_addresses_are_the_servers_name() {
         let path = UnixAddr::from("/run/s.sock");
         assert!(Unix::is_own_address(&path, &path));
         assert!(!Unix::is_own_address(&path, &UnixAddr::from("/run/c.sock")));

@@ -34,6 +34,12 @@
 //! visibly when none is free in time); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
+//! On WASI preview 2 (`wasm32-wasip2`) the TCP and UDP servers with the
+//! inline dispatch serve from a WebAssembly component (run it with
+//! `wasmtime run -S inherit-network=y -S tcp=y -S udp=y`); threads, forking,
+//! Unix sockets and signals do not exist there, nor what needs them (see
+//! `docs/guide/wasi.md`).
+//!
 //! Every socket is close-on-exec. `serve_forever` sleeps on the socket and
 //! on a wake-up, so [`ShutdownHandle::shutdown`] returns as soon as the
 //! current request is done, whatever the poll interval. A panicking handler
@@ -45,45 +51,73 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod access;
+#[cfg(unix)]
+pub mod activation;
+#[cfg(not(target_os = "wasi"))]
 mod concurrent;
 mod connection;
 mod dispatch;
 mod endpoint;
 mod family;
+#[cfg(unix)]
 mod forking;
+#[cfg(not(target_os = "wasi"))]
+mod parking;
+#[cfg(not(target_os = "wasi"))]
 mod pool;
 mod server;
 mod shutdown;
+#[cfg_attr(not(unix), path = "socket_file_none.rs")]
+mod socket_file;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(not(target_os = "wasi"))]
 mod threading;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 mod transport;
 
 pub use access::{AllowList, Guarded, Network, NetworkError};
-pub use connection::{PeerCredentials, TcpConnection, UnixConnection};
+pub use connection::TcpConnection;
+#[cfg(unix)]
+pub use connection::{PeerCredentials, UnixConnection};
 pub use dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 pub use family::UnixAddr;
+#[cfg(unix)]
 pub use forking::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
 };
+#[cfg(all(unix, not(target_os = "wasi")))]
+pub use parking::PersistentUnixStreamServer;
+#[cfg(not(target_os = "wasi"))]
+pub use parking::{
+    Full, Parkable, ParkingDispatch, ParkingStats, PersistentTcpServer, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+};
+#[cfg(all(unix, not(target_os = "wasi")))]
+pub use pool::PoolUnixStreamServer;
+#[cfg(not(target_os = "wasi"))]
 pub use pool::{
-    default_workers, PoolDispatch, PoolTcpServer, PoolUnixStreamServer, RefusedCounter,
-    DEFAULT_QUEUE_TIMEOUT,
+    default_workers, PoolDispatch, PoolTcpServer, RefusedCounter, DEFAULT_QUEUE_TIMEOUT,
 };
 pub use server::{
-    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_POLL_INTERVAL,
+    Options, ServerBuilder, SocketServer, TcpServer, UdpServer, DEFAULT_POLL_INTERVAL,
 };
-pub use shutdown::{ShutdownError, ShutdownHandle, SignalGuard};
-pub use threading::{
-    ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer,
-};
-pub use transport::{
-    SocketTransport, TcpTransport, UdpReply, UdpTransport, UnixDatagramReply,
-    UnixDatagramTransport, UnixStreamTransport,
-};
+#[cfg(unix)]
+pub use server::{UnixDatagramServer, UnixStreamServer};
+#[cfg(not(target_os = "wasi"))]
+pub use shutdown::SignalGuard;
+pub use shutdown::{ShutdownError, ShutdownHandle};
+#[cfg(not(target_os = "wasi"))]
+pub use threading::{ThreadingDispatch, ThreadingTcpServer, ThreadingUdpServer};
+#[cfg(all(unix, not(target_os = "wasi")))]
+pub use threading::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+pub use transport::{SocketTransport, TcpTransport, UdpReply, UdpTransport};
+#[cfg(unix)]
+pub use transport::{UnixDatagramReply, UnixDatagramTransport, UnixStreamTransport};
 
 pub use socket2;
 pub use socketserver_core as core;

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,11 +12,12 @@ use socket2::Socket;
 use socketserver_core::{DefaultHooks, Dispatch, HandlerFactory, Server, StdClock};
 
 use crate::dispatch::{BufferSizes, DispatchConfig, InlineDispatch};
+#[cfg(unix)]
 use crate::family::UnixAddr;
 use crate::shutdown::ShutdownHandle;
-use crate::transport::{
-    SocketTransport, TcpTransport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
-};
+use crate::transport::{SocketTransport, TcpTransport, UdpTransport};
+#[cfg(unix)]
+use crate::transport::{UnixDatagramTransport, UnixStreamTransport};
 
 /// Python's default `poll_interval` for `serve_forever` (0.5 s). With this
 /// crate it only paces `service_actions`; shutdown does not wait for it.
@@ -40,9 +42,11 @@ pub type TcpServer<F, H = DefaultHooks> = SocketServer<TcpTransport, InlineDispa
 /// Python's `UDPServer`.
 pub type UdpServer<F, H = DefaultHooks> = SocketServer<UdpTransport, InlineDispatch<F, H>>;
 /// Python's `UnixStreamServer`.
+#[cfg(unix)]
 pub type UnixStreamServer<F, H = DefaultHooks> =
     SocketServer<UnixStreamTransport, InlineDispatch<F, H>>;
 /// Python's `UnixDatagramServer`.
+#[cfg(unix)]
 pub type UnixDatagramServer<F, H = DefaultHooks> =
     SocketServer<UnixDatagramTransport, InlineDispatch<F, H>>;
 
@@ -211,6 +215,8 @@ pub struct Options {
     pub(crate) socket_mode: Option<u32>,
     pub(crate) keep_socket_file: bool,
     pub(crate) drain_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -227,6 +233,8 @@ impl Default for Options {
             socket_mode: None,
             keep_socket_file: false,
             drain_timeout: Some(ShutdownHandle::DEFAULT_DRAIN_TIMEOUT),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -250,6 +258,46 @@ pub struct ServerBuilder<T: SocketTransport, H = DefaultHooks> {
     address: io::Result<T::Addr>,
     options: Options,
     hooks: H,
+    inherit: Inherit,
+}
+
+/// Where a builder's socket comes from when it is not bound here.
+#[derive(Debug, Default)]
+enum Inherit {
+    /// Bound to the builder's address.
+    #[default]
+    No,
+    /// This socket, made elsewhere.
+    Socket(Socket),
+    /// The next inherited socket (of this name), if the process has one.
+    #[cfg(unix)]
+    Activation(Option<String>),
+}
+
+impl Inherit {
+    /// The socket to adopt, if any.
+    fn socket(self) -> io::Result<Option<Socket>> {
+        match self {
+            Inherit::No => Ok(None),
+            Inherit::Socket(socket) => Ok(Some(socket)),
+            #[cfg(unix)]
+            Inherit::Activation(name) => {
+                let inherited = crate::activation::take(name.as_deref())?;
+                if let (None, Some(name)) = (&inherited, &name) {
+                    let left = crate::activation::unclaimed_names()?;
+                    if !left.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("no inherited socket is named {name:?} (unclaimed: {left:?})"),
+                        ));
+                    }
+                }
+                inherited
+                    .map(crate::activation::Inherited::into_socket)
+                    .transpose()
+            }
+        }
+    }
 }
 
 impl ServerBuilder<TcpTransport> {
@@ -266,6 +314,7 @@ impl ServerBuilder<UdpTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixStreamTransport> {
     /// A Unix stream server on the socket file `path`.
     pub fn unix_stream(path: impl Into<PathBuf>) -> Self {
@@ -273,10 +322,43 @@ impl ServerBuilder<UnixStreamTransport> {
     }
 }
 
+#[cfg(unix)]
 impl ServerBuilder<UnixDatagramTransport> {
     /// A Unix datagram server on the socket file `path`.
     pub fn unix_datagram(path: impl Into<PathBuf>) -> Self {
         Self::with_address(Ok(UnixAddr::Pathname(path.into())))
+    }
+}
+
+impl ServerBuilder<TcpTransport> {
+    /// A TCP server on a listener the program made (or inherited some way
+    /// of its own); see [`from_socket`](Self::from_socket).
+    pub fn from_tcp_listener(listener: std::net::TcpListener) -> Self {
+        Self::from_socket(listener)
+    }
+}
+
+impl ServerBuilder<UdpTransport> {
+    /// A UDP server on a bound socket; see [`from_socket`](Self::from_socket).
+    pub fn from_udp_socket(socket: std::net::UdpSocket) -> Self {
+        Self::from_socket(socket)
+    }
+}
+
+#[cfg(unix)]
+impl ServerBuilder<UnixStreamTransport> {
+    /// A Unix stream server on a listener; see [`from_socket`](Self::from_socket).
+    pub fn from_unix_listener(listener: std::os::unix::net::UnixListener) -> Self {
+        Self::from_socket(listener)
+    }
+}
+
+#[cfg(unix)]
+impl ServerBuilder<UnixDatagramTransport> {
+    /// A Unix datagram server on a bound socket; see
+    /// [`from_socket`](Self::from_socket).
+    pub fn from_unix_datagram(socket: std::os::unix::net::UnixDatagram) -> Self {
+        Self::from_socket(socket)
     }
 }
 
@@ -300,7 +382,40 @@ impl<T: SocketTransport> ServerBuilder<T> {
             address,
             options: Options::default(),
             hooks: DefaultHooks,
+            inherit: Inherit::No,
         }
+    }
+
+    /// A server on `socket`, already bound (a std `TcpListener`,
+    /// `UdpSocket`, `UnixListener`, `UnixDatagram`, or any socket2
+    /// [`Socket`]), with the builder's other options: the one path for
+    /// sockets made elsewhere, as for those bound here. `build` checks
+    /// that it fits the server and serves it as
+    /// [`SocketTransport::adopt`] says; [`bind_and_activate`](Self::bind_and_activate)
+    /// does not apply.
+    ///
+    /// ```
+    /// use socketserver_core::handlers::UpperLine;
+    /// use socketserver_std::ServerBuilder;
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let address = listener.local_addr()?;
+    /// let server = ServerBuilder::from_tcp_listener(listener).build(|| UpperLine)?;
+    /// assert_eq!(*server.local_addr(), address);
+    ///
+    /// // A socket of another type is refused, and says why:
+    /// let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let refused = ServerBuilder::<socketserver_std::TcpTransport>::from_socket(udp).build(|| UpperLine);
+    /// assert!(refused.err().unwrap().to_string().contains("datagram (SOCK_DGRAM)"));
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn from_socket(socket: impl Into<Socket>) -> Self {
+        let mut builder = Self::with_address(Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the server serves a socket made elsewhere",
+        )));
+        builder.inherit = Inherit::Socket(socket.into());
+        builder
     }
 }
 
@@ -338,7 +453,43 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
             address: self.address,
             options: self.options,
             hooks,
+            inherit: self.inherit,
         }
+    }
+
+    /// Serves the next socket the process inherited through socket
+    /// activation (systemd's `LISTEN_PID`/`LISTEN_FDS`, see
+    /// [`activation`](crate::activation)) when it was started that way,
+    /// instead of binding the address; otherwise binds the address as
+    /// usual. The inherited socket is checked as [`from_socket`](Self::from_socket)'s;
+    /// a socket given to `from_socket` is served whatever this says.
+    /// Default: off.
+    ///
+    /// Socket activation is a Unix protocol: elsewhere (Windows, WASI) this
+    /// does nothing and the address is bound.
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    pub fn socket_activation(mut self, on: bool) -> Self {
+        #[cfg(unix)]
+        match (&self.inherit, on) {
+            (Inherit::Socket(_), _) => {}
+            (_, true) => self.inherit = Inherit::Activation(None),
+            (_, false) => self.inherit = Inherit::No,
+        }
+        #[cfg(not(unix))]
+        let _ = on;
+        self
+    }
+
+    /// As [`socket_activation`](Self::socket_activation), with the
+    /// inherited socket named `name` in `LISTEN_FDNAMES` (systemd's
+    /// `FileDescriptorName=`). `build` fails with `NotFound` when sockets
+    /// were inherited but none of them, unclaimed, has that name.
+    #[cfg(unix)]
+    pub fn socket_activation_named(mut self, name: impl Into<String>) -> Self {
+        if !matches!(self.inherit, Inherit::Socket(_)) {
+            self.inherit = Inherit::Activation(Some(name.into()));
+        }
+        self
     }
 
     /// `SO_REUSEADDR` before binding (`allow_reuse_address`). Default: off.
@@ -425,6 +576,33 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
         self
     }
 
+    /// Serves TLS with `config` (feature `tls`): every connection is a
+    /// [`TlsConnection`](crate::tls::TlsConnection) over `T`'s, served by
+    /// the same handlers and dispatches. See [`tls`](crate::tls), and
+    /// [`tls::server_config`](crate::tls::server_config) for a
+    /// configuration from PEM files. With `None`, connections stay
+    /// plaintext: a program that serves TLS only when given a certificate
+    /// builds the same server type either way.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(
+        self,
+        config: impl Into<Option<std::sync::Arc<rustls::ServerConfig>>>,
+    ) -> ServerBuilder<crate::tls::TlsTransport<T>, H>
+    where
+        T: SocketTransport<Kind = socketserver_core::transport::kind::Stream>,
+    {
+        ServerBuilder {
+            address: self.address,
+            options: Options {
+                tls: config.into(),
+                ..self.options
+            },
+            hooks: self.hooks,
+            inherit: self.inherit,
+        }
+    }
+
     /// The options so far.
     pub fn options(&self) -> &Options {
         &self.options
@@ -451,12 +629,18 @@ impl<T: SocketTransport, H> ServerBuilder<T, H> {
     where
         D: Dispatch<T, T::Kind>,
     {
-        let mut transport = T::open(self.address?, &self.options)?;
-        if self.options.bind_and_activate {
-            // On error `transport` is dropped here, closing the socket.
-            transport.server_bind()?;
-            transport.server_activate()?;
-        }
+        let transport = match self.inherit.socket()? {
+            Some(socket) => T::adopt(socket, &self.options)?,
+            None => {
+                let mut transport = T::open(self.address?, &self.options)?;
+                if self.options.bind_and_activate {
+                    // On error `transport` is dropped here, closing the socket.
+                    transport.server_bind()?;
+                    transport.server_activate()?;
+                }
+                transport
+            }
+        };
         let config = DispatchConfig::new(self.options.buffers, self.hooks);
         let dispatch = make_dispatch(config);
         let timeout = if self.options.timeout_set {
@@ -502,6 +686,16 @@ macro_rules! new_with_defaults {
             pub fn new(address: $arg, factory: F) -> std::io::Result<Self> {
                 $crate::ServerBuilder::$ctor(address).build(factory)
             }
+
+            #[doc = concat!("As [`new`](Self::new), but serves the socket the process inherited through socket activation (systemd's `LISTEN_FDS`), if it was started that way: Python's `", $python, "` behind systemd. Where there is no socket activation (Windows, WASI), the same as `new`.")]
+            ///
+            /// # Errors
+            /// As `new`; or the inherited socket does not fit the server.
+            pub fn inherit_or_bind(address: $arg, factory: F) -> std::io::Result<Self> {
+                $crate::ServerBuilder::$ctor(address)
+                    .socket_activation(true)
+                    .build(factory)
+            }
         }
     };
     ($transport:ty, $dispatch:ident, $ctor:ident, $arg:ty, $python:literal) => {
@@ -521,10 +715,22 @@ macro_rules! new_with_defaults {
                 $crate::ServerBuilder::$ctor(address)
                     .build_with(|config| $dispatch::new(factory, config))
             }
+
+            #[doc = concat!("As [`new`](Self::new), but serves the socket the process inherited through socket activation (systemd's `LISTEN_FDS`), if it was started that way: Python's `", $python, "` behind systemd. Where there is no socket activation (Windows, WASI), the same as `new`.")]
+            ///
+            /// # Errors
+            /// As `new`; or the inherited socket does not fit the server.
+            pub fn inherit_or_bind(address: $arg, factory: F) -> std::io::Result<Self> {
+                $crate::ServerBuilder::$ctor(address)
+                    .socket_activation(true)
+                    .build_with(|config| $dispatch::new(factory, config))
+            }
         }
     };
 }
 
+// The threading, pool and forking dispatches' constructors (none on WASI).
+#[cfg(not(target_os = "wasi"))]
 pub(crate) use new_with_defaults;
 
 new_with_defaults!(
@@ -541,6 +747,7 @@ new_with_defaults!(
     impl ToSocketAddrs,
     "Python's `UDPServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixStreamTransport,
     InlineDispatch,
@@ -548,6 +755,7 @@ new_with_defaults!(
     impl Into<PathBuf>,
     "Python's `UnixStreamServer(address, Handler)`"
 );
+#[cfg(unix)]
 new_with_defaults!(
     UnixDatagramTransport,
     InlineDispatch,

@@ -35,7 +35,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, SignalWatch, Waiter};
+#[cfg(not(target_os = "wasi"))]
+use crate::sys::SignalWatch;
+use crate::sys::{self, Waiter};
 
 /// [`Shared::drain`] when there is no bound.
 const NO_BOUND: u64 = u64::MAX;
@@ -43,6 +45,7 @@ const NO_BOUND: u64 = u64::MAX;
 /// How long a dispatch waits for its requests once their connections were
 /// cut (or forked children were sent `SIGTERM`), before it stops waiting
 /// (or sends `SIGKILL`).
+#[cfg(not(target_os = "wasi"))]
 pub(crate) const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// State shared by a transport and its [`ShutdownHandle`]s.
@@ -299,7 +302,7 @@ impl Registry {
     }
 
     /// How many connections are registered.
-    #[cfg(test)]
+    #[cfg(all(test, unix))]
     pub(crate) fn len(&self) -> usize {
         let slots = self
             .slots
@@ -455,6 +458,7 @@ impl ShutdownHandle {
     ///
     /// # Errors
     /// The signal handlers or the drain timer could not be installed.
+    #[cfg(not(target_os = "wasi"))]
     pub fn stop_on_signals(&self) -> io::Result<SignalGuard> {
         SignalWatch::start(&self.0).map(|watch| SignalGuard { _watch: watch })
     }
@@ -483,6 +487,7 @@ impl ShutdownHandle {
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests while it lives; see
 /// [`ShutdownHandle::stop_on_signals`].
+#[cfg(not(target_os = "wasi"))]
 #[derive(Debug)]
 pub struct SignalGuard {
     /// Stops watching when dropped.
@@ -509,7 +514,7 @@ impl fmt::Display for ShutdownError {
 
 impl std::error::Error for ShutdownError {}
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;

@@ -10,9 +10,13 @@ use socket2::{Socket, Type};
 use socketserver_core::transport::kind;
 use socketserver_core::{DatagramSocket, Listener, Readiness, Received, ReplySocket, Transport};
 
-use crate::connection::{Accepted, TcpConnection, UnixConnection};
+#[cfg(unix)]
+use crate::connection::UnixConnection;
+use crate::connection::{Accepted, TcpConnection};
 use crate::endpoint::Endpoint;
-use crate::family::{Family, Inet, Unix, UnixAddr};
+use crate::family::{Family, Inet};
+#[cfg(unix)]
+use crate::family::{Unix, UnixAddr};
 use crate::shutdown::ShutdownHandle;
 use crate::{sys, Options};
 
@@ -25,6 +29,21 @@ pub trait SocketTransport: Transport<Error = io::Error> + AsRawFd + Sized {
     /// # Errors
     /// When the socket cannot be created.
     fn open(address: Self::Addr, options: &Options) -> io::Result<Self>;
+
+    /// A transport over `socket`, bound elsewhere (inherited through
+    /// [socket activation](crate::activation), or a std listener or socket
+    /// the program made): made close-on-exec and served as it is. A stream
+    /// socket that is not listening yet is made to listen with
+    /// `request_queue_size`; one already listening keeps its backlog. The
+    /// options that act on binding (reuse, dual stack, socket mode) do not
+    /// apply, and a Unix socket file is never removed on close: it is not
+    /// this server's.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the socket does not fit this transport: of
+    /// another type (a datagram socket for a stream server), another
+    /// family, or not bound; else when an option cannot be set.
+    fn adopt(socket: Socket, options: &Options) -> io::Result<Self>;
 
     /// Python's `server_bind`: applies the reuse options and binds; the
     /// [`local_addr`](Self::local_addr) becomes the bound one.
@@ -68,6 +87,38 @@ impl<F: Family> Base<F> {
         if options.keep_socket_file {
             endpoint.keep_file();
         }
+        Ok(Base {
+            endpoint,
+            address,
+            options: options.clone(),
+        })
+    }
+
+    fn adopt(socket: Socket, options: &Options, ty: Type, server: &str) -> io::Result<Self> {
+        let unfit = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the socket given to a {server} (descriptor {}) {why}",
+                    socket.as_raw_fd()
+                ),
+            )
+        };
+        let found = socket.r#type()?;
+        if found != ty {
+            return Err(unfit(format!(
+                "is a {} socket; a {server} serves {} sockets",
+                type_name(found),
+                type_name(ty)
+            )));
+        }
+        let address = F::bound_address(&socket.local_addr()?).map_err(|why| unfit(why.into()))?;
+        socket.set_cloexec(true)?;
+        if ty == Type::STREAM && !sys::is_listening(&socket)? {
+            socket.listen(options.request_queue_size)?;
+        }
+        let mut endpoint = Endpoint::adopt(socket, options)?;
+        endpoint.register()?;
         Ok(Base {
             endpoint,
             address,
@@ -130,6 +181,7 @@ impl<F: Family> Base<F> {
 
 /// A datagram transport and the socket its threaded and pooled requests
 /// reply through, for the dispatches generic over both.
+#[cfg(not(target_os = "wasi"))]
 pub(crate) trait Replies: DatagramSocket + SocketTransport {
     /// [`UdpReply`] or [`UnixDatagramReply`].
     type Reply: ReplySocket<Addr = Self::Addr, Error = io::Error> + Send + 'static;
@@ -184,6 +236,11 @@ macro_rules! transport {
         impl SocketTransport for $name {
             fn open(address: $addr, options: &Options) -> io::Result<Self> {
                 Base::open(address, options, $socket_type).map(|base| $name { base })
+            }
+
+            fn adopt(socket: Socket, options: &Options) -> io::Result<Self> {
+                Base::adopt(socket, options, $socket_type, stringify!($name))
+                    .map(|base| $name { base })
             }
 
             fn server_bind(&mut self) -> io::Result<()> {
@@ -283,6 +340,7 @@ macro_rules! datagram_transport {
             }
         }
 
+        #[cfg(not(target_os = "wasi"))]
         impl Replies for $name {
             type Reply = $reply;
 
@@ -344,6 +402,7 @@ stream_transport!(
     TcpTransport(Inet, SocketAddr),
     TcpConnection
 );
+#[cfg(unix)]
 stream_transport!(
     /// The listening socket of a Unix stream server.
     UnixStreamTransport(Unix, UnixAddr),
@@ -356,6 +415,7 @@ datagram_transport!(
     /// through (its `DatagramRequest::socket`).
     UdpReply
 );
+#[cfg(unix)]
 datagram_transport!(
     /// The socket of a Unix datagram server.
     UnixDatagramTransport(Unix, UnixAddr),
@@ -363,6 +423,17 @@ datagram_transport!(
     /// replies through (its `DatagramRequest::socket`).
     UnixDatagramReply
 );
+
+/// How errors name a socket type.
+fn type_name(ty: Type) -> String {
+    match ty {
+        Type::STREAM => "stream (SOCK_STREAM)".into(),
+        Type::DGRAM => "datagram (SOCK_DGRAM)".into(),
+        #[cfg(unix)]
+        Type::SEQPACKET => "seqpacket (SOCK_SEQPACKET)".into(),
+        other => format!("type {}", libc::c_int::from(other)),
+    }
+}
 
 /// [`DatagramSocket::send_to`] on any descriptor of a datagram server's
 /// socket: the whole datagram or an error.

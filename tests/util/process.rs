@@ -2,7 +2,7 @@
 //! a test fails first, and waiting for them no longer than [`PATIENCE`].
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -71,4 +71,38 @@ pub fn output_bounded(child: Child) -> Output {
 /// `child`'s output, at most `patience` after this call.
 pub fn output_within(child: Child, patience: Duration) -> Output {
     bounded(child, patience, Child::wait_with_output)
+}
+
+/// Runs the Python client `script` of tests/py with `args`; returns its
+/// stdout, failing the test on a non-zero exit (with its output).
+pub fn python_client(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// SIGTERMs the process and waits for it, at most [`PATIENCE`]; it must
+/// exit 0. Returns its stderr, when that was piped, to be read to the end.
+pub fn terminate(running: &mut Running, name: &str) -> Option<ChildStderr> {
+    let mut child = running.0.take().expect("still running");
+    let stderr = child.stderr.take();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+    let status = wait_bounded(child);
+    assert!(status.success(), "{name} exited with {status}");
+    stderr
 }

@@ -294,6 +294,7 @@ pub fn pattern(len: usize) -> Vec<u8> {
 
 /// Calls the macro `$each` with the name of every function of [`cases`],
 /// so that each harness runs them all.
+#[allow(unused_macros)] // not every harness runs the cases
 macro_rules! all_cases {
     ($each:ident) => {
         $each!(
@@ -308,6 +309,7 @@ macro_rules! all_cases {
         );
     };
 }
+#[allow(unused_imports)]
 pub(crate) use all_cases;
 
 /// The cases every smoltcp server passes, each with its server. `serve`

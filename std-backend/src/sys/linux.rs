@@ -8,21 +8,28 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libc::MSG_TRUNC;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
 use super::signal::{quiesce, register, Registration};
-use super::{as_uninit, Ended};
+use super::Ended;
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
 /// write fail with `EPIPE` instead of raising `SIGPIPE`.
 pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
 
 /// Prepares an accepted stream socket. Nothing to do: Linux never passes
 /// `O_NONBLOCK` on from the listener, and `MSG_NOSIGNAL` covers `SIGPIPE`,
@@ -131,23 +138,132 @@ impl Waiter {
     }
 }
 
-/// Receives one datagram into `buf`: the bytes kept, whether the datagram
-/// was longer than `buf`, and its sender (as `sender` converts it).
-///
+/// The poller a message dispatch's workers share: an epoll instance in
+/// which every parked connection is registered one-shot (so one event
+/// reaches one worker, and the connection stays silent until that worker
+/// re-arms it), and a level-triggered eventfd that, once written, wakes
+/// every worker for good (the dispatch is closing).
+#[derive(Debug)]
+pub(crate) struct Parker {
+    epoll: Epoll,
+    stop: EventFd,
+    wake: EventFd,
+}
+
+impl Parker {
+    /// The key [`wait`](Self::wait) reports for the stop notification.
+    pub(crate) const STOP: u64 = u64::MAX;
+    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake).
+    pub(crate) const WAKE: u64 = u64::MAX - 1;
+
+    pub(crate) fn new() -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let stop = EventFd::from_flags(flags)?;
+        epoll.add(
+            stop.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, Self::STOP),
+        )?;
+        // Edge-triggered and never read: each write is one new event, which
+        // the first waiter to look takes.
+        let wake = EventFd::from_flags(flags)?;
+        let edge = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        epoll.add(wake.as_fd(), EpollEvent::new(edge, Self::WAKE))?;
+        Ok(Parker { epoll, stop, wake })
+    }
+
+    /// Ends one current or future [`wait`](Self::wait) with
+    /// [`WAKE`](Self::WAKE).
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        match self.wake.write(1) {
+            // The counter is full: nobody reads it, so start it again.
+            Err(Errno::EAGAIN) => {
+                let _ = self.wake.read();
+                self.wake.write(1).map(drop).map_err(Into::into)
+            }
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+
+    fn flags(readable: bool, writable: bool) -> EpollFlags {
+        let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        if readable {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if writable {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        flags
+    }
+
+    /// Parks `fd` under `key`: one event when it becomes readable.
+    pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
+        Ok(self
+            .epoll
+            .add(fd, EpollEvent::new(Self::flags(true, false), key))?)
+    }
+
+    /// Parks `fd` again after its turn, for one event when it is
+    /// `readable` or `writable`. Writable comes at once unless the peer
+    /// stopped reading: with readable too, that is a turn queued behind the
+    /// events already pending, for a connection that holds a whole message
+    /// already; alone, it waits for a slow reader to take more of a reply.
+    pub(crate) fn rearm(
+        &self,
+        fd: impl AsFd,
+        key: u64,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<()> {
+        let mut event = EpollEvent::new(Self::flags(readable, writable), key);
+        Ok(self.epoll.modify(fd, &mut event)?)
+    }
+
+    /// Stops watching `fd`; call before closing it.
+    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        Ok(self.epoll.delete(fd)?)
+    }
+
+    /// Waits at most `timeout` (`None`: for ever) for events, and stores
+    /// their keys in `keys`; how many. An interrupting signal returns 0.
+    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+        let timeout = match timeout {
+            None => EpollTimeout::NONE,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+            }
+        };
+        let mut events = [EpollEvent::empty(); 32];
+        let max = keys.len().min(events.len());
+        let n = match self.epoll.wait(&mut events[..max], timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        for (key, event) in keys.iter_mut().zip(&events[..n]) {
+            *key = event.data();
+        }
+        Ok(n)
+    }
+
+    /// Wakes every current and future [`wait`](Self::wait) with
+    /// [`STOP`](Self::STOP): the eventfd is never read, so it stays ready.
+    pub(crate) fn stop(&self) -> io::Result<()> {
+        match self.stop.write(1) {
+            Err(Errno::EAGAIN) => Ok(()),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+}
+
 /// `recvfrom` returns a datagram's full length when asked with `MSG_TRUNC`
 /// (UDP and Unix datagram sockets alike), so truncation is known without
 /// `recvmsg` and its message header, which the kernel would copy in and out
 /// for every datagram.
-#[inline]
-pub(crate) fn recv_datagram<A>(
-    socket: &Socket,
-    buf: &mut [u8],
-    sender: impl FnOnce(&SockAddr) -> A,
-) -> io::Result<(usize, bool, A)> {
-    let capacity = buf.len();
-    let (len, addr) = socket.recv_from_with_flags(as_uninit(buf), libc::MSG_TRUNC)?;
-    Ok((len.min(capacity), len > capacity, sender(&addr)))
-}
+#[path = "msg_trunc.rs"]
+mod msg_trunc;
+pub(crate) use msg_trunc::recv_datagram;
 
 /// Turns `SIGINT` and `SIGTERM` into shutdown requests of `shared` while
 /// it lives ([`ShutdownHandle::stop_on_signals`](crate::ShutdownHandle::stop_on_signals)),
@@ -374,4 +490,155 @@ pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
         cred.uid(),
         cred.gid(),
     ))
+}
+
+/// Whether any socket of this network namespace is bound to the socket
+/// file `file` (its metadata), whatever process holds it, bound and not
+/// yet listening included: the kernel's own table, through `sock_diag`
+/// (`NETLINK_SOCK_DIAG`, `UDIAG_SHOW_VFS`), or where that is not offered
+/// (no `unix_diag` module) the paths of `/proc/net/unix`. `None` when
+/// neither can be read.
+pub(crate) fn unix_socket_bound_to(
+    path: &std::path::Path,
+    file: &std::fs::Metadata,
+) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    // The kernel reports the inode truncated to 32 bits, and the device in
+    // its own encoding (major << 20 | minor), not `stat`'s.
+    let (major, minor) = (
+        libc::major(file.dev()) as u64,
+        libc::minor(file.dev()) as u64,
+    );
+    let ino = file.ino() as u32;
+    match unix_diag::bound_inodes() {
+        Ok(found) => Some(found.iter().any(|&(dev, bound)| {
+            bound == ino && u64::from(dev >> 20) == major && u64::from(dev & 0xf_ffff) == minor
+        })),
+        Err(_) => unix_diag::proc_net_unix_has(path),
+    }
+}
+
+/// The kernel's list of bound Unix sockets, as `sock_diag` reports it.
+mod unix_diag {
+    use std::io::{self, Read};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const UDIAG_SHOW_VFS: u32 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
+    /// `struct nlmsghdr`, then `struct unix_diag_msg`.
+    const HEADER: usize = 16;
+    const DIAG_MSG: usize = 16;
+    /// Bounds the dump: more messages than any table holds means a loop.
+    const MAX_MESSAGES: usize = 1 << 22;
+
+    /// `(device, inode)` of the file of every Unix socket bound to one,
+    /// the device in the kernel's encoding (major << 20 | minor).
+    pub(super) fn bound_inodes() -> io::Result<Vec<(u32, u32)>> {
+        let socket = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::DGRAM,
+            Some(Protocol::from(libc::NETLINK_SOCK_DIAG)),
+        )?;
+        // The kernel answers at once; never hang a bind on it.
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send(&request())?;
+        let mut found = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut seen = 0;
+        loop {
+            let len = (&socket).read(&mut buf)?;
+            if len == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut rest = &buf[..len];
+            while rest.len() >= HEADER {
+                let msg_len = u32_at(rest, 0) as usize;
+                let kind = u16_at(rest, 4);
+                if msg_len < HEADER || msg_len > rest.len() {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(
+                            rest[HEADER..HEADER + 4].try_into().unwrap_or_default(),
+                        );
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ => found.extend(vfs_of(&rest[HEADER..msg_len])),
+                }
+                seen += 1;
+                if seen > MAX_MESSAGES {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+                rest = &rest[align(msg_len).min(rest.len())..];
+            }
+        }
+    }
+
+    /// `nlmsghdr` + `unix_diag_req`: every state, with the file's inode.
+    fn request() -> Vec<u8> {
+        let mut req = Vec::with_capacity(40);
+        req.extend_from_slice(&40u32.to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&[0; 8]); // sequence number, port id
+        req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
+        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // states
+        req.extend_from_slice(&0u32.to_ne_bytes()); // inode: any
+        req.extend_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
+        req.extend_from_slice(&[0; 8]); // cookie: none
+        req
+    }
+
+    /// The `UNIX_DIAG_VFS` attribute of one `unix_diag_msg`, if it has one
+    /// (only sockets bound to a file do).
+    fn vfs_of(msg: &[u8]) -> Option<(u32, u32)> {
+        let mut attrs = msg.get(DIAG_MSG..)?;
+        while attrs.len() >= 4 {
+            let len = usize::from(u16_at(attrs, 0));
+            if len < 4 || len > attrs.len() {
+                return None;
+            }
+            if u16_at(attrs, 2) == UNIX_DIAG_VFS && len >= 12 {
+                return Some((u32_at(attrs, 8), u32_at(attrs, 4)));
+            }
+            attrs = &attrs[align(len).min(attrs.len())..];
+        }
+        None
+    }
+
+    fn align(len: usize) -> usize {
+        (len + 3) & !3
+    }
+
+    fn u16_at(buf: &[u8], at: usize) -> u16 {
+        u16::from_ne_bytes([buf[at], buf[at + 1]])
+    }
+
+    fn u32_at(buf: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+    }
+
+    /// Whether `/proc/net/unix` lists a socket bound to `path` (as given,
+    /// or made absolute): the fallback, which cannot see a socket bound
+    /// through another relative path.
+    pub(super) fn proc_net_unix_has(path: &Path) -> Option<bool> {
+        let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+        let absolute = std::path::absolute(path).ok();
+        Some(table.lines().skip(1).any(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            line.split_whitespace().nth(7).is_some_and(|bound| {
+                Path::new(bound) == path || absolute.as_deref() == Some(Path::new(bound))
+            })
+        }))
+    }
 }

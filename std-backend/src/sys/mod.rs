@@ -1,31 +1,106 @@
 //! Every `unsafe` and platform difference of the backend.
 //!
-//! This file holds what all Unix systems share. What differs is in one
-//! file per platform family, chosen once here: `linux.rs` (Linux and
-//! Android: epoll, eventfd, `MSG_TRUNC`, `SO_PEERCRED`) or `other_unix.rs`
-//! (macOS and the BSDs: `polling`, `recvmsg`, `getpeereid`). Both offer the
-//! same items, re-exported below, so the rest of the crate never names a
-//! platform.
+//! This file holds what every platform shares, and (marked `cfg(unix)`)
+//! what all Unix systems share: forking and reaping. What differs is in
+//! one file per platform family, chosen once here: `linux.rs` (Linux and
+//! Android: epoll, eventfd, `MSG_TRUNC`, `SO_PEERCRED`), `other_unix.rs`
+//! (macOS and the BSDs: `polling`, `recvmsg`, `getpeereid`) or `wasi.rs`
+//! (WASI preview 2: `poll` over `wasi:io/poll`, no threads, no signals).
+//! They offer the same items, re-exported below (the Unix ones also the
+//! signal watch, peer credentials, socket file modes and children), so
+//! the rest of the crate never names a platform.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
+#[cfg(unix)]
+use socket2::Socket;
+
+#[cfg(unix)]
 mod pages;
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
+#[cfg_attr(target_os = "wasi", path = "wasi.rs")]
 #[cfg_attr(
-    not(any(target_os = "linux", target_os = "android")),
+    all(unix, not(any(target_os = "linux", target_os = "android"))),
     path = "other_unix.rs"
 )]
 mod platform;
+#[cfg(unix)]
 mod signal;
 
+#[cfg(unix)]
 pub(crate) use pages::Pages;
-
+#[cfg(not(unix))]
+pub(crate) use platform::set_reuse;
+#[cfg(not(target_os = "wasi"))]
+pub(crate) use platform::Parker;
+#[cfg(unix)]
 pub(crate) use platform::{
-    ended_child, mode_before_bind, peer_credentials, prepare_stream, recv_datagram, SignalWatch,
-    Waiter, SEND_FLAGS,
+    ended_child, mode_before_bind, peer_credentials, unix_socket_bound_to, SignalWatch,
 };
+pub(crate) use platform::{prepare_stream, recv_datagram, set_nonblocking, Waiter, SEND_FLAGS};
+
+/// Python's `allow_reuse_address` and `allow_reuse_port`: `SO_REUSEADDR`
+/// and `SO_REUSEPORT` before binding, as asked.
+#[cfg(unix)]
+pub(crate) fn set_reuse(socket: &Socket, address: bool, port: bool) -> io::Result<()> {
+    if address {
+        socket.set_reuse_address(true)?;
+    }
+    if port {
+        socket.set_reuse_port(true)?;
+    }
+    Ok(())
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited from
+/// whoever started it (socket activation), and makes it close-on-exec so
+/// that programs this one starts do not inherit it in turn.
+///
+/// # Errors
+/// `fd` is not open (`EBADF`).
+#[cfg(unix)]
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags; any number is a
+    // valid argument (an unopened one fails with EBADF).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFD only changes the descriptor's own flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above), and the launcher handed it to
+    // this process to own (the LISTEN_PID check says the variables are
+    // meant for this process). The caller (`activation`) takes each
+    // number once per process, under a lock, and unsets the variables,
+    // so no second `OwnedFd` for it is ever made here.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether a stream socket listens already (`SO_ACCEPTCONN`).
+pub(crate) fn is_listening(socket: &socket2::Socket) -> io::Result<bool> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given,
+    // and the call only reads the option of the socket the descriptor names.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value != 0)
+}
 
 /// Whether `err` says the process or the system ran out of descriptors or
 /// buffer memory: accepting again at once would fail the same way.
@@ -48,6 +123,33 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
     ) || err.raw_os_error() == Some(libc::EPROTO)
 }
 
+/// Reads what a stream socket has received, without waiting: `Ok(n)`
+/// bytes, `Ok(0)` at end of stream, `WouldBlock` when nothing is there.
+/// A flag of this one call (`MSG_DONTWAIT`), so the socket stays blocking
+/// for the handler's own reads.
+#[cfg(not(target_os = "wasi"))]
+pub(crate) fn recv_now(socket: &socket2::Socket, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match socket.recv_with_flags(as_uninit(buf), libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Sends what a stream socket takes now, without waiting: the count,
+/// `Ok(0)` when its send buffer is full. Never raises `SIGPIPE`.
+#[cfg(not(target_os = "wasi"))]
+pub(crate) fn send_now(socket: &socket2::Socket, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.send_with_flags(data, SEND_FLAGS | libc::MSG_DONTWAIT) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            other => return other,
+        }
+    }
+}
+
 /// Views an initialized buffer as possibly-uninitialized bytes, the type
 /// socket2's receive calls take.
 pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -67,6 +169,7 @@ pub(crate) fn cut(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+#[cfg(unix)]
 /// Sends `signal` to the child `pid`, which this process has not reaped
 /// yet (so the number cannot name another process).
 pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
@@ -75,12 +178,14 @@ pub(crate) fn signal_child(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
+#[cfg(unix)]
 /// The signals [`SignalWatch`] turns into shutdown requests.
 const STOP_SIGNALS: [nix::sys::signal::Signal; 2] = [
     nix::sys::signal::Signal::SIGINT,
     nix::sys::signal::Signal::SIGTERM,
 ];
 
+#[cfg(unix)]
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
     /// The parent, with the child's process id.
@@ -89,6 +194,7 @@ pub(crate) enum Forked {
     Child,
 }
 
+#[cfg(unix)]
 /// Forks the process for one request (Python's `os.fork()` in
 /// `ForkingMixIn`).
 ///
@@ -121,6 +227,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+#[cfg(unix)]
 fn default_stop_signals() {
     for signal in STOP_SIGNALS.map(|s| s as libc::c_int) {
         // SAFETY: `sigaction` with a null new action only reads the
@@ -138,6 +245,7 @@ fn default_stop_signals() {
     }
 }
 
+#[cfg(unix)]
 /// Ends a forked child at once with `status`, running no destructors and
 /// flushing no buffers that belong to the parent's copy (Python's
 /// `os._exit`).
@@ -147,6 +255,7 @@ pub(crate) fn exit_child(status: i32) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+#[cfg(unix)]
 /// What [`ended_child`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Systems without `waitid` only ever say `Unknown`.
@@ -163,6 +272,7 @@ pub(crate) enum Ended {
     Unknown,
 }
 
+#[cfg(unix)]
 /// What [`reap`] found of a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Child {
@@ -176,6 +286,7 @@ pub(crate) enum Child {
     Gone,
 }
 
+#[cfg(unix)]
 /// Reaps the child `pid` if it has ended, or waits until it does when
 /// `block`.
 pub(crate) fn reap(pid: u32, block: bool) -> Child {

@@ -27,6 +27,12 @@ pub(crate) const SEND_FLAGS: libc::c_int = if cfg!(target_vendor = "apple") {
     libc::MSG_NOSIGNAL
 };
 
+/// Makes a server socket's accepts and receives return at once
+/// (`O_NONBLOCK`), or block again.
+pub(crate) fn set_nonblocking(socket: &Socket, on: bool) -> io::Result<()> {
+    socket.set_nonblocking(on)
+}
+
 /// Prepares an accepted stream socket: blocking (these systems may pass
 /// `O_NONBLOCK` on from the listener) and, on Apple systems,
 /// `SO_NOSIGPIPE`.
@@ -106,6 +112,112 @@ impl Waiter {
     /// Ends the current or the next [`wait`](Self::wait) at once. Not
     /// known to be async-signal-safe.
     pub(crate) fn notify(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
+}
+
+/// The poller a message dispatch's workers share, over the `polling`
+/// crate: every parked connection is registered one-shot, so one event
+/// reaches one worker. `polling` lets one thread wait at a time, so the
+/// workers take turns (a lock) as leader: the one that waits takes a single
+/// event and gives the lock up before serving it.
+#[derive(Debug)]
+pub(crate) struct Parker {
+    poller: Poller,
+    leader: Mutex<Events>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Parker {
+    /// The key [`wait`](Self::wait) reports for the stop notification.
+    pub(crate) const STOP: u64 = u64::MAX;
+    /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake)
+    /// (never, here: a woken wait reports nothing).
+    pub(crate) const WAKE: u64 = u64::MAX - 1;
+
+    /// Ends the current or the next [`wait`](Self::wait) early.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.poller.notify()
+    }
+
+    pub(crate) fn new() -> io::Result<Self> {
+        let one = std::num::NonZeroUsize::MIN;
+        Ok(Parker {
+            poller: Poller::new()?,
+            leader: Mutex::new(Events::with_capacity(one)),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn event(key: u64, readable: bool, writable: bool) -> Event {
+        let key = usize::try_from(key).unwrap_or(usize::MAX);
+        match (readable, writable) {
+            (true, true) => Event::all(key),
+            (false, true) => Event::writable(key),
+            _ => Event::readable(key),
+        }
+    }
+
+    /// Parks `fd` under `key`: one event when it becomes readable.
+    pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
+        // SAFETY: the dispatch deletes every parked connection from the
+        // poller before it closes it (`Parker::delete` comes before the
+        // session is closed), so the poller never holds a descriptor number
+        // that was closed and possibly reused.
+        unsafe {
+            self.poller.add_with_mode(
+                fd.as_fd().as_raw_fd(),
+                Self::event(key, true, false),
+                PollMode::Oneshot,
+            )
+        }
+    }
+
+    /// Parks `fd` again after its turn, for one event when it is
+    /// `readable` or `writable` (see the Linux twin).
+    pub(crate) fn rearm(
+        &self,
+        fd: impl AsFd,
+        key: u64,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<()> {
+        let event = Self::event(key, readable, writable);
+        self.poller.modify_with_mode(fd, event, PollMode::Oneshot)
+    }
+
+    /// Stops watching `fd`; call before closing it.
+    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        self.poller.delete(fd)
+    }
+
+    /// Waits at most `timeout` (`None`: for ever) for one event, as leader;
+    /// stores its key in `keys`; how many (0 or 1).
+    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            keys[0] = Self::STOP;
+            return Ok(1);
+        }
+        let mut events = self.leader.lock().unwrap_or_else(PoisonError::into_inner);
+        events.clear();
+        self.poller.wait(&mut events, timeout)?;
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            keys[0] = Self::STOP;
+            return Ok(1);
+        }
+        let mut n = 0;
+        for (key, event) in keys.iter_mut().zip(events.iter()) {
+            *key = event.key as u64;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Wakes every current and future [`wait`](Self::wait) with
+    /// [`STOP`](Self::STOP).
+    pub(crate) fn stop(&self) -> io::Result<()> {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         self.poller.notify()
     }
 }
@@ -272,4 +384,14 @@ pub(crate) fn ended_child() -> Ended {
 pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<(u32, u32, u32)> {
     let (uid, gid) = nix::unistd::getpeereid(socket)?;
     Ok((0, uid.as_raw(), gid.as_raw()))
+}
+
+/// Whether any socket is bound to the socket file `file`. These systems
+/// offer no portable way to ask: `None`, and the caller keeps to what a
+/// connection attempt and its lock file say.
+pub(crate) fn unix_socket_bound_to(
+    _path: &std::path::Path,
+    _file: &std::fs::Metadata,
+) -> Option<bool> {
+    None
 }

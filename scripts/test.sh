@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check and every test of the workspace, on a fresh machine or not.
-# Installs what it needs first (targets, wasmtime, iproute2, Wine and mingw;
-# QEMU through examples/firmware/run.sh), then runs:
+# Installs what it needs first (targets, wasmtime, iproute2, wrk, nginx, Wine
+# and mingw; QEMU through examples/firmware/run.sh), then runs:
 # fmt, clippy, rustdoc and a scan of its pages for links left as text,
 # the no_std cross builds, the workspace tests, a
 # `cargo publish` dry run, a check with the declared rust-version, the
@@ -21,6 +21,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
+# The benchmark's `http` workload compares the http_server example with nginx.
+command -v nginx >/dev/null || missing+=(nginx-light)
 # systemd-socket-activate, for the socket activation tests (tests/std_activation.rs).
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)

@@ -198,6 +198,9 @@ fn pool_close_cuts_running_and_queued_requests() {
             PoolDispatch::new(|| UpperLine, config)
                 .workers(1)
                 .queue_capacity(4)
+                // The queued requests wait for the close, however slow the
+                // machine: none is refused first.
+                .queue_timeout(Duration::from_secs(3600))
         })
         .unwrap();
     let (stop, closed, mut clients) = serve_with_idle_clients(server, 4, 4);

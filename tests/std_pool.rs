@@ -194,3 +194,68 @@ fn close_waits_for_the_workers_by_default() {
     assert_eq!(&buf[..n], b"done");
     releaser.join().unwrap();
 }
+
+/// A pool held by a persistent connection refuses the clients it cannot
+/// serve: each is reported to `handle_error`, counted, and closed unserved
+/// within the queue timeout, none left waiting in the queue or the listen
+/// backlog; the connection holding the worker is still served, and once it
+/// closes the pool serves again.
+#[test]
+fn a_pool_held_by_a_long_connection_refuses_the_rest_visibly() {
+    const WAITING: usize = 12;
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    let recorder = Recorder::default();
+    let server = ServerBuilder::tcp("127.0.0.1:0")
+        .request_queue_size(4)
+        .hooks(recorder.clone())
+        .build_with(|config| {
+            PoolDispatch::new(|| EchoLines, config)
+                .workers(1)
+                .queue_capacity(1)
+                .queue_timeout(TIMEOUT)
+        })
+        .unwrap();
+    let addr = *server.local_addr();
+    let refused = server.dispatch().refused_counter();
+    let serving = Serving::start(server, POLL);
+
+    let mut holder = connect(addr);
+    let echo = |client: &mut TcpStream, line: &[u8]| {
+        client.write_all(line).unwrap();
+        let mut reply = vec![0; line.len()];
+        client.read_exact(&mut reply).expect("an echo");
+        assert_eq!(reply, line);
+    };
+    echo(&mut holder, b"first\n");
+    // One queued, one in the server's hand, four in the backlog, the rest
+    // waiting for room in it: all refused.
+    let mut waiting: Vec<TcpStream> = (0..WAITING).map(|_| connect(addr)).collect();
+    for client in &mut waiting {
+        // Unread by the server: closing then resets the connection.
+        client.write_all(b"never served\n").unwrap();
+    }
+    for (i, client) in waiting.iter_mut().enumerate() {
+        let mut buf = [0; 64];
+        match client.read(&mut buf) {
+            Ok(0) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("client {i}: {other:?}, not refused"),
+        }
+    }
+    assert_eq!(refused.get(), WAITING as u64, "refusals counted");
+    let errors = recorder.wait_errors(WAITING);
+    assert_eq!(errors.len(), WAITING, "{errors:?}");
+    for (_, error) in &errors {
+        assert_eq!(
+            error.kind(),
+            socketserver::embedded_io::ErrorKind::ConnectionRefused
+        );
+        assert!(error.to_string().contains("no pool worker free"), "{error}");
+    }
+    echo(&mut holder, b"still served\n");
+    drop(holder);
+    let mut next = connect(addr);
+    echo(&mut next, b"served again\n");
+    drop(next);
+    serving.stop().unwrap();
+}

@@ -1,5 +1,7 @@
-//! The PNG chart: every target ratio as a bar beside its target, and the
-//! shutdown latencies beside the 1 ms target, drawn with plotters.
+//! The PNG chart: every target ratio as a bar beside its target, the
+//! shutdown latencies beside the 1 ms target, and the `scale` workload's
+//! rates, latencies and memory against the number of connections, drawn
+//! with plotters.
 //!
 //! Text needs a TrueType font, read at run time: `$SOCKETSERVER_BENCH_FONT`,
 //! DejaVu Sans where distributions put it (Debian: `apt-get install -y
@@ -64,7 +66,51 @@ pub fn load_font() -> Result<(), String> {
         .map_err(|_| "the font file could not be parsed".to_string())
 }
 
-/// Draws the chart of `checks` and `latencies` (label, ms) to `path`.
+/// What a scale panel shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Round trips per second.
+    Rate,
+    /// 99th percentile round trip, ms.
+    P99,
+    /// The server's resident set, MiB.
+    Resident,
+}
+
+impl Metric {
+    fn caption(self) -> &'static str {
+        match self {
+            Metric::Rate => "scale: round trips/s vs connections",
+            Metric::P99 => "scale: p99 round trip (ms) vs connections",
+            Metric::Resident => "scale: server resident MiB vs connections",
+        }
+    }
+}
+
+/// One server's line in a scale panel: points of (connections, median,
+/// smallest, largest over rounds).
+#[derive(Clone, Debug)]
+pub struct Curve {
+    /// The panel it belongs to.
+    pub metric: Metric,
+    /// The server, as the legend names it.
+    pub server: String,
+    /// Its points, by connection count.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+const SCALE_HEIGHT: u32 = 480;
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(60, 110, 190),
+    RGBColor(230, 140, 30),
+    RGBColor(70, 160, 90),
+    RGBColor(150, 80, 170),
+    RGBColor(215, 70, 55),
+    RGBColor(110, 110, 110),
+];
+
+/// Draws the chart of `checks`, `latencies` (label, ms) and the scale
+/// `curves` to `path`.
 ///
 /// # Errors
 /// Drawing or writing the file failed.
@@ -73,6 +119,7 @@ pub fn draw(
     title: &str,
     checks: &[&Check],
     latencies: &[(String, f64)],
+    curves: &[Curve],
 ) -> Result<(), String> {
     let ratios = Panel {
         caption: "measured ratio (bar) and the issue's target (black mark); log scale",
@@ -94,7 +141,9 @@ pub fn draw(
         n => 110 + ROW * n as u32,
     };
     let (top_h, bottom_h) = (height(&ratios), height(&shutdown));
-    let root = BitMapBackend::new(path, (WIDTH, top_h + bottom_h + 40)).into_drawing_area();
+    let scale_h = if curves.is_empty() { 0 } else { SCALE_HEIGHT };
+    let root =
+        BitMapBackend::new(path, (WIDTH, top_h + bottom_h + scale_h + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(text)?;
     let (head, rest) = root.split_vertically(40);
     head.draw(&Text::new(
@@ -103,13 +152,93 @@ pub fn draw(
         (FONT, 20).into_font().color(&BLACK),
     ))
     .map_err(text)?;
-    let (top, bottom) = rest.split_vertically(top_h);
+    let (top, rest) = rest.split_vertically(top_h);
+    let (bottom, scale) = rest.split_vertically(bottom_h);
     for (panel, area) in [(ratios, top), (shutdown, bottom)] {
         if !panel.bars.is_empty() {
             panel.draw(&root, &area).map_err(text)?;
         }
     }
+    if !curves.is_empty() {
+        let panels = scale.split_evenly((1, 3));
+        for (metric, area) in [Metric::Rate, Metric::P99, Metric::Resident]
+            .into_iter()
+            .zip(&panels)
+        {
+            let lines: Vec<&Curve> = curves.iter().filter(|c| c.metric == metric).collect();
+            scale_panel(area, metric, &lines).map_err(text)?;
+        }
+    }
     root.present().map_err(text)
+}
+
+/// `123456` as `123k`, `0.25` as `0.25`.
+fn short_number(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// One scale panel: a line per server through its medians, each point's
+/// range over rounds as an error bar; both axes logarithmic.
+fn scale_panel(area: &Area<'_>, metric: Metric, curves: &[&Curve]) -> DrawResult {
+    let points = curves.iter().flat_map(|c| &c.points);
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut left, mut right) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, _, lo, hi) in points {
+        (low, high) = (low.min(lo), high.max(hi));
+        (left, right) = (left.min(x), right.max(x));
+    }
+    if !low.is_finite() {
+        return Ok(());
+    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(metric.caption(), (FONT, 16))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (left / 1.5..right * 1.5).log_scale(),
+            (low / 2.0..high * 2.0).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .x_labels(6)
+        .y_labels(6)
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| short_number(*v))
+        .label_style((FONT, 12))
+        .draw()?;
+    for (i, curve) in curves.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                curve.points.iter().map(|&(x, mid, _, _)| (x, mid)),
+                color.stroke_width(2),
+            ))?
+            .label(curve.server.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(curve.points.iter().map(|&(x, mid, lo, hi)| {
+            ErrorBar::new_vertical(x, lo, mid, hi, color.stroke_width(1), 8)
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    Ok(())
 }
 
 fn text(err: impl std::fmt::Display) -> String {
@@ -132,7 +261,7 @@ struct Bar {
 
 /// A target ratio: green met, red missed, grey skipped.
 fn ratio_bar(check: &Check) -> Option<Bar> {
-    let Target::AtLeast(target) = check.target else {
+    let (Target::AtLeast(target) | Target::AtMost(target)) = check.target else {
         return None;
     };
     let (value, note, color) = match (&check.measured, check.verdict()) {
@@ -140,7 +269,7 @@ fn ratio_bar(check: &Check) -> Option<Bar> {
             let color = if verdict == Verdict::Met { MET } else { MISSED };
             (
                 f.value,
-                format!("{:.2}x (target {target}x)", f.value),
+                format!("{:.2}x (target {})", f.value, check.target.text()),
                 color,
             )
         }

@@ -1,5 +1,6 @@
 //! `http`: `wrk` against the `http_server` example and against
-//! `python3 -m http.server`, both serving the same directory.
+//! `python3 -m http.server`, both serving the same directory; then the
+//! example against nginx at 8, 64 and 256 connections.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -8,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::nginx::{self, Nginx};
 use crate::proc::Server;
-use crate::report::{num, Check, Figure, Section, Target};
-use crate::stats::{rotate, Ratio, Sample};
+use crate::report::{num, Check, Figure, Section, Table, Target};
+use crate::stats::{rotate, Ratio, Sample, Series};
 use crate::Plan;
 
 /// The file every request fetches, and its size.
@@ -24,6 +26,10 @@ const WRK_CONNECTIONS: u32 = 8;
 pub const SERVER_VAR: &str = "SOCKETSERVER_BENCH_HTTP_SERVER";
 /// The issue's target: the example at least this many times CPython.
 const TARGET: f64 = 5.0;
+/// wrk's connections against nginx (issue 23), and the example's target
+/// there: at least nginx's rate.
+const NGINX_CONNECTIONS: [u32; 3] = [8, 64, 256];
+const NGINX_TARGET: f64 = 1.0;
 
 const TITLE: &str = "`http_server` example vs `python3 -m http.server` under wrk";
 
@@ -57,6 +63,7 @@ fn check(measured: Result<Figure, String>) -> Check {
         label: "http_server / python3 -m http.server".into(),
         measured,
         target: Target::AtLeast(TARGET),
+        strict: false,
     }
 }
 
@@ -212,10 +219,11 @@ fn measure(plan: &Plan, example: &Path, dir: &Path) -> io::Result<Section> {
         plan.http_seconds
     );
     let series = rotate(&peers, plan.rounds, |peer| {
-        servers[peer.server].with_server(|address| wrk(address, plan.http_seconds, peer.close))
+        servers[peer.server]
+            .with_server(|address| wrk(address, plan.http_seconds, WRK_CONNECTIONS, peer.close))
     })?;
     let python = &series[2];
-    Ok(Section {
+    let mut section = Section {
         workload: "http",
         title: TITLE.into(),
         about: format!(
@@ -252,7 +260,122 @@ fn measure(plan: &Plan, example: &Path, dir: &Path) -> io::Result<Section> {
             .collect(),
         checks: vec![check(Ok(Ratio::of(&series[0], python).into()))],
         ..Section::default()
-    })
+    };
+    match nginx::available() {
+        Ok(()) => against_nginx(plan, &mut servers[0], dir, &body, &mut section)?,
+        Err(reason) => {
+            section.skipped.push(format!("nginx: {reason}"));
+            for connections in NGINX_CONNECTIONS {
+                section
+                    .checks
+                    .push(nginx_check(connections, Err(reason.clone())));
+            }
+        }
+    }
+    Ok(section)
+}
+
+fn nginx_check(connections: u32, measured: Result<Figure, String>) -> Check {
+    Check {
+        workload: "http",
+        what: format!("`http_server` example / nginx, {connections} connections"),
+        label: format!("http_server / nginx, {connections} conns"),
+        measured,
+        target: Target::AtLeast(NGINX_TARGET),
+        strict: false,
+    }
+}
+
+/// The example against nginx, both serving `dir`, at each of
+/// [`NGINX_CONNECTIONS`]: a table and a check each.
+fn against_nginx(
+    plan: &Plan,
+    ours: &mut HttpServer,
+    dir: &Path,
+    body: &[u8],
+    section: &mut Section,
+) -> io::Result<()> {
+    let prefix = dir.join("nginx");
+    let log = dir.join("nginx.log");
+    let with_nginx = |job: &mut dyn FnMut(SocketAddr) -> io::Result<Sample>| {
+        let server = Nginx::start(&prefix, dir, &log)?;
+        let result = job(server.address);
+        server.stop()?;
+        result.map_err(|err| {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            io::Error::other(format!("nginx: {err}\n{text}"))
+        })
+    };
+    with_nginx(&mut |address| {
+        check_get(address, body).map(|()| Sample {
+            value: 0.0,
+            errors: 0,
+        })
+    })?;
+    let seconds = plan.nginx_seconds;
+    let mut columns: Vec<[Series; 2]> = Vec::new();
+    for connections in NGINX_CONNECTIONS {
+        eprintln!(
+            "http: http_server vs nginx, {connections} connections: {} rounds of wrk -d{seconds}s",
+            plan.nginx_rounds
+        );
+        let series = rotate(&[0, 1], plan.nginx_rounds, |&peer| {
+            let mut load = |address| wrk(address, seconds, connections, false);
+            if peer == 0 {
+                ours.with_server(load)
+            } else {
+                with_nginx(&mut load)
+            }
+        })?;
+        let [a, b]: [Series; 2] = series.try_into().expect("two peers");
+        section
+            .checks
+            .push(nginx_check(connections, Ok(Ratio::of(&a, &b).into())));
+        columns.push([a, b]);
+    }
+    let cell = |s: &Series| {
+        let (lo, hi) = s.spread();
+        let errors = match s.errors() {
+            0 => String::new(),
+            n => format!(", {n} errors"),
+        };
+        format!("{} ({}-{}){errors}", num(s.median()), num(lo), num(hi))
+    };
+    let mut rows: Vec<Vec<String>> = ["`http_server` example", "nginx"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            std::iter::once(name.to_string())
+                .chain(columns.iter().map(|c| cell(&c[i])))
+                .collect()
+        })
+        .collect();
+    rows.push(
+        std::iter::once("`http_server` / nginx".to_string())
+            .chain(columns.iter().map(|[a, b]| {
+                let r = Ratio::of(a, b);
+                format!("{:.2}x ({:.2}-{:.2})", r.median, r.min, r.max)
+            }))
+            .collect(),
+    );
+    section.tables.push(Table {
+        caption: format!(
+            "Against nginx ({}; {}): `wrk -t{WRK_THREADS} -cN -d{seconds}s` fetching the \
+             same {FILE_SIZE}-byte `{FILE}`, both keeping connections alive; requests/s, \
+             median of {} alternating rounds (range), each server in a fresh process per \
+             round. The configuration, with its temporary prefix, port and root filled in:\n\n\
+             ```nginx\n{}```",
+            nginx::version(),
+            nginx::SUMMARY,
+            plan.nginx_rounds,
+            nginx::CONFIG,
+        ),
+        header: std::iter::once("requests/s".to_string())
+            .chain(NGINX_CONNECTIONS.iter().map(|c| format!("{c} conns")))
+            .collect(),
+        rows,
+    });
+    Ok(())
 }
 
 /// `Serving HTTP on 127.0.0.1 port 43210 (http://127.0.0.1:43210/) ...`
@@ -284,10 +407,10 @@ fn check_get(address: SocketAddr, body: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs wrk for `seconds` against `/FILE` (asking for `Connection:
+/// Runs wrk for `seconds` with `connections` against `/FILE` (asking for `Connection:
 /// close` if `close`): requests/s, and as errors the
 /// non-2xx/3xx responses and socket errors it reports.
-fn wrk(address: SocketAddr, seconds: u32, close: bool) -> io::Result<Sample> {
+fn wrk(address: SocketAddr, seconds: u32, connections: u32, close: bool) -> io::Result<Sample> {
     let mut command = Command::new("wrk");
     if close {
         command.args(["-H", "Connection: close"]);
@@ -295,7 +418,7 @@ fn wrk(address: SocketAddr, seconds: u32, close: bool) -> io::Result<Sample> {
     let output = command
         .args([
             format!("-t{WRK_THREADS}"),
-            format!("-c{WRK_CONNECTIONS}"),
+            format!("-c{connections}"),
             format!("-d{seconds}s"),
             "--timeout".into(),
             "5s".into(),

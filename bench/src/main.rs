@@ -2,7 +2,7 @@
 //! with what one would use otherwise, measured in one run.
 //!
 //! Workloads (all by default): `conn`, `rr`, `prefork-conn`, `prefork-rr`,
-//! `udp`, `bulk`, `shutdown`, `tap`, `http`, `tls`, `tls-bulk`; see
+//! `udp`, `bulk`, `shutdown`, `tap`, `http`, `tls`, `tls-bulk`, `scale`; see
 //! `docs/bench/results.md` for what each does. Every
 //! server runs in a process of its own; the load generator is this
 //! process's client threads over loopback (or over a tap device in a
@@ -19,14 +19,20 @@
 //! `docs/bench/chart.png`; `--quick` (a smoke test of every workload in
 //! seconds) and partial runs write to `target/bench/` unless `--out` says
 //! otherwise. Without root, `tap` is skipped; without `wrk` or the
-//! `http_server` example, `http` is; both loudly, and `--strict` turns a
-//! skip into a failure. Missed targets are reported, never failures.
+//! `http_server` example, `http` is, and without `nginx` its comparison
+//! with nginx; all loudly, and `--strict` turns a
+//! skip into a failure. Missed targets are reported, never failures, except
+//! under `--strict` those marked strict (memory figures, which a loaded
+//! machine does not move).
 
 mod chart;
+mod fleet;
 mod http;
 mod load;
+mod nginx;
 mod proc;
 mod report;
+mod scale;
 mod servers;
 mod shutdown;
 mod stats;
@@ -42,7 +48,7 @@ use std::{fs, io};
 use report::{Report, Section, Verdict};
 
 /// Every workload, in the order they run.
-const WORKLOADS: [&str; 11] = [
+const WORKLOADS: [&str; 12] = [
     "conn",
     "rr",
     "prefork-conn",
@@ -54,12 +60,13 @@ const WORKLOADS: [&str; 11] = [
     "http",
     "tls",
     "tls-bulk",
+    "scale",
 ];
 
 const USAGE: &str = "\
 usage: socketserver-bench [--quick] [--strict] [--out DIR] [WORKLOAD...]
 
-WORKLOAD: conn rr prefork-conn prefork-rr udp bulk shutdown tap http tls tls-bulk
+WORKLOAD: conn rr prefork-conn prefork-rr udp bulk shutdown tap http tls tls-bulk scale
           (default: all)
   --quick   a few seconds per workload (a smoke test; figures not meaningful)
   --strict  fail when a workload or peer is skipped (no root, no wrk, ...)
@@ -87,6 +94,10 @@ pub struct Plan {
     pub tap_rounds: usize,
     /// Seconds per wrk run.
     pub http_seconds: u32,
+    /// Seconds per wrk run against nginx, and rounds of it.
+    pub nginx_seconds: u32,
+    /// Rounds of the nginx comparison.
+    pub nginx_rounds: usize,
     /// Whether `python3` runs, or why not.
     pub python: Result<(), String>,
 }
@@ -109,6 +120,8 @@ impl Plan {
                 tap_mib: 4,
                 tap_rounds: 3,
                 http_seconds: 1,
+                nginx_seconds: 1,
+                nginx_rounds: 1,
                 python,
             }
         } else {
@@ -129,6 +142,8 @@ impl Plan {
                 tap_mib: 64,
                 tap_rounds: 9,
                 http_seconds: 1,
+                nginx_seconds: 5,
+                nginx_rounds: 3,
                 python,
             }
         }
@@ -275,6 +290,7 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
                 .and_then(|()| workloads::run(&tls::CONN, &plan)),
             "tls-bulk" => tls::prepare(target_dir()?.join("bench/tls"))
                 .and_then(|()| workloads::run(&tls::BULK, &plan)),
+            "scale" => scale::run(&plan),
             _ => unreachable!("parse accepts only known workloads"),
         };
         let section = section.unwrap_or_else(|err| {
@@ -313,7 +329,12 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             "socketserver vs its peers, measured together{}",
             if plan.quick { " (quick smoke run)" } else { "" }
         );
-        match chart::draw(&out.join("chart.png"), &title, &checks, &latencies) {
+        let curves: Vec<chart::Curve> = report
+            .sections
+            .iter()
+            .flat_map(|s| s.curves.iter().cloned())
+            .collect();
+        match chart::draw(&out.join("chart.png"), &title, &checks, &latencies, &curves) {
             Ok(()) => eprintln!("wrote {}", out.join("chart.png").display()),
             Err(err) => {
                 loud(&format!("chart FAILED: {err}"));
@@ -328,6 +349,15 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
         .collect();
     for m in &missed {
         eprintln!("MISSED target: {m}");
+    }
+    // Figures a loaded machine does not move: missing them fails --strict.
+    let strict_missed: Vec<&String> = report
+        .checks()
+        .filter(|c| c.strict && c.verdict() == Verdict::Missed)
+        .map(|c| &c.what)
+        .collect();
+    for m in &strict_missed {
+        loud(&format!("MISSED a strict target: {m}"));
     }
     let skips = report.skips();
     eprintln!(
@@ -344,7 +374,9 @@ fn bench(options: &Options) -> io::Result<ExitCode> {
             skips.join("\n  ")
         ));
     }
-    let ok = failed.is_empty() && (skips.is_empty() || !options.strict);
+    let ok = failed.is_empty()
+        && (skips.is_empty() || !options.strict)
+        && (strict_missed.is_empty() || !options.strict);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -405,6 +437,7 @@ fn preamble(options: &Options, plan: &Plan, load_before: &str) -> String {
         first_line("rustc", &["--version"]),
         first_line("python3", &["--version"]),
         first_line("wrk", &["--version"]).map(|l| l.split(" [").next().unwrap_or("").to_string()),
+        Some(nginx::version()).filter(|v| !v.is_empty()),
     ]
     .into_iter()
     .flatten()

@@ -1,5 +1,5 @@
 //! The results: one section per workload (a markdown table of medians) and
-//! the targets of issue 7, each measured ratio beside its expected one.
+//! the targets of issues 7 and 23, each measured ratio beside its expected one.
 
 use std::fmt::Write as _;
 
@@ -12,6 +12,15 @@ pub enum Target {
     AtLeast(f64),
     /// A latency, in milliseconds, under this.
     BelowMs(f64),
+    /// A ratio of at most this (memory, CPU: less is better).
+    AtMost(f64),
+    /// A figure of at most `max` in `unit` (KiB, connections).
+    Most {
+        /// The largest value that meets the target.
+        max: f64,
+        /// The figure's unit, as the table shows it.
+        unit: &'static str,
+    },
 }
 
 impl Target {
@@ -19,6 +28,7 @@ impl Target {
         match self {
             Target::AtLeast(min) => value >= min,
             Target::BelowMs(max) => value < max,
+            Target::AtMost(max) | Target::Most { max, .. } => value <= max,
         }
     }
 
@@ -27,6 +37,8 @@ impl Target {
         match self {
             Target::AtLeast(min) => format!(">= {min:.2}x"),
             Target::BelowMs(max) => format!("< {max} ms"),
+            Target::AtMost(max) => format!("<= {max:.2}x"),
+            Target::Most { max, unit } => format!("<= {max} {unit}"),
         }
     }
 }
@@ -44,6 +56,10 @@ pub struct Check {
     pub measured: Result<Figure, String>,
     /// What the issue expects.
     pub target: Target,
+    /// Whether `--strict` fails the run when this target is missed: for
+    /// figures that a loaded machine does not move (memory), not for
+    /// timings.
+    pub strict: bool,
 }
 
 /// A measured ratio or latency.
@@ -87,11 +103,27 @@ impl Check {
 
     fn measured_text(&self) -> String {
         match (&self.measured, self.target) {
-            (Ok(f), Target::AtLeast(_)) => match f.spread {
+            (Ok(f), Target::AtLeast(_) | Target::AtMost(_)) => match f.spread {
                 Some((lo, hi)) => format!("**{:.2}x** ({lo:.2}-{hi:.2})", f.value),
                 None => format!("**{:.2}x**", f.value),
             },
             (Ok(f), Target::BelowMs(_)) => format!("**{}**", ms(f.value)),
+            (Ok(f), Target::Most { unit, .. }) => {
+                // Counts as counts: `0 conns`, not `0.0 conns`.
+                let show = |v: f64| {
+                    if v.fract() == 0.0 {
+                        format!("{v:.0}")
+                    } else {
+                        num(v)
+                    }
+                };
+                match f.spread {
+                    Some((lo, hi)) => {
+                        format!("**{} {unit}** ({}-{})", show(f.value), show(lo), show(hi))
+                    }
+                    None => format!("**{} {unit}**", show(f.value)),
+                }
+            }
             (Err(reason), _) => format!("skipped: {reason}"),
         }
     }
@@ -137,6 +169,22 @@ pub struct Section {
     pub checks: Vec<Check>,
     /// Latencies (label, ms) for the chart's second panel.
     pub latencies: Vec<(String, f64)>,
+    /// Further tables after the first: a caption and the table (header,
+    /// rows).
+    pub tables: Vec<Table>,
+    /// Curves for the chart's scale panels.
+    pub curves: Vec<crate::chart::Curve>,
+}
+
+/// A table with a caption.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// A sentence above it.
+    pub caption: String,
+    /// Its header.
+    pub header: Vec<String>,
+    /// Its rows.
+    pub rows: Vec<Vec<String>>,
 }
 
 impl Section {
@@ -191,7 +239,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         out.push_str(&self.preamble);
-        out.push_str("\n## Targets (issue 7)\n\n");
+        out.push_str("\n## Targets (issues 7 and 23)\n\n");
         out.push_str(
             "Each ratio is the median over rounds of the ratio measured within a round; \
              the range after it is the smallest and largest of those per-round ratios.\n\n",
@@ -230,6 +278,11 @@ impl Report {
                 let header: Vec<&str> = section.header.iter().map(String::as_str).collect();
                 table(&mut out, &header, section.rows.iter().cloned());
             }
+            for extra in &section.tables {
+                let _ = write!(out, "\n{}\n\n", extra.caption);
+                let header: Vec<&str> = extra.header.iter().map(String::as_str).collect();
+                table(&mut out, &header, extra.rows.iter().cloned());
+            }
             for skip in &section.skipped {
                 let _ = writeln!(out, "\n**SKIPPED:** {skip}");
             }
@@ -251,6 +304,7 @@ fn table(out: &mut String, header: &[&str], rows: impl Iterator<Item = Vec<Strin
             let figure = cell.starts_with(|c: char| c.is_ascii_digit())
                 || cell.starts_with("**")
                 || cell.starts_with(">=")
+                || cell.starts_with("<=")
                 || cell.starts_with('<')
                 || cell == "-";
             if figure {
@@ -283,6 +337,7 @@ mod tests {
                 })
                 .map_err(String::from),
             target,
+            strict: false,
         }
     }
 
@@ -301,6 +356,18 @@ mod tests {
             check(Ok(1.0), Target::BelowMs(1.0)).verdict(),
             Verdict::Missed
         );
+        assert_eq!(check(Ok(1.1), Target::AtMost(1.1)).verdict(), Verdict::Met);
+        assert_eq!(
+            check(Ok(1.2), Target::AtMost(1.1)).verdict(),
+            Verdict::Missed
+        );
+        let none = Target::Most {
+            max: 0.0,
+            unit: "conns",
+        };
+        assert_eq!(check(Ok(0.0), none).verdict(), Verdict::Met);
+        assert_eq!(check(Ok(1.0), none).verdict(), Verdict::Missed);
+        assert_eq!(check(Ok(f64::NAN), none).verdict(), Verdict::Missed);
         assert_eq!(
             check(Err("no root"), Target::AtLeast(0.9)).verdict(),
             Verdict::Skipped

@@ -13,7 +13,7 @@ use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 
 use socketserver::handlers::{Echo, EchoLines, UpperDatagram, UpperLine};
-use socketserver::os::{Forkable, SocketTransport};
+use socketserver::os::{Forkable, SocketTransport, TcpTransport};
 use socketserver::{
     Dispatch, ForkingDispatch, ParkingDispatch, PoolDispatch, Prefork, ServerBuilder, SocketServer,
     ThreadingDispatch, DEFAULT_POLL_INTERVAL,
@@ -24,44 +24,100 @@ pub const BACKLOG: i32 = 128;
 /// The chunk every `echo` server reads and writes back (as `handlers::Echo`).
 const ECHO_CHUNK: usize = 1024;
 
+/// How one server kind is run: on the address given, until SIGTERM.
+type Serve = fn(&str) -> io::Result<()>;
+
+fn tcp(address: &str) -> ServerBuilder<TcpTransport> {
+    ServerBuilder::tcp(address).request_queue_size(BACKLOG)
+}
+
+/// Every server kind, by name. A new server is one entry here; the
+/// workloads name the kinds they compare, and `scale` measures a kind of
+/// its peer list only when this table has it ([`exists`]).
+const KINDS: &[(&str, Serve)] = &[
+    ("fw-sync-upper", |a| run(tcp(a).build(|| UpperLine)?)),
+    ("fw-threading-upper", |a| {
+        run(tcp(a).build_with(|s| ThreadingDispatch::new(|| UpperLine, s))?)
+    }),
+    ("fw-pool-upper", |a| {
+        run(tcp(a).build_with(|s| PoolDispatch::new(|| UpperLine, s))?)
+    }),
+    ("fw-forking-upper", |a| {
+        run(tcp(a).build_with(|s| ForkingDispatch::new(|| UpperLine, s))?)
+    }),
+    ("fw-threading-lines", |a| {
+        run(tcp(a).build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?)
+    }),
+    ("fw-pool-lines", |a| {
+        run(tcp(a).build_with(|s| PoolDispatch::new(|| EchoLines, s))?)
+    }),
+    // The new dispatch of issue 23: idle connections parked in the poller,
+    // a message (a line) per call.
+    ("persistent", |a| {
+        run(tcp(a).build_with(|s| ParkingDispatch::new(|| EchoLines, s))?)
+    }),
+    ("fw-prefork1-upper", |a| {
+        prefork(tcp(a).build(|| UpperLine)?, 1)
+    }),
+    ("fw-prefork2-upper", |a| {
+        prefork(tcp(a).build(|| UpperLine)?, 2)
+    }),
+    ("fw-prefork1-lines", |a| {
+        prefork(
+            tcp(a).build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
+            1,
+        )
+    }),
+    ("fw-prefork2-lines", |a| {
+        prefork(
+            tcp(a).build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
+            2,
+        )
+    }),
+    ("fw-udp-upper", |a| {
+        run(ServerBuilder::udp(a).build(|| UpperDatagram)?)
+    }),
+    ("fw-sync-echo", |a| run(tcp(a).build(|| Echo)?)),
+    ("std-threads-upper", |a| std_threads(a, upper_line)),
+    ("std-threads-lines", |a| std_threads(a, echo_lines)),
+    ("std-threads-echo", |a| std_threads(a, echo)),
+    ("std-threads-copy", |a| {
+        std_threads(a, |s| io::copy(&mut &*s, &mut &*s).map(drop))
+    }),
+    ("std-udp-upper", std_udp),
+    ("tokio-upper", |a| tokio::serve(a, tokio::Kind::Upper, None)),
+    ("tokio-lines", |a| tokio::serve(a, tokio::Kind::Lines, None)),
+    // As `scale` compares it: two workers, whatever the machine.
+    ("tokio2-lines", |a| {
+        tokio::serve(a, tokio::Kind::Lines, Some(2))
+    }),
+    ("tokio-echo", |a| tokio::serve(a, tokio::Kind::Echo, None)),
+    ("tokio-udp-upper", |a| {
+        tokio::serve(a, tokio::Kind::Udp, None)
+    }),
+    ("fw-tls-upper", |a| crate::tls::serve("fw-tls-upper", a)),
+    ("fw-tls-echo", |a| crate::tls::serve("fw-tls-echo", a)),
+    ("rustls-threads-upper", |a| {
+        crate::tls::serve("rustls-threads-upper", a)
+    }),
+    ("rustls-threads-echo", |a| {
+        crate::tls::serve("rustls-threads-echo", a)
+    }),
+];
+
+/// Whether this program can serve `kind` (`py-*` kinds are CPython's).
+pub fn exists(kind: &str) -> bool {
+    KINDS.iter().any(|(name, _)| *name == kind)
+}
+
 /// Runs the server `kind` on `address` until SIGTERM.
 ///
 /// # Errors
 /// An unknown kind, or the server failed.
 pub fn serve(kind: &str, address: &str) -> io::Result<()> {
-    let tcp = || ServerBuilder::tcp(address).request_queue_size(BACKLOG);
-    match kind {
-        "fw-sync-upper" => run(tcp().build(|| UpperLine)?),
-        "fw-threading-upper" => run(tcp().build_with(|s| ThreadingDispatch::new(|| UpperLine, s))?),
-        "fw-pool-upper" => run(tcp().build_with(|s| PoolDispatch::new(|| UpperLine, s))?),
-        "fw-forking-upper" => run(tcp().build_with(|s| ForkingDispatch::new(|| UpperLine, s))?),
-        "fw-threading-lines" => run(tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?),
-        "persistent" => run(tcp().build_with(|s| ParkingDispatch::new(|| EchoLines, s))?),
-        "fw-prefork1-upper" => prefork(tcp().build(|| UpperLine)?, 1),
-        "fw-prefork2-upper" => prefork(tcp().build(|| UpperLine)?, 2),
-        "fw-prefork1-lines" => prefork(
-            tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
-            1,
-        ),
-        "fw-prefork2-lines" => prefork(
-            tcp().build_with(|s| ThreadingDispatch::new(|| EchoLines, s))?,
-            2,
-        ),
-        "fw-udp-upper" => run(ServerBuilder::udp(address).build(|| UpperDatagram)?),
-        "fw-sync-echo" => run(tcp().build(|| Echo)?),
-        "std-threads-upper" => std_threads(address, upper_line),
-        "std-threads-lines" => std_threads(address, echo_lines),
-        "std-threads-echo" => std_threads(address, echo),
-        "std-threads-copy" => std_threads(address, |s| io::copy(&mut &*s, &mut &*s).map(drop)),
-        "std-udp-upper" => std_udp(address),
-        "tokio-upper" => tokio::serve(address, tokio::Kind::Upper),
-        "tokio-lines" => tokio::serve(address, tokio::Kind::Lines),
-        "tokio-echo" => tokio::serve(address, tokio::Kind::Echo),
-        "tokio-udp-upper" => tokio::serve(address, tokio::Kind::Udp),
-        "fw-tls-upper" | "fw-tls-echo" | "rustls-threads-upper" | "rustls-threads-echo" => {
-            crate::tls::serve(kind, address)
-        }
-        _ => Err(io::Error::new(
+    match KINDS.iter().find(|(name, _)| *name == kind) {
+        Some((_, serve)) => serve(address),
+        None => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown server kind {kind:?}"),
         )),
@@ -178,8 +234,14 @@ mod tokio {
         Udp,
     }
 
-    pub fn serve(address: &str, kind: Kind) -> io::Result<()> {
-        let runtime = tokio::runtime::Runtime::new()?;
+    /// Serves `kind` on a multi-threaded runtime of `workers` worker
+    /// threads (`None`: tokio's default, one per CPU).
+    pub fn serve(address: &str, kind: Kind, workers: Option<usize>) -> io::Result<()> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            builder.worker_threads(n);
+        }
+        let runtime = builder.enable_all().build()?;
         runtime.block_on(async move {
             if let Kind::Udp = kind {
                 return udp(address).await;

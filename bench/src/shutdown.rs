@@ -317,6 +317,7 @@ pub fn run(plan: &Plan) -> io::Result<Section> {
                 spread: None,
             }),
             target: Target::BelowMs(TARGET_MS),
+            strict: false,
         });
     }
     Ok(section)

@@ -106,9 +106,23 @@ fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
 pub fn rotate<P>(
     peers: &[P],
     rounds: usize,
-    mut measure: impl FnMut(&P) -> io::Result<Sample>,
+    measure: impl FnMut(&P) -> io::Result<Sample>,
 ) -> io::Result<Vec<Series>> {
-    let mut series = vec![Series::default(); peers.len()];
+    let rounds = rotate_with(peers, rounds, measure)?;
+    Ok(rounds.into_iter().map(Series).collect())
+}
+
+/// [`rotate`] for measurements of any kind: one `Vec` per peer, a
+/// measurement per round.
+///
+/// # Errors
+/// The first failed measurement.
+pub fn rotate_with<P, S>(
+    peers: &[P],
+    rounds: usize,
+    mut measure: impl FnMut(&P) -> io::Result<S>,
+) -> io::Result<Vec<Vec<S>>> {
+    let mut series: Vec<Vec<S>> = peers.iter().map(|_| Vec::with_capacity(rounds)).collect();
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..peers.len())
             .map(|i| (i + round) % peers.len())
@@ -117,7 +131,7 @@ pub fn rotate<P>(
             order.reverse();
         }
         for i in order {
-            series[i].0.push(measure(&peers[i])?);
+            series[i].push(measure(&peers[i])?);
         }
     }
     Ok(series)

@@ -416,6 +416,7 @@ pub fn run(spec: &Spec, plan: &Plan) -> io::Result<Section> {
             label: format!("{} / {}", short(a), short(b)),
             measured,
             target,
+            strict: false,
         });
     }
     Ok(section)

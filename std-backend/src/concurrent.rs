@@ -15,20 +15,29 @@ use socketserver_core::{
 
 use crate::dispatch::BufferSizes;
 use crate::shutdown::{Shared, ShutdownHandle};
+use crate::sys::Pages;
 use crate::transport::{Replies, SocketTransport};
 
-/// The buffers one request thread serves with.
+/// The buffers one request thread serves with: the read buffer, then the
+/// write buffer, in one mapping whose pages take memory only once touched
+/// (a line touches one page; an unbuffered `wfile` none), so that a thread
+/// per connection costs what a hand-written one with a `BufReader` does.
 pub(crate) struct Buffers {
-    read: Vec<u8>,
-    write: Vec<u8>,
+    pages: Pages,
+    read: usize,
 }
 
 impl Buffers {
     pub(crate) fn new(sizes: BufferSizes) -> Self {
         Buffers {
-            read: vec![0; sizes.read],
-            write: vec![0; sizes.write],
+            pages: Pages::zeroed(sizes.read + sizes.write),
+            read: sizes.read,
         }
+    }
+
+    /// The read and the write buffer.
+    pub(crate) fn split(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.pages.split_at_mut(self.read)
     }
 }
 
@@ -53,25 +62,47 @@ impl ThreadOptions {
     }
 }
 
+/// What becomes of a job: served with a thread's buffers, or refused
+/// (reported to `handle_error` with this error, then closed unserved).
+pub(crate) enum Turn<'a> {
+    Serve(&'a mut Buffers),
+    Refuse(&'a Error),
+}
+
 /// One request, ready to run on whichever thread takes it.
-pub(crate) type Job = Box<dyn FnOnce(&mut Buffers) + Send + 'static>;
+pub(crate) type Job = Box<dyn FnOnce(Turn<'_>) + Send + 'static>;
 
 /// Where jobs run: a thread each, or a pool's workers.
 pub(crate) trait Runner {
     /// Blocks until one more request may run (the thread or queue bound),
-    /// and takes that room. Returns `false`, taking nothing, once `stop`
-    /// says the server is shutting down; a full server asks it every
-    /// [`ADMIT_RECHECK`] while it waits.
-    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool;
+    /// and takes that room; or says it is refused. Returns
+    /// [`Admission::Stopping`], taking nothing, once `stop` says the server
+    /// is shutting down; a full server asks it every [`ADMIT_RECHECK`]
+    /// while it waits.
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> Admission;
 
     /// Starts `job`, which owns the room of [`admit`](Self::admit). On error the job was dropped,
     /// closing its connection.
     fn run(&mut self, job: Job) -> io::Result<()>;
 
+    /// A pass of the serving loop (`service_actions`): the runner's own
+    /// upkeep. Default: nothing.
+    fn service_actions(&mut self) {}
+
     /// The server closed: no more jobs; wait for the running ones or not.
     /// Waiting, it cuts their connections once `drain` runs out, then waits
     /// at most [`CUT_GRACE`](crate::shutdown::CUT_GRACE) more.
     fn close(&mut self, drain: &Drain);
+}
+
+/// What [`Runner::admit`] decided for a request in hand.
+pub(crate) enum Admission {
+    /// Room was taken: run it.
+    Room,
+    /// Refused, for this reason (reported, then the request is dropped).
+    Refuse(Error),
+    /// The server is shutting down: drop it unserved.
+    Stopping,
 }
 
 /// How closing treats the requests still running: until when it waits for
@@ -167,10 +198,11 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
         &self.served.factory
     }
 
-    /// Waits for room for a request that was taken; `false` when shutdown
-    /// was requested meanwhile (the request is then dropped unserved, as
-    /// one that arrives during a shutdown).
-    fn admit<T: SocketTransport>(&mut self, transport: &T) -> bool {
+    /// Waits for room for a request that was taken, or refuses it;
+    /// [`Admission::Stopping`] when shutdown was requested meanwhile (the
+    /// request is then dropped unserved, as one that arrives during a
+    /// shutdown).
+    fn admit<T: SocketTransport>(&mut self, transport: &T) -> Admission {
         if self.stop.is_none() {
             self.stop = Some(transport.shutdown_handle());
         }
@@ -193,21 +225,41 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
             Incoming::Request(request) => request,
             other => return other.took(),
         };
-        if !self.admit(listener) {
+        let admission = self.admit(listener);
+        if let Admission::Stopping = admission {
             return Took::Request;
         }
         let client = addr.clone();
         let served = Arc::clone(&self.served);
-        let job = Box::new(move |bufs: &mut Buffers| {
+        let job = Box::new(move |turn: Turn<'_>| {
             let Served { factory, hooks } = &*served;
-            serve_connection(conn, addr, factory, hooks, &mut bufs.read, &mut bufs.write);
+            match turn {
+                Turn::Serve(bufs) => {
+                    let (read, write) = bufs.split();
+                    serve_connection(conn, addr, factory, hooks, read, write);
+                }
+                // Dropping the connection closes it.
+                Turn::Refuse(why) => hooks.handle_error(&addr, why),
+            }
         });
-        if let Err(err) = self.runner.run(job) {
+        if let Err(err) = self.run(admission, job) {
             self.served
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
         Took::Request
+    }
+
+    /// Hands an admitted `job` to the runner, or refuses it. On error the
+    /// job was dropped, closing its connection.
+    fn run(&mut self, admission: Admission, job: Job) -> io::Result<()> {
+        match admission {
+            Admission::Refuse(why) => {
+                job(Turn::Refuse(&why));
+                Ok(())
+            }
+            _ => self.runner.run(job),
+        }
     }
 
     /// The datagram twin of [`stream_request`](Self::stream_request): the
@@ -240,16 +292,21 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
                 }
             },
         };
-        if !self.admit(socket) {
+        let admission = self.admit(socket);
+        if let Admission::Stopping = admission {
             return Took::Request;
         }
         let packet = self.packet[..rx.len].to_vec();
         let client = rx.addr.clone();
         let served = Arc::clone(&self.served);
         let mut reply = S::reply(reply);
-        let job = Box::new(move |bufs: &mut Buffers| {
+        let job = Box::new(move |turn: Turn<'_>| {
             let Served { factory, hooks } = &*served;
-            let (packet, reply_buf) = (&packet, &mut bufs.write);
+            let bufs = match turn {
+                Turn::Serve(bufs) => bufs,
+                Turn::Refuse(why) => return hooks.handle_error(&rx.addr, why),
+            };
+            let (packet, reply_buf) = (&packet, bufs.split().1);
             serve_datagram(
                 packet,
                 rx.truncated,
@@ -260,12 +317,16 @@ impl<R: Runner, F, H> Concurrent<R, F, H> {
                 &mut reply,
             );
         });
-        if let Err(err) = self.runner.run(job) {
+        if let Err(err) = self.run(admission, job) {
             self.served
                 .hooks
                 .handle_error(&client, &Error::from_io(err));
         }
         Took::Request
+    }
+
+    pub(crate) fn service_actions(&mut self) {
+        self.runner.service_actions();
     }
 
     pub(crate) fn server_close(&mut self) {
@@ -285,6 +346,10 @@ macro_rules! concurrent_dispatch {
 
             fn hooks(&self) -> &H {
                 self.inner.hooks()
+            }
+
+            fn service_actions(&mut self) {
+                self.inner.service_actions();
             }
 
             fn server_close(&mut self) {

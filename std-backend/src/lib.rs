@@ -32,8 +32,9 @@
 //! Besides the inline dispatch, every server type comes threaded
 //! ([`ThreadingDispatch`], Python's `ThreadingMixIn`, with an optional
 //! bound on the number of threads), forked ([`ForkingDispatch`],
-//! `ForkingMixIn`) or pooled ([`PoolDispatch`]: workers started once, fed
-//! through a bounded queue); the predefined aliases such as
+//! `ForkingMixIn`) or pooled ([`PoolDispatch`], for short connections:
+//! workers started once, fed through a bounded queue, refusing clients
+//! visibly when none is free in time); the predefined aliases such as
 //! [`ThreadingTcpServer`] and [`ForkingUdpServer`] are Python's.
 //!
 //! On Windows the TCP and UDP servers, threaded and pooled, are all there
@@ -108,7 +109,9 @@ pub use parking::{
 #[cfg(all(unix, not(target_os = "wasi")))]
 pub use pool::PoolUnixStreamServer;
 #[cfg(not(target_os = "wasi"))]
-pub use pool::{default_workers, PoolDispatch, PoolTcpServer};
+pub use pool::{
+    default_workers, PoolDispatch, PoolTcpServer, RefusedCounter, DEFAULT_QUEUE_TIMEOUT,
+};
 #[cfg(unix)]
 pub use prefork::{Forkable, Prefork, MIN_WORKER_LIFETIME, RESPAWN_PAUSE};
 pub use server::{

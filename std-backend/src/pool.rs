@@ -1,5 +1,6 @@
 //! A fixed set of worker threads fed through a bounded queue: a threading
-//! server without the cost of starting a thread per request.
+//! server without the cost of starting a thread per request, for short
+//! connections.
 
 use std::collections::VecDeque;
 use std::io;
@@ -7,15 +8,16 @@ use std::net::ToSocketAddrs;
 use std::panic::{self, AssertUnwindSafe};
 #[cfg(unix)]
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use socketserver_core::{DefaultHooks, HandlerFactory};
+use socketserver_core::{DefaultHooks, Error, HandlerFactory};
 
 use crate::concurrent::{
-    concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
-    ADMIT_RECHECK,
+    concurrent_dispatch, wait_until, Admission, Buffers, Concurrent, Drain, Job, Runner,
+    ThreadOptions, Turn, ADMIT_RECHECK,
 };
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
@@ -28,12 +30,27 @@ use crate::SocketServer;
 /// Hands each request to one of a fixed number of worker threads (beyond
 /// Python; a `ThreadingMixIn` whose threads are started once).
 ///
+/// **For short connections.** A worker owns its connection until the
+/// handler returns, so `workers` persistent connections (keep-alive
+/// clients) hold every worker for as long as they stay open. For those,
+/// use a thread per connection ([`ThreadingDispatch`](crate::ThreadingDispatch))
+/// or a dispatch that parks idle connections.
+///
 /// The workers start with the first request and each allocates its
 /// buffers once. Requests taken while every worker is busy wait in a queue
 /// of [`queue_capacity`](Self::queue_capacity); when it is full, taking the
-/// next request blocks until a worker frees a place, so clients wait in the
-/// listen backlog instead of being refused. At most `workers` handlers run
-/// at once and at most `workers + queue_capacity` requests are held.
+/// next request waits until a worker frees a place, while further clients
+/// wait in the listen backlog. At most `workers` handlers run at once and
+/// at most `workers + queue_capacity` requests are held.
+///
+/// No client waits for ever: a request is **refused** when it has waited
+/// [`queue_timeout`](Self::queue_timeout) for a worker (in the queue, or
+/// for a place in it), and, while the queue is full and no worker has
+/// taken a request for that long, each new request is refused at once,
+/// which empties the listen backlog instead of leaving clients in it. A refused
+/// request is reported to `handle_error` (by default a line on stderr with
+/// the client's address), its connection closed unserved, and counted
+/// ([`refused`](Self::refused)).
 ///
 /// Closing the server stops the queue; the workers serve what is already
 /// queued and end. With [`block_on_close`](Self::block_on_close) (the
@@ -62,6 +79,7 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
         let pool = Pool {
             workers,
             capacity: workers,
+            timeout: DEFAULT_QUEUE_TIMEOUT,
             block_on_close: true,
             threads: ThreadOptions::default(),
             sizes,
@@ -97,6 +115,29 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
         assert!(n > 0, "the queue must hold at least one request");
         self.inner.runner.capacity = n;
         self
+    }
+
+    /// The longest a request waits for a worker before it is refused (see
+    /// the [type's documentation](Self)). Default: 5 s (as HAProxy's
+    /// `timeout queue` commonly is).
+    ///
+    /// # Panics
+    /// If `timeout` is zero.
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "the queue timeout must be above zero");
+        self.inner.runner.timeout = timeout;
+        self
+    }
+
+    /// Requests refused so far because no worker took them in time.
+    pub fn refused(&self) -> u64 {
+        self.inner.runner.queue.refused.load(Ordering::Relaxed)
+    }
+
+    /// A counter of [`refused`](Self::refused) requests that can be read
+    /// from another thread while the server serves.
+    pub fn refused_counter(&self) -> RefusedCounter {
+        RefusedCounter(Arc::clone(&self.inner.runner.queue))
     }
 
     /// Closing the server waits until the workers have served the queue
@@ -158,16 +199,59 @@ impl<F: HandlerFactory, H> PoolDispatch<F, H> {
 
 concurrent_dispatch!(PoolDispatch);
 
-#[derive(Default)]
+/// How long a request may wait for a worker by default.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a pool's count of refused requests from any thread (see
+/// [`PoolDispatch::refused_counter`]).
+#[derive(Clone)]
+pub struct RefusedCounter(Arc<Queue>);
+
+impl RefusedCounter {
+    /// Requests refused so far.
+    pub fn get(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for RefusedCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RefusedCounter").field(&self.get()).finish()
+    }
+}
+
+/// A request waiting for a worker, and since when.
+struct Queued {
+    job: Job,
+    since: Instant,
+}
+
 struct QueueState {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Queued>,
     closed: bool,
     /// Workers started and not yet ended.
     workers: usize,
+    /// Workers running a request.
+    busy: usize,
+    /// When a worker last took a request (or the pool started).
+    last_taken: Instant,
+}
+
+impl Default for QueueState {
+    fn default() -> Self {
+        QueueState {
+            jobs: VecDeque::new(),
+            closed: false,
+            workers: 0,
+            busy: 0,
+            last_taken: Instant::now(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Queue {
+    refused: AtomicU64,
     state: Mutex<QueueState>,
     /// Workers wait here for a job (or the close).
     filled: Condvar,
@@ -197,13 +281,17 @@ impl Queue {
         let _counted = Worker(self);
         let mut state = self.state();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
+            if let Some(queued) = state.jobs.pop_front() {
+                state.busy += 1;
+                state.last_taken = Instant::now();
                 drop(state);
                 self.drained.notify_one();
                 // Handler panics are caught inside the job; this catches a
                 // panicking hook, so the worker stays.
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| job(&mut bufs)));
+                let job = queued.job;
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| job(Turn::Serve(&mut bufs))));
                 state = self.state();
+                state.busy -= 1;
             } else if state.closed {
                 return;
             } else {
@@ -227,6 +315,7 @@ impl Queue {
 struct Pool {
     workers: usize,
     capacity: usize,
+    timeout: Duration,
     block_on_close: bool,
     threads: ThreadOptions,
     sizes: BufferSizes,
@@ -268,33 +357,102 @@ impl Drop for Pool {
     }
 }
 
+impl Queue {
+    /// Counts a refusal and says why: no worker free within `timeout`.
+    fn refusal(&self, timeout: Duration, workers: usize) -> Error {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Error::from(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "refused: no pool worker free within {timeout:?} (all {workers} busy; a pool \
+                 is for short connections)"
+            ),
+        ))
+    }
+
+    /// Refuses the queued requests that have waited `timeout`: reported
+    /// and closed, with the queue unlocked.
+    fn expire<'q>(
+        &'q self,
+        mut state: MutexGuard<'q, QueueState>,
+        timeout: Duration,
+        workers: usize,
+    ) -> MutexGuard<'q, QueueState> {
+        let now = Instant::now();
+        let waited = |q: &Queued| now.saturating_duration_since(q.since) >= timeout;
+        let mut expired = Vec::new();
+        while state.jobs.front().is_some_and(waited) {
+            expired.extend(state.jobs.pop_front());
+        }
+        if expired.is_empty() {
+            return state;
+        }
+        drop(state);
+        for queued in expired {
+            let why = self.refusal(timeout, workers);
+            (queued.job)(Turn::Refuse(&why));
+        }
+        self.state()
+    }
+}
+
+impl Pool {
+    /// Every worker busy, and none has taken a request for the timeout:
+    /// the pool is held by long connections.
+    fn stuck(&self, state: &QueueState) -> bool {
+        state.busy >= self.handles.len() && state.last_taken.elapsed() >= self.timeout
+    }
+}
+
 impl Runner for Pool {
-    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool {
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> Admission {
         if !self.started {
             self.start();
         }
-        let mut state = self.queue.state();
-        while state.jobs.len() >= self.capacity {
-            if stop() {
-                return false;
+        let (queue, timeout, workers) = (&*self.queue, self.timeout, self.handles.len());
+        let mut state = queue.state();
+        loop {
+            state = queue.expire(state, timeout, workers);
+            if state.jobs.len() < self.capacity {
+                return Admission::Room;
             }
-            state = self
-                .queue
+            if self.stuck(&state) {
+                drop(state);
+                return Admission::Refuse(queue.refusal(timeout, workers));
+            }
+            if stop() {
+                return Admission::Stopping;
+            }
+            // The queue is full, so it has a first request: wait at most
+            // until that one has waited the timeout.
+            let now = Instant::now();
+            let oldest = state.jobs.front().map_or(now, |q| q.since);
+            let wait = (oldest + timeout)
+                .saturating_duration_since(now)
+                .min(ADMIT_RECHECK);
+            state = queue
                 .drained
-                .wait_timeout(state, ADMIT_RECHECK)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        true
     }
 
     fn run(&mut self, job: Job) -> io::Result<()> {
         if self.handles.is_empty() {
             return Err(io::Error::other("no pool worker could be started"));
         }
-        self.queue.state().jobs.push_back(job);
+        let since = Instant::now();
+        self.queue.state().jobs.push_back(Queued { job, since });
         self.queue.filled.notify_one();
         Ok(())
+    }
+
+    /// Requests that waited the timeout in the queue are refused even when
+    /// no new client comes.
+    fn service_actions(&mut self) {
+        let queue = &*self.queue;
+        drop(queue.expire(queue.state(), self.timeout, self.handles.len()));
     }
 
     fn close(&mut self, drain: &Drain) {

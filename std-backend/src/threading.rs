@@ -12,8 +12,8 @@ use std::time::Instant;
 use socketserver_core::{DefaultHooks, HandlerFactory};
 
 use crate::concurrent::{
-    concurrent_dispatch, wait_until, Buffers, Concurrent, Drain, Job, Runner, ThreadOptions,
-    ADMIT_RECHECK,
+    concurrent_dispatch, wait_until, Admission, Buffers, Concurrent, Drain, Job, Runner,
+    ThreadOptions, Turn, ADMIT_RECHECK,
 };
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
@@ -271,8 +271,12 @@ struct Threads {
 }
 
 impl Runner for Threads {
-    fn admit(&mut self, stop: &dyn Fn() -> bool) -> bool {
-        self.live.enter(self.max_threads, stop)
+    fn admit(&mut self, stop: &dyn Fn() -> bool) -> Admission {
+        if self.live.enter(self.max_threads, stop) {
+            Admission::Room
+        } else {
+            Admission::Stopping
+        }
     }
 
     fn run(&mut self, job: Job) -> io::Result<()> {
@@ -283,7 +287,7 @@ impl Runner for Threads {
         // the OS thread frees its own stack. The slot counts it instead.
         drop(self.threads.builder(self.spawned).spawn(move || {
             let mut buffers = slot.0.buffers(sizes);
-            job(&mut buffers);
+            job(Turn::Serve(&mut buffers));
             slot.0.recycle(buffers, sizes);
             drop(slot);
         })?);

@@ -18,6 +18,9 @@ use std::mem::MaybeUninit;
 
 #[cfg(any(unix, target_os = "wasi"))]
 mod fd;
+#[cfg_attr(not(unix), path = "pages_heap.rs")]
+#[cfg(not(target_os = "wasi"))]
+mod pages;
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
 #[cfg_attr(target_os = "wasi", path = "wasi.rs")]
 #[cfg_attr(
@@ -38,6 +41,8 @@ pub(crate) use fd::{
     cut, is_listening, is_resource_exhaustion, no_inherit, prepare_socket, raw, raw_from_u64,
     raw_to_u64, socket_handles, AsRaw, Raw, TRANSIENT_ACCEPT_CODES,
 };
+#[cfg(not(target_os = "wasi"))]
+pub(crate) use pages::Pages;
 #[cfg(not(unix))]
 pub(crate) use platform::set_reuse;
 #[cfg(windows)]

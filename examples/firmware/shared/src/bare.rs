@@ -13,7 +13,7 @@ use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::nic::{
-    refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
+    announce, refused, stop_requested, NicMemory, NicSlots, ADDRESS, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
 use crate::{say, smol_now, Board};
@@ -217,15 +217,7 @@ pub fn serve<B: Board>(
     let udp = sockets.add(udp);
     let control = sockets.add(parts.control);
 
-    say!(
-        B,
-        "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
-        ADDRESS.address(),
-        UPPER_PORT,
-        ECHO_PORT,
-        UDP_PORT,
-        CONTROL_PORT
-    );
+    announce::<B>();
     loop {
         iface.poll(smol_now::<B>(), &mut device, &mut sockets);
         let mut moved = false;

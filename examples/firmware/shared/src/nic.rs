@@ -49,6 +49,20 @@ pub fn refused(client: &IpEndpoint) -> bool {
     client.port >= 61000
 }
 
+/// Says that the image serves, and what: serve.sh waits for this line
+/// (`serving on ...`) before it gives the host's clients the addresses.
+pub fn announce<B: Board>() {
+    say!(
+        B,
+        "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
+        ADDRESS.address(),
+        UPPER_PORT,
+        ECHO_PORT,
+        UDP_PORT,
+        CONTROL_PORT
+    );
+}
+
 /// The control port, a plain smoltcp socket in both images (stopping is
 /// the firmware's business, not a request to serve): true once the
 /// datagram `stop` came, which is answered with `stopping`. Anything else

@@ -18,7 +18,7 @@ use socketserver_core::{Error, Hooks, Server, ServerHooks, ShutdownFlag, SyncDis
 use socketserver_smoltcp::{Net, Stack, TcpListener, UdpSocket};
 
 use crate::nic::{
-    refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
+    announce, refused, stop_requested, NicMemory, NicSlots, ADDRESS, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
 use crate::{say, Board, BoardClock, BoardIdle};
@@ -75,15 +75,7 @@ pub fn serve<B: Board>(
 
     let control = stack.borrow_mut().sockets_mut().add(parts.control);
 
-    say!(
-        B,
-        "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
-        ADDRESS.address(),
-        UPPER_PORT,
-        ECHO_PORT,
-        UDP_PORT,
-        CONTROL_PORT
-    );
+    announce::<B>();
     // serve_forever serves one transport; three share this loop (as the
     // smoltcp_tap example's two do): each pass takes what is ready from
     // each, and idles only when none took anything, until the control

@@ -21,9 +21,11 @@
 pub mod virtio_net;
 
 use core::fmt::{self, Write};
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use smoltcp::wire::EthernetAddress;
+use socketserver_firmware::nic::{NicMemory, NicSlots};
 use socketserver_firmware::Board;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -131,6 +133,27 @@ pub fn start_nic(buffers: &'static mut Buffers) -> VirtioNet<'static> {
         riscv::register::mie::set_mtimer();
     }
     nic
+}
+
+/// What a NIC image starts from, each taken once: the NIC, started
+/// ([`start_nic`]), and the sockets' memory. All of it is built at run time
+/// into `.bss`: `None` of an `Option<MaybeUninit<_>>` (a `singleton!`) is
+/// zero bits, where that of an `Option<NicSlots>` would not be (`.data`).
+///
+/// # Panics
+/// On a second call, and as [`start_nic`].
+pub fn start() -> (
+    VirtioNet<'static>,
+    &'static mut NicMemory,
+    &'static mut NicSlots,
+) {
+    let frames = riscv::singleton!(: MaybeUninit<Buffers> = MaybeUninit::uninit());
+    let frames = frames.expect("started once").write(Buffers::new());
+    let memory = riscv::singleton!(: MaybeUninit<NicMemory> = MaybeUninit::uninit());
+    let memory = memory.expect("started once").write(NicMemory::new());
+    let slots = riscv::singleton!(: MaybeUninit<NicSlots> = MaybeUninit::uninit());
+    let slots = slots.expect("started once").write(NicSlots::new());
+    (start_nic(frames), memory, slots)
 }
 
 /// Completes every interrupt the PLIC holds for hart 0: the device's line

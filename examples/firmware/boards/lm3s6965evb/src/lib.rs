@@ -11,6 +11,10 @@
 pub mod selftest;
 pub mod stellaris_enet;
 
+// For the macros, which expand in the binaries.
+#[doc(hidden)]
+pub use {cortex_m, cortex_m_rt, socketserver_firmware};
+
 use core::cell::Cell;
 use core::fmt;
 
@@ -102,7 +106,7 @@ impl Board for Lm3s {
 #[macro_export]
 macro_rules! nic_exceptions {
     () => {
-        #[cortex_m_rt::exception]
+        #[$crate::cortex_m_rt::exception]
         fn SysTick() {
             $crate::tick();
         }
@@ -111,13 +115,43 @@ macro_rules! nic_exceptions {
         // also catches NMI, which preempts critical sections; this one
         // touches no data, only the controller's interrupt status.
         #[allow(unsafe_code)]
-        #[cortex_m_rt::exception]
+        #[$crate::cortex_m_rt::exception]
         unsafe fn DefaultHandler(irqn: i16) {
             if irqn == $crate::stellaris_enet::IRQ as i16 {
                 $crate::stellaris_enet::StellarisEnet::on_interrupt();
             } else {
                 panic!("unexpected exception {}", irqn);
             }
+        }
+    };
+}
+
+/// A NIC image's entry point and interrupt handlers: starts SysTick and
+/// the Stellaris controller over buffers in `.bss` (the entry point's
+/// `static mut`s), builds the socket slots at run time, and hands it all to
+/// the serving loop of `socketserver_firmware::$loop` (`serve` or `bare`).
+#[macro_export]
+macro_rules! nic_image {
+    ($loop:ident) => {
+        $crate::nic_exceptions!();
+
+        #[$crate::cortex_m_rt::entry]
+        fn main() -> ! {
+            // cortex-m-rt hands these out as `&'static mut`.
+            static mut MEMORY: $crate::socketserver_firmware::nic::NicMemory =
+                $crate::socketserver_firmware::nic::NicMemory::new();
+            static mut FRAMES: $crate::stellaris_enet::Buffers =
+                $crate::stellaris_enet::Buffers::new();
+
+            use $crate::socketserver_firmware::nic::NicSlots;
+            use $crate::stellaris_enet::StellarisEnet;
+
+            let mut core = $crate::cortex_m::Peripherals::take().expect("peripherals taken once");
+            $crate::start_clock(&mut core.SYST);
+            let slots =
+                $crate::cortex_m::singleton!(: NicSlots = NicSlots::new()).expect("runs once");
+            let device = StellarisEnet::take(FRAMES).expect("the controller is taken once");
+            $crate::socketserver_firmware::$loop::serve::<$crate::Lm3s>(device, MEMORY, slots)
         }
     };
 }

@@ -20,6 +20,10 @@
 
 pub mod virtio_net;
 
+// For `nic_image!`, which expands in the binaries.
+#[doc(hidden)]
+pub use {riscv_rt, socketserver_firmware};
+
 use core::fmt::{self, Write};
 use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
@@ -227,4 +231,17 @@ impl Board for Virt {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     Virt::print(format_args!("panicked: {info}"));
     Virt::exit(false)
+}
+
+/// A NIC image's entry point: [`start`], then the serving loop of
+/// `socketserver_firmware::$loop` (`serve` or `bare`).
+#[macro_export]
+macro_rules! nic_image {
+    ($loop:ident) => {
+        #[$crate::riscv_rt::entry]
+        fn main() -> ! {
+            let (nic, memory, slots) = $crate::start();
+            $crate::socketserver_firmware::$loop::serve::<$crate::Virt>(nic, memory, slots)
+        }
+    };
 }

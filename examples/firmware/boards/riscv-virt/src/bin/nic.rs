@@ -6,10 +6,4 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use firmware_riscv_virt::{start, Virt};
-
-#[riscv_rt::entry]
-fn main() -> ! {
-    let (nic, memory, slots) = start();
-    socketserver_firmware::serve::serve::<Virt>(nic, memory, slots)
-}
+firmware_riscv_virt::nic_image!(serve);

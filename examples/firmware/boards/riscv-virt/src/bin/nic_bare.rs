@@ -5,10 +5,4 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use firmware_riscv_virt::{start, Virt};
-
-#[riscv_rt::entry]
-fn main() -> ! {
-    let (nic, memory, slots) = start();
-    socketserver_firmware::bare::serve::<Virt>(nic, memory, slots)
-}
+firmware_riscv_virt::nic_image!(bare);

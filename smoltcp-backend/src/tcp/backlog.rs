@@ -98,7 +98,7 @@ impl Backlog<'_> {
                 State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck
                     if entry.lent && socket.timeout().is_some() =>
                 {
-                    super::discard_received(socket);
+                    while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
                 }
                 State::Established | State::CloseWait if !entry.lent && taken.is_none() => {
                     if let Some(peer) = socket.remote_endpoint() {

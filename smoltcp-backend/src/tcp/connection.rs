@@ -296,7 +296,8 @@ impl Op<'_> {
                 Some(socket.recv_slice(buf).map_err(|_| SmoltcpError::Reset))
             }
             Op::Linger => {
-                super::discard_received(socket);
+                // Unread data would close the window on a peer still sending.
+                while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
                 match state {
                     State::TimeWait => Some(Ok(0)),
                     // After LAST-ACK (the peer closed first) or a reset:
@@ -491,15 +492,13 @@ impl Connection for SmoltcpConnection<'_, '_> {
             let _ = SmoltcpConnection::close(self);
             return;
         }
-        let socket = net.parts().1.get_mut::<tcp::Socket>(self.handle);
+        let socket = own_socket(net.parts().1, &self).expect("looked up above");
         // The ACK of the peer's FIN must leave in the poll that takes the
         // FIN in (see `linger`); the timeout marks the socket as closing
         // for the backlog's scan (tcp/backlog.rs).
         socket.set_ack_delay(None);
-        // In whole milliseconds, without u128 arithmetic (code size).
-        let linger =
-            self.linger.as_secs().saturating_mul(1000) + u64::from(self.linger.subsec_millis());
-        socket.set_timeout(Some(smoltcp::time::Duration::from_millis(linger)));
+        let linger = u64::try_from(self.linger.as_micros()).unwrap_or(u64::MAX);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_micros(linger)));
         socket.close();
         net.poll();
         drop(net);

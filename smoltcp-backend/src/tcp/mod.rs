@@ -249,11 +249,3 @@ impl<const N: usize> Drop for TcpListener<'_, '_, N> {
         }
     }
 }
-
-/// Discards what a closing socket has received: unread data would close
-/// the window on a peer still sending. One copy for the linger and the
-/// backlog's scan.
-#[inline(never)]
-pub(crate) fn discard_received(socket: &mut tcp::Socket<'_>) {
-    while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
-}

@@ -9,16 +9,8 @@
 //! |---|---|---|
 //! | `Listen`, `SynReceived` | waiting for a client | - |
 //! | `Established`, `CloseWait` | **queued**: taken by the next scan | serving a connection |
-//! | `FinWait*`, `Closing`, `LastAck` | - | its connection is closing (**closed**, if its socket has a timeout: see below) |
+//! | `FinWait*`, `Closing`, `LastAck` | - | its connection is closing |
 //! | `Closed`, `TimeWait` | **free**: re-armed by the next scan | **free** (closed, reset or aborted) |
-//!
-//! A connection closed on the request path (`Connection::close`) does not
-//! wait for the peer: it sends FIN and marks its socket with smoltcp's
-//! socket timeout (the linger time), which this crate sets nowhere else.
-//! The scan discards what the peer of a closed socket still sends (unread
-//! data would close the window on it), and re-arms the socket once it is
-//! free: the peer closed too, or was silent for the linger time and the
-//! timeout reset the connection. So the next request is served meanwhile.
 //!
 //! Only the scan changes this state: it re-arms every free socket (it
 //! listens again and is no longer lent) and lends out the first queued one.
@@ -91,14 +83,8 @@ impl Backlog<'_> {
             match socket.state() {
                 State::Closed | State::TimeWait => {
                     entry.lent = false;
-                    socket.set_timeout(None);
                     // Fails only for port 0 or an open socket: neither here.
                     let _ = socket.listen(self.endpoint);
-                }
-                State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck
-                    if entry.lent && socket.timeout().is_some() =>
-                {
-                    while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
                 }
                 State::Established | State::CloseWait if !entry.lent && taken.is_none() => {
                     if let Some(peer) = socket.remote_endpoint() {

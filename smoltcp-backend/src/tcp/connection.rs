@@ -464,55 +464,10 @@ impl Connection for SmoltcpConnection<'_, '_> {
         Ok(())
     }
 
-    /// Python's `close_request`, its outcome ignored (as Python ignores
-    /// it). A client connection lingers as [`SmoltcpConnection::close`]
-    /// does, and so does an accepted one whose socket is the last that
-    /// could listen on its port. Otherwise it does not hold up the server:
-    /// it sends FIN after the data queued and leaves the socket closing in
-    /// the listener's backlog, whose scans discard what the peer still
-    /// sends and re-arm it once the peer has closed too, or once nothing
-    /// was heard from the peer for the linger time (smoltcp's socket
-    /// timeout then resets it). Once shutdown is requested it is reset at
-    /// once.
+    /// [`SmoltcpConnection::close`], its outcome ignored.
     fn close(self) {
-        if self.leave_set.is_some() || self.shutdown.is_some_and(ShutdownFlag::is_requested) {
-            let _ = SmoltcpConnection::close(self);
-            return;
-        }
-        let mut net = borrow_stack(self.net);
-        let Ok(socket) = own_socket(net.parts().1, &self) else {
-            return;
-        };
-        let port = socket.local_endpoint().map_or(0, |local| local.port);
-        if !another_listens(net.parts().1, port) {
-            // The port's last listener: re-armed only after the linger, so
-            // that a client's reset or FIN and its next SYN in one poll do
-            // not find the port without one.
-            drop(net);
-            let _ = SmoltcpConnection::close(self);
-            return;
-        }
-        let socket = own_socket(net.parts().1, &self).expect("looked up above");
-        // The ACK of the peer's FIN must leave in the poll that takes the
-        // FIN in (see `linger`); the timeout marks the socket as closing
-        // for the backlog's scan (tcp/backlog.rs).
-        socket.set_ack_delay(None);
-        let linger = u64::try_from(self.linger.as_micros()).unwrap_or(u64::MAX);
-        socket.set_timeout(Some(smoltcp::time::Duration::from_micros(linger)));
-        socket.close();
-        net.poll();
-        drop(net);
-        // The backlog owns the socket's end now: no reset on drop.
-        core::mem::forget(self);
+        let _ = SmoltcpConnection::close(self);
     }
-}
-
-/// Whether a socket of the set listens on `port`.
-fn another_listens(sockets: &mut SocketSet<'_>, port: u16) -> bool {
-    sockets.iter().any(|(_, socket)| {
-        tcp::Socket::downcast(socket)
-            .is_some_and(|tcp| tcp.state() == State::Listen && tcp.listen_endpoint().port == port)
-    })
 }
 
 impl Drop for SmoltcpConnection<'_, '_> {

@@ -288,50 +288,6 @@ fn a_reply_leaves_with_the_fin() {
     assert_eq!(&reply[..n], b"REPLY");
 }
 
-/// On the request path (`Connection::close`), with another socket of the
-/// backlog listening, the close sends FIN in one poll and does not wait for
-/// the peer; the scan re-arms the socket once the peer has closed too.
-#[test]
-fn a_request_close_leaves_the_linger_to_the_backlog() {
-    use socketserver_core::Connection;
-
-    let net = network(silent);
-    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<2>(), flag()).unwrap();
-    listener.set_linger(Duration::from_secs(1));
-    let client = net.dial();
-    let (conn, _) = accept(&mut listener);
-    let before = net.counts().0;
-    Connection::close(conn);
-    assert_eq!(net.counts().0 - before, 1, "the close waited for the peer");
-    net.peer.borrow_mut().poll();
-    assert_eq!(net.peer_state(client), State::CloseWait);
-    net.peer_socket(client, tcp::Socket::close);
-    net.settle();
-    assert!(listener.try_accept().unwrap().is_none());
-    // Both sockets listen again: two clients are taken.
-    let clients = [net.dial(), net.dial()];
-    net.settle();
-    let taken = [accept(&mut listener), accept(&mut listener)];
-    assert_eq!(taken.len(), clients.len());
-}
-
-/// The port's last listening socket lingers on the request path as
-/// `SmoltcpConnection::close` does (here until the linger time passes).
-#[test]
-fn the_last_listener_lingers() {
-    use socketserver_core::Connection;
-
-    let net = network(silent);
-    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<1>(), flag()).unwrap();
-    listener.set_linger(Duration::from_millis(50));
-    let client = net.dial();
-    let (conn, _) = accept(&mut listener);
-    Connection::close(conn);
-    // The linger ended with a reset: the peer never closed.
-    net.peer.borrow_mut().poll();
-    assert_eq!(net.peer_state(client), State::Closed);
-}
-
 /// Dropping a connection resets it at once: one poll, no waiting.
 #[test]
 fn drop_aborts_without_waiting() {

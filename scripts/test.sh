@@ -8,7 +8,8 @@
 # docs as docs.rs builds them, the core's tests on wasm32-wasip1 under wasmtime,
 # the std backend on wasm32-wasip2 (its tests and the examples as components
 # under the wasmtime CLI), the std tests and examples for Windows under Wine,
-# checks for macOS and FreeBSD, and the Cortex-M firmware image under QEMU.
+# checks for macOS and FreeBSD, and the firmware images under QEMU (Cortex-M3
+# with the Stellaris NIC, RISC-V with virtio-net).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -173,18 +174,26 @@ cargo test -p socketserver-std -p socketserver --target wasm32-wasip2 --tests
 step "WASI: the examples as components, driven by the docs' Python clients"
 python3 scripts/wasi.py test
 
-# The firmware is a package of its own (own target, own workspace).
-step "firmware: fmt and clippy (examples/firmware, thumbv7m-none-eabi)"
-(cd examples/firmware && cargo fmt --check && cargo clippy --release -- -D warnings)
-
-step "firmware images under QEMU (lm3s6965evb), size overhead over the bare images"
+# The firmware is a workspace of its own; each board's folder names its target.
+# run.sh installs each board's QEMU (qemu-system-arm, qemu-system-misc) and target.
+step "firmware images under QEMU, size overhead over the bare images (both boards)"
 bash examples/firmware/run.sh
 
-# serve.sh runs the NIC image under QEMU with host forwards on 127.0.0.1.
+step "firmware: fmt and clippy (examples/firmware: shared code and each board)"
+(cd examples/firmware && cargo fmt --all --check)
+(cd examples/firmware/boards/lm3s6965evb &&
+    cargo clippy --release -p socketserver-firmware -p firmware-lm3s6965evb -- -D warnings)
+(cd examples/firmware/boards/riscv-virt &&
+    cargo clippy --release -p socketserver-firmware -p firmware-riscv-virt -- -D warnings)
+
+# serve.sh runs a NIC image under QEMU with host forwards on 127.0.0.1.
 step "firmware on the NIC: the host's own clients through QEMU's user-mode network"
 python3 examples/firmware/test_nic.py
 python3 examples/firmware/test_nic.py --bare
+python3 examples/firmware/test_nic.py --board riscv-virt
+python3 examples/firmware/test_nic.py --board riscv-virt --bare
 
 # Needs root, as the TAP tests above: it fails, loudly, without it.
 step "firmware on the NIC over a tap device in a private network namespace"
 python3 examples/firmware/test_nic.py --tap
+python3 examples/firmware/test_nic.py --board riscv-virt --tap

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The NIC image against its bare smoltcp twin, on the same emulated NIC.
 
-usage: bench_nic.py [--rounds N] [--tap] [--control]
+usage: bench_nic.py [--board lm3s6965evb|riscv-virt] [--rounds N] [--tap] [--control]
 
 Starts both images (serve.sh and serve.sh --bare) side by side and measures
 each, in alternating order, N rounds (default 9):
@@ -14,7 +14,8 @@ each, in alternating order, N rounds (default 9):
 Prints each round, then the medians and the framework/bare ratios (medians
 of the per-round ratios; above 1 means the framework image is faster).
 --control compares two copies of the bare image instead: how far noise
-alone moves the ratios on this machine.
+alone moves the ratios on this machine. --board picks the board (default
+lm3s6965evb).
 """
 
 import os
@@ -23,7 +24,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nic_harness import Serve, connect, echo_bulk, enter_netns, lines_payload, read_line, read_to_eof  # noqa: E402
+from nic_harness import (  # noqa: E402
+    Serve,
+    board_args,
+    connect,
+    echo_bulk,
+    enter_netns,
+    lines_payload,
+    read_line,
+    read_to_eof,
+)
 
 RTT_COUNT = 500
 CONN_COUNT = 100
@@ -70,13 +80,14 @@ def main():
         i = args.index("--rounds")
         rounds = int(args[i + 1])
         del args[i : i + 2]
+    args = board_args(args, flags=("--tap", "--control"))
+    if args is None:
+        sys.exit(__doc__.splitlines()[2])
     tap = "--tap" in args
     control = "--control" in args
-    if set(args) - {"--tap", "--control"}:
-        sys.exit(__doc__.splitlines()[2])
     payload = lines_payload(BULK_BYTES, seed=14)
     # --tap: each image in a namespace of its own, entered in turn.
-    extra = ["--tap"] if tap else []
+    extra = [arg for arg in args if arg != "--control"]
     first, second = (("nic_bare", ["--bare"]), ("nic_bare'", ["--bare"])) if control else (
         ("nic", []),
         ("nic_bare", ["--bare"]),
@@ -113,7 +124,8 @@ def main():
         "conn": statistics.median(x / y for x, y in zip(b["conn"], f["conn"])),
         "bulk": statistics.median(x / y for x, y in zip(f["bulk"], b["bulk"])),
     }
-    print(f"\nmedians of {rounds} rounds (QEMU {'tap' if tap else 'user-mode'} network)")
+    board = args[args.index("--board") + 1] if "--board" in args else "lm3s6965evb"
+    print(f"\n{board}: medians of {rounds} rounds (QEMU {'tap' if tap else 'user-mode'} network)")
     print(f"| measure | {IMAGES[0]} | {IMAGES[1]} | ratio |")
     print("|---|---:|---:|---:|")
     units = {"rtt": "us", "conn": "us", "bulk": "MB/s"}

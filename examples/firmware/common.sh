@@ -1,22 +1,49 @@
-# What run.sh and serve.sh share (sourced, from this directory): the QEMU
-# command line, the prerequisites, and the release build.
+# What run.sh and serve.sh share (sourced, from this directory): the boards'
+# QEMU command lines, the prerequisites, and the release build.
 
-TARGET=thumbv7m-none-eabi
-# -nographic: semihosting output on stdout; target=native: the image's exit
-# code becomes QEMU's.
-QEMU=(qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -nographic
-    -semihosting-config enable=on,target=native)
-# Where the release images are.
-out="${CARGO_TARGET_DIR:-target}/$TARGET/release"
+# The boards, one folder each under boards/.
+BOARDS=(lm3s6965evb riscv-virt)
 
-# Installs what is missing: qemu-system-arm (apt, as root or through sudo),
-# the thumbv7m-none-eabi target and llvm-tools (rustup).
+# Sets, for board $1: TARGET, QEMU (its command line, without NIC or
+# image), QEMU_NIC (the NIC's arguments, given a netdev n0), QEMU_PACKAGE
+# (apt), board_dir and out (where its release images are).
+#
+# lm3s6965evb: -nographic puts semihosting output on stdout; target=native
+# makes the image's exit code QEMU's. riscv-virt: -bios none starts the
+# image in machine mode at 0x8000_0000; its UART is stdout; the test device
+# makes the image's exit code QEMU's.
+use_board() {
+    case $1 in
+    lm3s6965evb)
+        TARGET=thumbv7m-none-eabi
+        QEMU=(qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -nographic
+            -semihosting-config enable=on,target=native)
+        QEMU_NIC=(-net nic,netdev=n0,model=stellaris)
+        QEMU_PACKAGE=qemu-system-arm
+        ;;
+    riscv-virt)
+        TARGET=riscv32imac-unknown-none-elf
+        QEMU=(qemu-system-riscv32 -machine virt -bios none -nographic -monitor none)
+        QEMU_NIC=(-device virtio-net-device,netdev=n0)
+        QEMU_PACKAGE=qemu-system-misc
+        ;;
+    *)
+        echo "no board $1 (boards: ${BOARDS[*]})" >&2
+        return 1
+        ;;
+    esac
+    board_dir="$PWD/boards/$1"
+    out="${CARGO_TARGET_DIR:-$PWD/target}/$TARGET/release"
+}
+
+# Installs what is missing for the current board: its QEMU (apt, as root or
+# through sudo), its target and llvm-tools (rustup).
 install_prerequisites() {
-    if ! command -v qemu-system-arm >/dev/null; then
+    if ! command -v "${QEMU[0]}" >/dev/null; then
         local sudo=()
         ((EUID == 0)) || sudo=(sudo)
         "${sudo[@]}" apt-get update -qq
-        "${sudo[@]}" apt-get install -y -qq qemu-system-arm
+        "${sudo[@]}" apt-get install -y -qq "$QEMU_PACKAGE"
     fi
     if command -v rustup >/dev/null; then
         rustup -q target add "$TARGET"
@@ -35,11 +62,12 @@ relative_paths() {
         "target.$TARGET.rustflags = ['--remap-path-prefix=$root/=', '--remap-path-prefix=$registry/=']"
 }
 
-# cargo build --release with relative source paths, plus the arguments.
+# cargo build --release of the current board, with relative source paths,
+# plus the arguments.
 build_release() {
     local remap
     mapfile -t remap < <(relative_paths)
-    cargo build --release "${remap[@]}" "$@"
+    (cd "$board_dir" && cargo build --release "${remap[@]}" "$@")
 }
 
 # QEMU's notes about a stopped board timer and, under -nic none, about the

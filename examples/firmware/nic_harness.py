@@ -111,6 +111,22 @@ class Serve:
         self.kill()
 
 
+def board_args(argv, flags=("--tap", "--bare")):
+    """serve.sh's arguments out of a command line of `flags` and
+    `--board NAME`, or None if it has anything else."""
+    args = []
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--board" and rest:
+            args += [arg, rest.pop(0)]
+        elif arg in flags:
+            args.append(arg)
+        else:
+            return None
+    return args
+
+
 def address(line, prefix="listening on "):
     assert line.startswith(prefix), f"expected {prefix!r}..., got {line!r}"
     host, port = line[len(prefix) :].split()[0].rsplit(":", 1)

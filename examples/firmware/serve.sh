@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Serves the host's own clients from the NIC image: builds it and runs it
-# under QEMU (lm3s6965evb, its emulated Stellaris Ethernet controller).
-#
-# usage: serve.sh [--tap] [--bare]
+# Serves the host's own clients from a board's NIC image: builds it and
+# runs it under QEMU (lm3s6965evb: the Stellaris Ethernet controller;
+# riscv-virt: virtio-net on QEMU's RISC-V virt machine).
+# usage: serve.sh [--board lm3s6965evb|riscv-virt] [--tap] [--bare]
 #
 # Default: QEMU's user-mode network (no root), with host forwards from free
 # ports on 127.0.0.1 to the image's services. Prints, first:
@@ -18,6 +18,8 @@
 # the line after the addresses, `netns pid PID`, names it: run clients with
 # `nsenter -t PID -n COMMAND`. It vanishes when serve.sh ends.
 #
+# --board: the board (default lm3s6965evb); SERVE_BOARD=NAME in the
+# environment does the same.
 # --bare: the bare smoltcp twin (nic_bare) instead, for comparison.
 # SERVE_PCAP=FILE in the environment: the NIC's traffic is written there.
 #
@@ -31,11 +33,17 @@ source ./common.sh
 
 usage() { sed -n '5p' "$self" | sed 's/^# //'; }
 
-tap=0 image=nic
-for arg in "$@"; do
-    case $arg in
+tap=0 image=nic board=${SERVE_BOARD:-lm3s6965evb}
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
     --tap) tap=1 ;;
     --bare) image=nic_bare ;;
+    --board)
+        i=$((i + 1))
+        board=${args[i]:-}
+        ;;
+    --board=*) board=${args[i]#--board=} ;;
     -h | --help)
         usage
         exit 0
@@ -68,6 +76,7 @@ if ((tap)) && [[ ${SERVE_SH_NETNS:-} != "$$" ]]; then
     exec unshare -n -- bash "$self" "$@"
 fi
 
+use_board "$board"
 install_prerequisites >&2
 build_release --bin "$image" >&2
 
@@ -114,7 +123,7 @@ start() {
     [[ -n ${SERVE_PCAP:-} ]] && dump=(-object "filter-dump,id=dump,netdev=n0,file=$SERVE_PCAP")
     fifo=$(mktemp -d)/out
     mkfifo "$fifo"
-    "${QEMU[@]}" -netdev "$netdev" -net nic,netdev=n0,model=stellaris "${dump[@]}" \
+    "${QEMU[@]}" -netdev "$netdev" "${QEMU_NIC[@]}" "${dump[@]}" \
         -kernel "$out/$image" </dev/null >"$fifo" 2> >(qemu_noise_filter) &
     qemu_pid=$!
     exec 3<"$fifo"

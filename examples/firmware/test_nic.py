@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The NIC image against the host's own clients, through `serve.sh`.
 
-usage: test_nic.py [--tap] [--bare]
+usage: test_nic.py [--board lm3s6965evb|riscv-virt] [--tap] [--bare]
 
-Starts serve.sh (QEMU's user-mode network, no root; `--tap`: a tap device
-in a private network namespace, as root), then: the docs' tcp_client.py and
+Starts serve.sh for the board (default lm3s6965evb; QEMU's user-mode
+network, no root; `--tap`: a tap device in a private network namespace, as
+root), then: the docs' tcp_client.py and
 udp_client.py unchanged, 100 sequential connections, 8 concurrent clients
 (the backlog, and a ninth refused), 1 MiB echoed intact through EchoLines, a verify_request
 refusal, a client reset mid-request reported by handle_error while the next
@@ -25,6 +26,7 @@ from nic_harness import (  # noqa: E402
     IO_TIMEOUT,
     ROOT,
     Serve,
+    board_args,
     connect,
     echo_bulk,
     enter_netns,
@@ -183,8 +185,8 @@ TESTS = [
 
 
 def main():
-    args = [arg for arg in sys.argv[1:] if arg in ("--tap", "--bare")]
-    if len(args) != len(sys.argv) - 1:
+    args = board_args(sys.argv[1:])
+    if args is None:
         sys.exit(__doc__.splitlines()[2])
     if "--tap" in args and os.geteuid() != 0:
         sys.exit(

@@ -279,9 +279,6 @@ enum Op<'b> {
         all: bool,
         /// Bytes queued so far.
         sent: usize,
-        /// The last bytes queued found the send buffer empty: they start a
-        /// burst and should leave at once.
-        burst: bool,
     },
     /// The peer's acknowledgement of everything sent.
     Flush,
@@ -315,14 +312,8 @@ impl Op<'_> {
                 State::CloseWait | State::LastAck | State::Closing | State::TimeWait => Some(Ok(0)),
                 _ => None,
             },
-            Op::Write {
-                data,
-                all,
-                sent,
-                burst,
-            } => match state {
+            Op::Write { data, all, sent } => match state {
                 State::Established | State::CloseWait if socket.can_send() => {
-                    *burst = socket.send_queue() == 0;
                     let Ok(n) = socket.send_slice(&data[*sent..]) else {
                         return Some(Err(SmoltcpError::WriteShut));
                     };
@@ -339,8 +330,10 @@ impl Op<'_> {
 
 /// Drives `net` (the stack of `conn`, borrowed) until `op` is done on the
 /// connection's socket while it serves the connection's peer, or
-/// `deadline` passes ([`SmoltcpError::TimedOut`]). A write that started a burst
-/// polls once more, so that it leaves at once.
+/// `deadline` passes ([`SmoltcpError::TimedOut`]). A write that fits polls
+/// not at all: its bytes leave with the next poll, which the connection's
+/// next blocking operation or its end makes, so that a reply and the FIN
+/// after it leave in one segment.
 ///
 /// A linger is the exception: it follows the socket past the end of the
 /// connection (when the socket forgets its peer) to tell how it ended,
@@ -371,12 +364,6 @@ fn run(
     });
     if ended == Readiness::Shutdown {
         return Err(SmoltcpError::Aborted);
-    }
-    if let (Op::Write { burst: true, .. }, Ok(_)) = (&op, &answer) {
-        // A reply goes out at once; in a stream of writes, the data queued
-        // behind unacknowledged data goes out at the next poll, which the
-        // write that finds the buffer full makes.
-        net.poll();
     }
     answer
 }
@@ -417,7 +404,6 @@ impl Write for SmoltcpConnection<'_, '_> {
             data,
             all: false,
             sent: 0,
-            burst: false,
         })
     }
 
@@ -434,7 +420,6 @@ impl Write for SmoltcpConnection<'_, '_> {
             data,
             all: true,
             sent: 0,
-            burst: false,
         })
         .map(drop)
     }

@@ -266,6 +266,28 @@ fn close_reports_a_reset_with_data_unacknowledged() {
     assert_eq!(conn.close(), Err(SmoltcpError::Reset));
 }
 
+/// A write that fits does not poll: the reply leaves with the FIN after
+/// it, in the one poll of `shutdown_write` (a firmware NIC pays per frame).
+#[test]
+fn a_reply_leaves_with_the_fin() {
+    use socketserver_core::Connection;
+
+    let net = network(silent);
+    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<1>(), flag()).unwrap();
+    let client = net.dial();
+    let (mut conn, _) = accept(&mut listener);
+    let before = net.counts().0;
+    conn.write_all(b"REPLY").unwrap();
+    assert_eq!(net.counts().0 - before, 0, "the write polled");
+    conn.shutdown_write().unwrap();
+    assert_eq!(net.counts().0 - before, 1);
+    net.peer.borrow_mut().poll();
+    assert_eq!(net.peer_state(client), State::CloseWait);
+    let mut reply = [0; 8];
+    let n = net.peer_socket(client, |socket| socket.recv_slice(&mut reply).unwrap());
+    assert_eq!(&reply[..n], b"REPLY");
+}
+
 /// Dropping a connection resets it at once: one poll, no waiting.
 #[test]
 fn drop_aborts_without_waiting() {

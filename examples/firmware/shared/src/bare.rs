@@ -1,33 +1,26 @@
-//! The `nic` image's services with smoltcp alone: the same NIC driver,
-//! clock, buffers and rules (the backlogs, the refused ports, the line limit
-//! and read timeout, closing after each request, lingering until the client
-//! has closed, the stop datagram), in a hand-written event loop.
+//! The `nic` image's services with smoltcp alone: the same NIC, clock,
+//! buffers and rules (the backlogs, the refused ports, the line limit and
+//! read timeout, closing after each request, lingering until the client has
+//! closed, the stop datagram), in a hand-written event loop.
 //!
-//! It exists to be measured against `nic`: `run.sh` compares their sizes,
-//! `bench_nic.py` their speed. Its log lines name the Python hooks they
-//! stand for, as `nic`'s do, so the same tests read both.
-#![no_std]
-#![no_main]
-#![deny(unsafe_code)]
+//! It exists to be measured against [`crate::serve`]: `run.sh` compares the
+//! images' sizes, `bench_nic.py` their speed. Its log lines name the Python
+//! hooks they stand for, as the framework's do, so the same tests read both.
 
-use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprintln};
-use panic_semihosting as _;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use socketserver_firmware::nic::{
-    refused, stop_requested, NicMemory, NicSlots, ADDRESS, CONTROL_PORT, ECHO_PORT, LINE_CAPACITY,
+
+use crate::nic::{
+    announce, refused, stop_requested, NicMemory, NicSlots, ADDRESS, ECHO_PORT, LINE_CAPACITY,
     READ_TIMEOUT_MS, UDP_PORT, UPPER_PORT,
 };
-use socketserver_firmware::{now_ms, smol_now, start_clock};
+use crate::{say, smol_now, Board};
 
 /// How long a closing connection waits for the client's FIN, as the
 /// framework's default linger.
 const LINGER_MS: u64 = 5000;
-
-socketserver_firmware::nic_exceptions!();
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -114,9 +107,13 @@ fn echo_lines(
 /// Moves one session on: accept (or refuse), serve, close, listen again.
 /// `line` is the session's line buffer: empty for the upper-caser.
 /// Returns whether it moved to another phase (which wants a pass at once).
-fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8]) -> bool {
+fn step<B: Board>(
+    sockets: &mut SocketSet<'static>,
+    session: &mut Session,
+    line: &mut [u8],
+) -> bool {
     let socket = sockets.get_mut::<tcp::Socket>(session.handle);
-    let now = now_ms();
+    let now = B::now_ms();
     let phase = session.phase;
     match phase {
         Phase::Listening => {
@@ -128,7 +125,7 @@ fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8
             };
             (session.since, session.filled, session.peer) = (now, 0, peer);
             if refused(&peer) {
-                hprintln!("verify_request refuses {}", peer);
+                say!(B, "verify_request refuses {}", peer);
                 socket.close();
                 session.phase = Phase::Closing;
             } else {
@@ -144,7 +141,7 @@ fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8
                 echo_lines(socket, session, line, now)
             };
             let done = served.unwrap_or_else(|error| {
-                hprintln!("handle_error: {}: {}", session.peer, error);
+                say!(B, "handle_error: {}: {}", session.peer, error);
                 true
             });
             if done {
@@ -167,14 +164,14 @@ fn serve(sockets: &mut SocketSet<'static>, session: &mut Session, line: &mut [u8
 }
 
 /// The docs' `MyUDPHandler`.
-fn serve_datagram(socket: &mut udp::Socket<'_>) {
+fn serve_datagram<B: Board>(socket: &mut udp::Socket<'_>) {
     let mut packet = [0; 256];
     let Ok((n, meta)) = socket.recv_slice(&mut packet) else {
         return;
     };
     let reply = upper_stripped(&mut packet[..n]);
     if !reply.is_empty() && socket.send_slice(reply, meta.endpoint).is_err() {
-        hprintln!("handle_error: {}: reply not sent", meta.endpoint);
+        say!(B, "handle_error: {}: reply not sent", meta.endpoint);
     }
 }
 
@@ -197,18 +194,16 @@ fn session(
     }
 }
 
-#[entry]
-fn main() -> ! {
-    // As in the nic image: buffers in .bss, slots built at run time.
-    static mut MEMORY: NicMemory = NicMemory::new();
-
-    let mut core = cortex_m::Peripherals::take().expect("peripherals taken once");
-    start_clock(&mut core.SYST);
-    let slots = cortex_m::singleton!(: NicSlots = NicSlots::new()).expect("runs once");
-    let parts = MEMORY.split(slots);
-    let mut device = parts.device;
-    let config = Config::new(device.mac_address().into());
-    let mut iface = Interface::new(config, &mut device, smol_now());
+/// Serves the NIC images' services on `device` until the `stop` datagram,
+/// then says `stopped` and ends the run with success.
+pub fn serve<B: Board>(
+    mut device: B::Nic,
+    memory: &'static mut NicMemory,
+    slots: &'static mut NicSlots,
+) -> ! {
+    let parts = memory.split(slots);
+    let config = Config::new(B::mac_address(&device).into());
+    let mut iface = Interface::new(config, &mut device, smol_now::<B>());
     iface.update_ip_addrs(|addrs| addrs.push(ADDRESS).expect("one address fits"));
     let mut sockets = SocketSet::new(parts.slots);
     let mut upper = parts
@@ -222,38 +217,28 @@ fn main() -> ! {
     let udp = sockets.add(udp);
     let control = sockets.add(parts.control);
 
-    hprintln!(
-        "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
-        ADDRESS.address(),
-        UPPER_PORT,
-        ECHO_PORT,
-        UDP_PORT,
-        CONTROL_PORT
-    );
+    announce::<B>();
     loop {
-        iface.poll(smol_now(), &mut device, &mut sockets);
+        iface.poll(smol_now::<B>(), &mut device, &mut sockets);
         let mut moved = false;
         for session in &mut upper {
-            moved |= serve(&mut sockets, session, &mut []);
+            moved |= step::<B>(&mut sockets, session, &mut []);
         }
         for (session, line) in &mut echo {
-            moved |= serve(&mut sockets, session, line);
+            moved |= step::<B>(&mut sockets, session, line);
         }
-        serve_datagram(sockets.get_mut::<udp::Socket>(udp));
-        let stop = stop_requested(sockets.get_mut::<udp::Socket>(control));
-        iface.poll(smol_now(), &mut device, &mut sockets);
+        serve_datagram::<B>(sockets.get_mut::<udp::Socket>(udp));
+        let stop = stop_requested::<B>(sockets.get_mut::<udp::Socket>(control));
+        iface.poll(smol_now::<B>(), &mut device, &mut sockets);
         if stop {
             break;
         }
         // Unless a session has a new phase to start, whatever it waits for
         // comes as a frame or with time.
         if !moved {
-            device.wait_for_frame();
+            B::idle(&mut device);
         }
     }
-    hprintln!("stopped");
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    say!(B, "stopped");
+    B::exit(true)
 }

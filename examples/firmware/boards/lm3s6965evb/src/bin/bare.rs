@@ -13,16 +13,16 @@
 
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::hprintln;
+use firmware_lm3s6965evb::selftest::{
+    check, config, finish, Listed, Memory, Service, Slots, EXCHANGE_TIMEOUT_MS, IDLE_TIMEOUT_MS,
+    LINE_CAPACITY, READ_TIMEOUT_MS, SCRIPT, SERVER_CIDR, STRANGER,
+};
+use firmware_lm3s6965evb::{now_ms, smol_now, start_clock, tick};
 use panic_semihosting as _;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use socketserver_firmware::{
-    check, config, finish, now_ms, smol_now, start_clock, tick, Listed, Memory, Service, Slots,
-    EXCHANGE_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_CAPACITY, READ_TIMEOUT_MS, SCRIPT, SERVER_CIDR,
-    STRANGER,
-};
 
 /// How long a closing connection waits for the client's FIN, as the
 /// framework's default linger.

@@ -16,17 +16,17 @@ use core::time::Duration;
 
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::hprintln;
+use firmware_lm3s6965evb::selftest::{
+    check, config, finish, Listed, Memory, Service, Slots, EXCHANGE_TIMEOUT_MS, IDLE_TIMEOUT_MS,
+    LINE_CAPACITY, READ_TIMEOUT_MS, SCRIPT, SERVER_CIDR, STRANGER,
+};
+use firmware_lm3s6965evb::{now_ms, start_clock, tick};
 use panic_semihosting as _;
 use smoltcp::wire::IpEndpoint;
 use socketserver_core::embedded_io::ErrorKind;
 use socketserver_core::handlers::{EchoLines, UpperDatagram, UpperOnce};
 use socketserver_core::{
     Clock, Error, Hooks, Instant, Server, ServerHooks, ShutdownFlag, SyncDispatch,
-};
-use socketserver_firmware::{
-    check, config, finish, now_ms, start_clock, tick, Listed, Memory, Service, Slots,
-    EXCHANGE_TIMEOUT_MS, IDLE_TIMEOUT_MS, LINE_CAPACITY, READ_TIMEOUT_MS, SCRIPT, SERVER_CIDR,
-    STRANGER,
 };
 use socketserver_smoltcp::{Busy, Stack, TcpListener, UdpSocket};
 

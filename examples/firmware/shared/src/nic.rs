@@ -1,18 +1,16 @@
-//! What the two NIC images (`nic`, `nic_bare`) share: their services, the
-//! rules they serve them by, and their static memory.
+//! What the two NIC images of every board (`nic`, `nic_bare`) share: their
+//! services, the rules they serve them by, and their sockets' memory.
 //!
-//! Both serve the host through the emulated Stellaris controller
-//! ([`crate::stellaris_enet`]) at [`ADDRESS`], QEMU's user-mode network
-//! guest address (`serve.sh --tap` gives the host side of its tap device
-//! the gateway's address, so the images need no other setting).
+//! Both serve the host through the board's NIC at [`ADDRESS`], QEMU's
+//! user-mode network guest address (`serve.sh --tap` gives the host side of
+//! its tap device the gateway's address, so the images need no other
+//! setting).
 
-use cortex_m_semihosting::hprintln;
 use smoltcp::iface::SocketStorage;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 
-use crate::stellaris_enet::{Buffers, StellarisEnet};
-use crate::{tcp_socket, udp_socket, UdpBuffers, UdpMeta};
+use crate::{say, Board};
 
 /// The image's address: QEMU's user-mode guest address.
 pub const ADDRESS: IpCidr = IpCidr::new(IpAddress::v4(10, 0, 2, 15), 24);
@@ -51,36 +49,49 @@ pub fn refused(client: &IpEndpoint) -> bool {
     client.port >= 61000
 }
 
+/// Says that the image serves, and what: serve.sh waits for this line
+/// (`serving on ...`) before it gives the host's clients the addresses.
+pub fn announce<B: Board>() {
+    say!(
+        B,
+        "serving on {}: tcp {} (UpperOnce), tcp {} (EchoLines), udp {} (UpperDatagram), udp {} (stop)",
+        ADDRESS.address(),
+        UPPER_PORT,
+        ECHO_PORT,
+        UDP_PORT,
+        CONTROL_PORT
+    );
+}
+
 /// The control port, a plain smoltcp socket in both images (stopping is
 /// the firmware's business, not a request to serve): true once the
 /// datagram `stop` came, which is answered with `stopping`. Anything else
 /// is reported and ignored.
-pub fn stop_requested(socket: &mut udp::Socket<'_>) -> bool {
+pub fn stop_requested<B: Board>(socket: &mut udp::Socket<'_>) -> bool {
     let mut packet = [0; 16];
     let Ok((n, meta)) = socket.recv_slice(&mut packet) else {
         return false;
     };
     if packet[..n].trim_ascii() != b"stop" {
-        hprintln!("control: {}: unknown command", meta.endpoint);
+        say!(B, "control: {}: unknown command", meta.endpoint);
         return false;
     }
     let _ = socket.send_slice(b"stopping\n", meta.endpoint);
     true
 }
 
-/// The NIC's frame buffers and every socket buffer: all zero bits, so a
-/// `static` of it is placed in `.bss` and costs no flash. Both images keep
-/// it in the entry point's `static mut`.
+/// Every socket buffer: all zero bits, so a `static` of it is placed in
+/// `.bss` and costs no flash.
 pub struct NicMemory {
-    enet: Buffers,
     upper: [[[u8; UPPER_BUF]; 2]; UPPER_BACKLOG],
     echo: [[[u8; ECHO_BUF]; 2]; ECHO_BACKLOG],
     udp: UdpBuffers,
     control: UdpBuffers,
 }
 
-/// Socket slots and UDP metadata. Not all zero bits: build it at run time
-/// into `cortex_m::singleton!` (see [`crate::Slots`]).
+/// Socket slots and UDP metadata. Not all zero bits (empty slots are
+/// `None`s), so a `static` of it would be `.data`, copied from flash: build
+/// it at run time (into a `singleton!`) instead.
 pub struct NicSlots {
     sockets: [SocketStorage<'static>; SOCKETS],
     udp: UdpMeta,
@@ -104,11 +115,9 @@ impl Default for NicSlots {
     }
 }
 
-/// What a NIC image is built from: the device, the socket slots and one
+/// What a NIC image's stack is built from: the socket slots and one
 /// unbound socket per service.
 pub struct NicParts {
-    /// The Ethernet controller.
-    pub device: StellarisEnet<'static>,
     /// Room for every socket below.
     pub slots: &'static mut [SocketStorage<'static>],
     /// The upper-casing listener's sockets.
@@ -125,7 +134,6 @@ impl NicMemory {
     /// Zeroed memory, for a `static`.
     pub const fn new() -> Self {
         NicMemory {
-            enet: Buffers::new(),
             upper: [[[0; UPPER_BUF]; 2]; UPPER_BACKLOG],
             echo: [[[0; ECHO_BUF]; 2]; ECHO_BACKLOG],
             udp: UdpBuffers::new(),
@@ -133,15 +141,11 @@ impl NicMemory {
         }
     }
 
-    /// Takes the controller and builds the sockets (without delayed ACKs).
-    ///
-    /// # Panics
-    /// If the controller was taken before.
+    /// Builds the sockets (without delayed ACKs).
     pub fn split(&'static mut self, slots: &'static mut NicSlots) -> NicParts {
         let mut control = udp_socket(&mut self.control, &mut slots.control);
         control.bind(CONTROL_PORT).expect("a port to bind");
         NicParts {
-            device: StellarisEnet::take(&mut self.enet).expect("the controller is taken once"),
             slots: &mut slots.sockets[..],
             upper: self.upper.each_mut().map(tcp_socket).map(no_ack_delay),
             echo: self.echo.each_mut().map(tcp_socket).map(no_ack_delay),
@@ -165,30 +169,71 @@ impl Default for NicMemory {
     }
 }
 
-/// The interrupt handlers both NIC images need, defined in the binary that
-/// invokes it (cortex-m-rt wants them there): SysTick advances the
-/// millisecond clock, and the device interrupt goes to the Stellaris
-/// controller's handler. Without a peripheral access crate, every device
-/// interrupt arrives at `DefaultHandler`.
-#[macro_export]
-macro_rules! nic_exceptions {
-    () => {
-        #[cortex_m_rt::exception]
-        fn SysTick() {
-            $crate::tick();
-        }
+// ---------------------------------------------------------------- memory ---
 
-        // SAFETY: cortex-m-rt makes a default handler `unsafe fn` because it
-        // also catches NMI, which preempts critical sections; this one
-        // touches no data, only the controller's interrupt status.
-        #[allow(unsafe_code)]
-        #[cortex_m_rt::exception]
-        unsafe fn DefaultHandler(irqn: i16) {
-            if irqn == $crate::stellaris_enet::IRQ as i16 {
-                $crate::stellaris_enet::StellarisEnet::on_interrupt();
-            } else {
-                panic!("unexpected exception {}", irqn);
-            }
+/// A UDP socket's payload buffers.
+pub struct UdpBuffers {
+    rx: [u8; UDP_BUF],
+    tx: [u8; UDP_BUF],
+}
+
+/// Each UDP socket's receive and send payload buffer.
+pub const UDP_BUF: usize = 256;
+
+/// A UDP socket's packet metadata.
+pub struct UdpMeta {
+    rx: [udp::PacketMetadata; 2],
+    tx: [udp::PacketMetadata; 2],
+}
+
+impl UdpBuffers {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        UdpBuffers {
+            rx: [0; UDP_BUF],
+            tx: [0; UDP_BUF],
         }
-    };
+    }
+}
+
+impl Default for UdpBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UdpMeta {
+    /// Empty metadata.
+    pub const fn new() -> Self {
+        UdpMeta {
+            rx: [udp::PacketMetadata::EMPTY; 2],
+            tx: [udp::PacketMetadata::EMPTY; 2],
+        }
+    }
+}
+
+impl Default for UdpMeta {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A UDP socket over `buffers` and `meta`.
+pub fn udp_socket(
+    buffers: &'static mut UdpBuffers,
+    meta: &'static mut UdpMeta,
+) -> udp::Socket<'static> {
+    udp::Socket::new(
+        udp::PacketBuffer::new(&mut meta.rx[..], &mut buffers.rx[..]),
+        udp::PacketBuffer::new(&mut meta.tx[..], &mut buffers.tx[..]),
+    )
+}
+
+/// A TCP socket over a receive and a send buffer.
+pub fn tcp_socket<const N: usize>(buffers: &'static mut [[u8; N]; 2]) -> tcp::Socket<'static> {
+    let [rx, tx] = buffers;
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(&mut rx[..]),
+        tcp::SocketBuffer::new(&mut tx[..]),
+    )
 }

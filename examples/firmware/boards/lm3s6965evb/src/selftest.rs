@@ -1,36 +1,24 @@
-//! What the firmware images share: the SysTick clock, the static memory,
-//! the in-memory cable and the client that plays the self-test script (for
-//! `framework` and `bare`), the Stellaris NIC driver ([`stellaris_enet`])
-//! and the NIC images' services ([`nic`], for `nic` and `nic_bare`).
+//! The self-test images' half (`framework`, `bare`): the in-memory cable,
+//! the static memory and the client that plays the script of checks.
 //!
 //! Nothing here uses the socketserver framework: the cable is
 //! `socketserver_smoltcp::memory::Cable`, a plain smoltcp device built on
 //! heapless queues, and the client drives raw smoltcp sockets. So each
 //! framework image differs from its bare twin only in its server, and the
-//! bare images link no code of socketserver beyond that device (`run.sh`
+//! bare image links no code of socketserver beyond that device (`run.sh`
 //! checks it).
-#![no_std]
-#![deny(unsafe_code)]
 
-pub mod nic;
-pub mod stellaris_enet;
-
-use core::cell::Cell;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use cortex_m::interrupt::Mutex;
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m::peripheral::SYST;
 use cortex_m_semihosting::{debug, hprintln};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use socketserver_firmware::nic::{tcp_socket, udp_socket, UdpBuffers, UdpMeta};
 use socketserver_smoltcp::memory::{Cable, CableEnd};
 
-/// The core clock of QEMU's lm3s6965evb (its reset RCC value divides the
-/// 200 MHz PLL by 16), which SysTick counts.
-pub const CORE_HZ: u32 = 12_500_000;
+use crate::{now_ms, smol_now};
 
 /// The server's address.
 pub const SERVER: IpAddress = IpAddress::v4(10, 0, 0, 1);
@@ -62,43 +50,7 @@ pub type End = CableEnd<'static, MTU>;
 
 /// Each TCP socket's receive and send buffer.
 pub const TCP_BUF: usize = 512;
-/// Each UDP socket's receive and send payload buffer.
-pub const UDP_BUF: usize = 256;
 const SERVER_TCP: usize = BACKLOG + 1;
-
-// ---------------------------------------------------------------- clock ---
-
-static MILLIS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
-
-/// Starts SysTick interrupting every millisecond; each image's `SysTick`
-/// handler calls [`tick`].
-pub fn start_clock(syst: &mut SYST) {
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(CORE_HZ / 1000 - 1);
-    syst.clear_current();
-    syst.enable_interrupt();
-    syst.enable_counter();
-}
-
-/// Advances the clock by a millisecond (from the SysTick handler).
-pub fn tick() {
-    cortex_m::interrupt::free(|cs| {
-        let millis = MILLIS.borrow(cs);
-        millis.set(millis.get() + 1);
-    });
-}
-
-/// Milliseconds since [`start_clock`]. A u64 behind a critical section
-/// rather than an atomic: Cortex-M3 has no 64-bit atomics, and a u32 would
-/// wrap after 49 days.
-pub fn now_ms() -> u64 {
-    cortex_m::interrupt::free(|cs| MILLIS.borrow(cs).get())
-}
-
-/// The clock as smoltcp reads it.
-pub fn smol_now() -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_millis(i64::try_from(now_ms()).unwrap_or(i64::MAX))
-}
 
 // --------------------------------------------------------------- checks ---
 
@@ -175,38 +127,6 @@ impl<T: fmt::Display> fmt::Display for Listed<'_, T> {
 
 // --------------------------------------------------------------- memory ---
 
-/// A UDP socket's payload buffers.
-pub struct UdpBuffers {
-    rx: [u8; UDP_BUF],
-    tx: [u8; UDP_BUF],
-}
-
-/// A UDP socket's packet metadata.
-pub struct UdpMeta {
-    rx: [udp::PacketMetadata; 2],
-    tx: [udp::PacketMetadata; 2],
-}
-
-pub(crate) fn udp_socket(
-    buffers: &'static mut UdpBuffers,
-    meta: &'static mut UdpMeta,
-) -> udp::Socket<'static> {
-    udp::Socket::new(
-        udp::PacketBuffer::new(&mut meta.rx[..], &mut buffers.rx[..]),
-        udp::PacketBuffer::new(&mut meta.tx[..], &mut buffers.tx[..]),
-    )
-}
-
-pub(crate) fn tcp_socket<const N: usize>(
-    buffers: &'static mut [[u8; N]; 2],
-) -> tcp::Socket<'static> {
-    let [rx, tx] = buffers;
-    tcp::Socket::new(
-        tcp::SocketBuffer::new(&mut rx[..]),
-        tcp::SocketBuffer::new(&mut tx[..]),
-    )
-}
-
 /// The cable and the socket buffers of both stacks: all zero bits, so a
 /// `static` of it is placed in `.bss` and costs no flash. Both images keep
 /// it in the entry point's `static mut`.
@@ -242,38 +162,6 @@ impl Slots {
 }
 
 impl Default for Slots {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl UdpBuffers {
-    /// Zeroed buffers.
-    pub const fn new() -> Self {
-        UdpBuffers {
-            rx: [0; UDP_BUF],
-            tx: [0; UDP_BUF],
-        }
-    }
-}
-
-impl UdpMeta {
-    /// Empty metadata.
-    pub const fn new() -> Self {
-        UdpMeta {
-            rx: [udp::PacketMetadata::EMPTY; 2],
-            tx: [udp::PacketMetadata::EMPTY; 2],
-        }
-    }
-}
-
-impl Default for UdpBuffers {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Default for UdpMeta {
     fn default() -> Self {
         Self::new()
     }

@@ -413,7 +413,7 @@ impl<T: SocketTransport> ServerBuilder<T> {
 
     /// A server on `socket`, already bound (a std `TcpListener`,
     /// `UdpSocket`, `UnixListener`, `UnixDatagram`, or any socket2
-    /// [`Socket`]), with the builder's other options: the one path for
+    /// [`Socket`](socket2::Socket)), with the builder's other options: the one path for
     /// sockets made elsewhere, as for those bound here. `build` checks
     /// that it fits the server and serves it as
     /// [`SocketTransport::adopt`] says; [`bind_and_activate`](Self::bind_and_activate)

@@ -81,6 +81,7 @@ pub enum Next {
 ///         Ok(Next::KeepOpen)
 ///     }
 /// }
+/// # let _ = CountingEcho::default();
 /// ```
 pub trait MessageHandler<C: Connection> {
     /// The settings applied to the connection before `setup`.

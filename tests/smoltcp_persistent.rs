@@ -119,9 +119,10 @@ fn an_idle_connection_is_closed_and_its_slot_serves_the_next_client() {
                     .unwrap()
             };
             let mut idle = connect();
+            // Before the message: the server's idle time starts after its reply.
+            let start = Instant::now();
             idle.write_all(b"hello\n").unwrap();
             assert_eq!(read_line(&mut idle), b"hello\n");
-            let start = Instant::now();
             assert_eq!(read_line(&mut idle), b"", "closed by the server");
             assert!(start.elapsed() >= Duration::from_millis(200));
             drop(idle);

@@ -51,7 +51,7 @@ pub use socketserver_std as os;
 pub use socketserver_std::{
     AllowList, BufferSizes, DispatchConfig, Guarded, InlineDispatch, Network, NetworkError,
     ServerBuilder, ShutdownError, ShutdownHandle, SocketServer, SocketTransport, TcpServer,
-    UdpServer, DEFAULT_POLL_INTERVAL,
+    UdpServer, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_QUEUE_SIZE, PYTHON_REQUEST_QUEUE_SIZE,
 };
 // Forking and the Unix servers need Unix; threads, pools and signals do not
 // exist on WASI.
@@ -60,7 +60,7 @@ pub use socketserver_std::{
 pub use socketserver_std::{
     default_workers, Full, ParkingDispatch, ParkingStats, PersistentTcpServer, PoolDispatch,
     PoolTcpServer, SecondSignal, SignalGuard, ThreadingDispatch, ThreadingTcpServer,
-    ThreadingUdpServer,
+    ThreadingUdpServer, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 #[cfg(all(feature = "std", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "std", unix))))]
@@ -68,7 +68,7 @@ pub use socketserver_std::{
     ForkingDispatch, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, PeerCredentials, PersistentUnixStreamServer, PoolUnixStreamServer,
     Prefork, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UnixAddr, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT,
+    UnixStreamServer, DEFAULT_MAX_CHILDREN, FORKING_TIMEOUT, MIN_WORKER_LIFETIME, RESPAWN_PAUSE,
 };
 // --- end std backend ---
 

@@ -420,7 +420,7 @@ where
     }
 
     /// The TLS handshake, bounded by the handler's timeouts, or when it set
-    /// none by [`DEFAULT_HANDSHAKE_TIMEOUT`]. Turns Nagle's algorithm off
+    /// none by the module's `DEFAULT_HANDSHAKE_TIMEOUT` (10 s). Turns Nagle's algorithm off
     /// first (`TCP_NODELAY`, as Go does for every TCP connection): every
     /// write is sent as a whole record, which Nagle would only delay. Its error carries rustls'
     /// message (`received corrupt message of type InvalidContentType` for

@@ -243,7 +243,14 @@ fn fmt_io(kind: ErrorKind, code: Option<i32>, f: &mut fmt::Formatter<'_>) -> fmt
     f.write_str(kind_words(kind))?;
     if let Some(code) = code {
         f.write_str(" (os error ")?;
-        fmt::Display::fmt(&code, f)?;
+        // Through `u32`'s formatting, which the other numbers of this
+        // `Display` share: `i32`'s would be one more copy of the digit loop
+        // in a firmware image (about 250 bytes of flash).
+        if code < 0 {
+            f.write_str("-")?;
+        }
+        let digits: &dyn fmt::Display = &code.unsigned_abs();
+        digits.fmt(f)?;
         f.write_str(")")?;
     }
     Ok(())

@@ -9,8 +9,22 @@
 //! |---|---|---|
 //! | `Listen`, `SynReceived` | waiting for a client | - |
 //! | `Established`, `CloseWait` | **queued**: taken by the next scan | serving a connection |
-//! | `FinWait*`, `Closing`, `LastAck` | - | its connection is closing |
+//! | `FinWait*`, `Closing`, `LastAck` | - | its connection is closing (**closed**, if its socket has a timeout: see below) |
 //! | `Closed`, `TimeWait` | **free**: re-armed by the next scan | **free** (closed, reset or aborted) |
+//!
+//! A connection closed on the request path (`Connection::close`) waits
+//! for the peer to acknowledge everything, its FIN included, but not for
+//! the peer's own FIN: it leaves its socket in `FinWait2`, marked with
+//! smoltcp's socket timeout (the linger time) and no ACK delay. The scan
+//! discards what the peer of such a socket still sends (unread data would
+//! close the window on it), and re-arms it once it is free: the peer
+//! closed too, or was silent for the linger time and the timeout reset
+//! the connection. So the next request is served meanwhile, and a peer
+//! that never closes holds a socket for the linger time at most.
+//!
+//! The backlog owns its sockets' timeout and ACK delay: every re-arm gives
+//! a socket smoltcp's defaults back (no timeout, 10 ms), whatever a close
+//! or the socket's owner set before `bind`.
 //!
 //! Only the scan changes this state: it re-arms every free socket (it
 //! listens again and is no longer lent) and lends out the first queued one.
@@ -28,6 +42,9 @@ use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
 use crate::stack::Net;
 use crate::SmoltcpError;
+
+/// smoltcp's default ACK delay, which a re-armed socket gets back.
+const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
 
 /// One socket of a listener's backlog.
 #[derive(Clone, Copy, Default)]
@@ -83,8 +100,14 @@ impl Backlog<'_> {
             match socket.state() {
                 State::Closed | State::TimeWait => {
                     entry.lent = false;
+                    // What a close changed (see above).
+                    socket.set_timeout(None);
+                    socket.set_ack_delay(Some(ACK_DELAY));
                     // Fails only for port 0 or an open socket: neither here.
                     let _ = socket.listen(self.endpoint);
+                }
+                State::FinWait2 if entry.lent && socket.timeout().is_some() => {
+                    super::discard_received(socket);
                 }
                 State::Established | State::CloseWait if !entry.lent && taken.is_none() => {
                     if let Some(peer) = socket.remote_endpoint() {

@@ -33,13 +33,18 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 ///
 /// # End of life
 ///
-/// - [`close`](Self::close) (what the server calls, after `shutdown_write`)
-///   sends FIN after the data still queued, then drives the stack until the
-///   peer has acknowledged everything and closed its side too, discarding
-///   what it still sends. It waits at most the linger time
-///   ([`set_linger`](Self::set_linger)), and not at all once shutdown is
-///   requested (the listener's [`ShutdownFlag`]); either way the connection
-///   is then reset. It returns how the connection ended.
+/// - [`close`](Self::close) sends FIN after the data still queued, then
+///   drives the stack until the peer has acknowledged everything and closed
+///   its side too, discarding what it still sends. It waits at most the
+///   linger time ([`set_linger`](Self::set_linger)), and not at all once
+///   shutdown is requested (the listener's [`ShutdownFlag`]); either way
+///   the connection is then reset. It returns how the connection ended.
+/// - [`Connection::close`] (what the server calls, after `shutdown_write`)
+///   does the same for a connected one. For an accepted one it waits only
+///   until the peer has acknowledged everything, our FIN included, and
+///   leaves the wait for the peer's FIN to the listener's backlog, bounded
+///   by the same linger time: the server takes its next connection
+///   meanwhile, as a kernel lets a server go on after `close()`.
 /// - Dropping it without `close` aborts it: the connection is reset at once
 ///   (one poll sends the reset) and nothing waits.
 ///
@@ -225,27 +230,31 @@ impl<'s, 'a> SmoltcpConnection<'s, 'a> {
     /// # Panics
     /// If the stack is borrowed elsewhere.
     pub fn close(self) -> Result<(), SmoltcpError> {
-        self.linger()
+        self.linger(false).map(drop)
         // `self` is dropped here, which resets a connection still open.
     }
 
-    /// The body of [`close`](Self::close).
-    fn linger(&self) -> Result<(), SmoltcpError> {
+    /// The body of [`close`](Self::close) and of the request path's close.
+    /// With `background`, it ends once the peer has acknowledged everything
+    /// including our FIN (`Ok(true)`: the socket waits in FIN-WAIT-2 for
+    /// the peer's FIN, marked for the backlog by smoltcp's socket timeout,
+    /// which resets it after the linger time if the peer stays silent).
+    fn linger(&self, background: bool) -> Result<bool, SmoltcpError> {
         let mut net = borrow_stack(self.net);
         let socket = own_socket(net.parts().1, self)?;
         // The ACK of the peer's FIN must leave in the poll that takes the
         // FIN in: the next take of the listener re-arms the socket (there is
         // no TIME-WAIT hold), and a delayed ACK would never be sent (the
-        // peer would wait out a timeout).
-        let ack_delay = socket.ack_delay();
+        // peer would wait out a timeout). The re-arm gives the socket
+        // smoltcp's default delay back (tcp/backlog.rs).
         socket.set_ack_delay(None);
+        if background {
+            socket.set_timeout(Some(super::smoltcp_duration(self.linger)));
+        }
         socket.close();
         let deadline = deadline(&*net, Some(self.linger));
-        let outcome = run(&mut *net, self, deadline, Op::Linger);
-        if let Some(socket) = socket_mut(net.parts().1, self.handle) {
-            socket.set_ack_delay(ack_delay);
-        }
-        outcome.map(drop)
+        let outcome = run(&mut *net, self, deadline, Op::Linger { background });
+        outcome.map(|n| n == 1)
     }
 
     /// Drives the stack until `op` is done, bounded by the connection's
@@ -283,8 +292,9 @@ enum Op<'b> {
     /// The peer's acknowledgement of everything sent.
     Flush,
     /// The end of the connection after our FIN (closing); unread data is
-    /// discarded.
-    Linger,
+    /// discarded. With `background`, the peer's acknowledgement of our FIN
+    /// is enough (`Ok(1)`): the backlog waits for the peer's FIN.
+    Linger { background: bool },
 }
 
 impl Op<'_> {
@@ -295,11 +305,11 @@ impl Op<'_> {
             Op::Read(buf) if socket.can_recv() => {
                 Some(socket.recv_slice(buf).map_err(|_| SmoltcpError::Reset))
             }
-            Op::Linger => {
-                // Unread data would close the window on a peer still sending.
-                while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
+            Op::Linger { background } => {
+                super::discard_received(socket);
                 match state {
                     State::TimeWait => Some(Ok(0)),
+                    State::FinWait2 if *background => Some(Ok(1)),
                     // After LAST-ACK (the peer closed first) or a reset:
                     // clean if the peer acknowledged everything.
                     State::Closed if socket.send_queue() == 0 => Some(Ok(0)),
@@ -347,7 +357,7 @@ fn run(
     deadline: Option<Instant>,
     mut op: Op<'_>,
 ) -> Result<usize, SmoltcpError> {
-    let linger = matches!(op, Op::Linger);
+    let linger = matches!(op, Op::Linger { .. });
     let shutdown = if linger { conn.shutdown } else { None };
     let mut answer = Err(SmoltcpError::TimedOut);
     let ended = drive_until(net, deadline, shutdown, &mut |sockets| {
@@ -464,9 +474,24 @@ impl Connection for SmoltcpConnection<'_, '_> {
         Ok(())
     }
 
-    /// `SmoltcpConnection::close`, its outcome ignored.
+    /// Python's `close_request`, its outcome ignored (as Python ignores
+    /// it). A client connection lingers as [`SmoltcpConnection::close`]
+    /// does. An accepted one lingers only until the peer has acknowledged
+    /// everything, our FIN included, and then leaves the rest to the
+    /// listener's backlog: its scans discard what the peer still sends and
+    /// re-arm the socket once the peer has closed its side too, or once
+    /// nothing was heard from the peer for the linger time (smoltcp's
+    /// socket timeout then resets it). So the server does not wait for the
+    /// client to close before it takes the next connection, as the kernel
+    /// lets a server go on after `close()`. Once shutdown is requested it
+    /// is reset at once.
     fn close(self) {
-        let _ = SmoltcpConnection::close(self);
+        if self.linger(self.leave_set.is_none()) == Ok(true) {
+            // The backlog owns the socket's end now: no reset on drop.
+            core::mem::forget(self);
+        }
+        // Otherwise `self` is dropped here, which resets a connection
+        // still open.
     }
 }
 

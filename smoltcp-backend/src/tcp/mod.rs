@@ -249,3 +249,19 @@ impl<const N: usize> Drop for TcpListener<'_, '_, N> {
         }
     }
 }
+
+/// Discards what a closing socket has received: unread data would close
+/// the window on a peer still sending. One copy for the linger and the
+/// backlog's scan.
+#[inline(never)]
+pub(crate) fn discard_received(socket: &mut tcp::Socket<'_>) {
+    while socket.can_recv() && socket.recv(|data| (data.len(), ())).is_ok() {}
+}
+
+/// A linger time as smoltcp's duration, in whole milliseconds and without
+/// `u128` arithmetic (code size).
+pub(crate) fn smoltcp_duration(d: core::time::Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_millis(
+        d.as_secs().saturating_mul(1000) + u64::from(d.subsec_millis()),
+    )
+}

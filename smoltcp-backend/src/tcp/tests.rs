@@ -288,6 +288,106 @@ fn a_reply_leaves_with_the_fin() {
     assert_eq!(&reply[..n], b"REPLY");
 }
 
+/// On the request path (`Connection::close`), the close waits for the
+/// peer's acknowledgement of everything, its FIN included, but not for the
+/// peer's own FIN: the socket stays in FIN-WAIT-2, lent, while the next
+/// takes discard what the peer still sends; once the peer closes, the take
+/// re-arms it with the ACK delay and timeout the close changed restored.
+#[test]
+fn a_request_close_leaves_the_peers_fin_to_the_backlog() {
+    use socketserver_core::Connection;
+
+    let net = network(silent);
+    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<1>(), flag()).unwrap();
+    listener.set_linger(Duration::from_secs(3600));
+    let client = net.dial();
+    let (mut conn, _) = accept(&mut listener);
+    let handle = conn.handle();
+    conn.write_all(b"reply").unwrap();
+    Connection::close(conn);
+    assert_eq!(net.server_state(handle), State::FinWait2);
+    assert_eq!(net.peer_state(client), State::CloseWait);
+    let mut reply = [0; 8];
+    let n = net.peer_socket(client, |socket| socket.recv_slice(&mut reply).unwrap());
+    assert_eq!(&reply[..n], b"reply", "the reply was not acknowledged");
+
+    // More than the socket's receive buffer, sent after the close: the
+    // takes discard it, so the window never closes on the peer.
+    let junk = [b'x'; 1024];
+    for _ in 0..8 {
+        net.peer_socket(client, |socket| socket.send_slice(&junk).unwrap());
+        net.settle();
+        assert!(listener.try_accept().unwrap().is_none());
+        assert_eq!(net.server_state(handle), State::FinWait2);
+    }
+    assert_eq!(net.peer_socket(client, |socket| socket.send_queue()), 0);
+
+    net.peer_socket(client, tcp::Socket::close);
+    net.settle();
+    assert!(listener.try_accept().unwrap().is_none());
+    assert_eq!(net.server_state(handle), State::Listen);
+    let restored = net
+        .server
+        .borrow_mut()
+        .stack
+        .sockets_mut()
+        .get_mut::<tcp::Socket>(handle)
+        .ack_delay();
+    assert_eq!(restored, Some(smoltcp::time::Duration::from_millis(10)));
+    net.dial();
+    let (again, _) = accept(&mut listener);
+    assert_eq!(again.handle(), handle);
+}
+
+/// A peer that acknowledges the request's close but never closes its side
+/// holds the socket for the linger time at most: smoltcp's timeout then
+/// resets it, and the next take re-arms it.
+#[test]
+fn a_silent_peer_holds_a_closed_requests_socket_for_the_linger_at_most() {
+    use socketserver_core::Connection;
+
+    let net = network(silent);
+    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<1>(), flag()).unwrap();
+    listener.set_linger(Duration::from_millis(50));
+    let client = net.dial();
+    let (conn, _) = accept(&mut listener);
+    let handle = conn.handle();
+    // The stacks' clock steps with every poll.
+    let start = net.server.borrow().stack.now();
+    Connection::close(conn);
+    assert_eq!(net.server_state(handle), State::FinWait2);
+    for _ in 0..1000 {
+        if net.server_state(handle) == State::Listen {
+            break;
+        }
+        assert!(listener.try_accept().unwrap().is_none());
+        listener.wait(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(net.server_state(handle), State::Listen, "never re-armed");
+    let held = net.server.borrow().stack.now() - start;
+    assert!(held >= Duration::from_millis(50), "re-armed after {held:?}");
+    net.settle();
+    assert_eq!(net.peer_state(client), State::Closed, "no reset");
+}
+
+/// A request's close with shutdown requested resets at once, as
+/// `SmoltcpConnection::close` does.
+#[test]
+fn a_request_close_after_shutdown_resets() {
+    use socketserver_core::Connection;
+
+    let net = network(silent);
+    let stop = flag();
+    let mut listener = TcpListener::bind(&net.server, PORT, backlog::<1>(), stop).unwrap();
+    listener.set_linger(Duration::from_secs(3600));
+    let client = net.dial();
+    let (conn, _) = accept(&mut listener);
+    stop.request();
+    Connection::close(conn);
+    net.peer.borrow_mut().poll();
+    assert_eq!(net.peer_state(client), State::Closed);
+}
+
 /// Dropping a connection resets it at once: one poll, no waiting.
 #[test]
 fn drop_aborts_without_waiting() {

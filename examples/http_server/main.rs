@@ -232,15 +232,24 @@ fn serve(args: Args) -> io::Result<()> {
 /// enough, lowers the bound (and says so), so that the bound and its policy
 /// apply before `accept` would fail for want of descriptors.
 fn fit_descriptor_limit(max: usize) -> usize {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::resource::{getrlimit, rlim_t, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return max;
     };
+    // `rlim_t` is u64 on Linux and macOS, i64 on FreeBSD.
+    #[allow(clippy::useless_conversion)]
+    let limit = |n: rlim_t| u64::try_from(n).unwrap_or(u64::MAX);
+    let (soft, hard) = (limit(soft), limit(hard));
     let want = (max as u64).saturating_add(SPARE_DESCRIPTORS);
     if want <= soft {
         return max;
     }
-    let soft = if setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).is_ok() {
+    #[allow(clippy::useless_conversion)]
+    let (new_soft, new_hard) = (
+        rlim_t::try_from(want.min(hard)).unwrap_or(rlim_t::MAX),
+        rlim_t::try_from(hard).unwrap_or(rlim_t::MAX),
+    );
+    let soft = if setrlimit(Resource::RLIMIT_NOFILE, new_soft, new_hard).is_ok() {
         want.min(hard)
     } else {
         soft

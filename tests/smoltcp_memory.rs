@@ -84,6 +84,53 @@ fn full_backlog_refuses() {
     assert_eq!(served.get(), 3);
 }
 
+/// A client that reads its reply to EOF but keeps its socket open does not
+/// hold up the next client: the server waits only for the acknowledgement
+/// of its FIN, not for the client's own FIN, which would take the whole
+/// linger time here (an hour).
+#[test]
+fn a_client_that_never_closes_does_not_hold_up_the_next() {
+    let mut cable = Cable::<64>::new();
+    let (server_end, client_end) = cable.split();
+    let stack = memory_stack(client_end, 2, CLIENT);
+    let client = SmolClient {
+        stack: &stack,
+        server: SERVER,
+        ip: CLIENT,
+    };
+    let took = Cell::new(Duration::MAX);
+    run_server(
+        || {
+            let mut lingering =
+                SmoltcpConnection::connect(&stack, tcp_socket(), (SERVER, PORT), Some(IO_TIMEOUT))
+                    .unwrap();
+            lingering.write_all(b"first\n").unwrap();
+            assert_eq!(read_to_end(&mut lingering), b"FIRST");
+            let start = Instant::now();
+            assert_eq!(client.exchange(b"second\n"), b"SECOND");
+            took.set(start.elapsed());
+            drop(lingering);
+        },
+        |stop, bound| {
+            let stack = memory_stack(server_end, 1, SERVER);
+            let mut listener =
+                TcpListener::bind(&stack, PORT, [tcp_socket(), tcp_socket()], stop).unwrap();
+            listener.set_linger(Duration::from_secs(3600));
+            bound.send(()).unwrap();
+            let mut server = Server::new(listener, SyncDispatch::<_>::new(|| UpperOnce), StdClock);
+            server.serve_forever(POLL_INTERVAL).unwrap();
+            Report::default()
+        },
+    );
+    // The exchange itself is bounded by IO_TIMEOUT (30 s); without the
+    // early return it would not finish before the hour's linger.
+    assert!(
+        took.get() < IO_TIMEOUT,
+        "the second client waited {:?}",
+        took.get()
+    );
+}
+
 /// `handle_request` with a timeout and no client: `handle_timeout` runs
 /// once the timeout has passed, not before.
 #[test]

@@ -1300,3 +1300,26 @@ fn message_dispatch_takes_one_message_per_take_from_each_connection_in_turn() {
     assert_eq!(dispatch.open(), 0);
     assert!(hooks.errors.borrow().is_empty());
 }
+
+/// Without `std`, an I/O error is worded by its kind, and a code follows in
+/// parentheses, a negative one with its sign.
+#[cfg(not(feature = "std"))]
+#[test]
+fn an_io_error_in_words_without_std() {
+    let shown = |code| {
+        std::format!(
+            "{}",
+            Error::Io {
+                kind: ErrorKind::ConnectionReset,
+                code
+            }
+        )
+    };
+    assert_eq!(shown(None), "connection reset");
+    assert_eq!(shown(Some(104)), "connection reset (os error 104)");
+    assert_eq!(shown(Some(-3)), "connection reset (os error -3)");
+    assert_eq!(
+        shown(Some(i32::MIN)),
+        "connection reset (os error -2147483648)"
+    );
+}

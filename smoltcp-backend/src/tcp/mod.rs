@@ -114,8 +114,12 @@ impl<'s, 'a, const N: usize> TcpListener<'s, 'a, N> {
     }
 
     /// How long closing an accepted connection waits for the peer to take
-    /// the last bytes and close its side before the connection is reset.
-    /// Default: [`DEFAULT_LINGER`].
+    /// the last bytes and close its side before the connection is reset:
+    /// the server's close waits that long at most for the peer's
+    /// acknowledgement, and the backlog then holds the socket for the
+    /// peer's FIN until nothing was heard from the peer for that long
+    /// (see [`SmoltcpConnection`]'s end of life). Default:
+    /// [`DEFAULT_LINGER`].
     pub fn set_linger(&mut self, linger: Duration) {
         self.inner.linger = linger;
     }

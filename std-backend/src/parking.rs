@@ -25,7 +25,7 @@ use crate::concurrent::{wait_until, Drain, ThreadOptions};
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
-use crate::sys::{self, Parker};
+use crate::sys::{self, Interest, Parker};
 #[cfg(unix)]
 use crate::transport::UnixStreamTransport;
 use crate::transport::{SocketTransport, TcpTransport};
@@ -304,9 +304,10 @@ trait Pool: Send {
 const CHUNK: usize = 64;
 
 /// Parked connections by slot: chunks allocated as the table grows and
-/// never moved, each slot behind its own lock (held by the worker serving
-/// it, so a sweep skips busy slots), with a generation that tells a
-/// stale event from one for the slot's current connection.
+/// never moved, each slot with a state word that says who holds its
+/// connection ([`Slot::notify`]) and its own lock (held by the worker
+/// serving it, so a sweep skips busy slots), with a generation that tells
+/// a stale event from one for the slot's current connection.
 struct Table<E> {
     chunks: Box<[OnceLock<Chunk<E>>]>,
     free: Mutex<Free>,
@@ -317,7 +318,80 @@ struct Table<E> {
 type Chunk<E> = Box<[Slot<E>]>;
 
 struct Slot<E> {
+    /// The generation of the slot's connection (the high half, as in its
+    /// key), and [`HELD`] and [`NOTIFIED`]; neither: the connection is
+    /// parked, and the next event's worker takes it.
+    state: AtomicU64,
     inner: Mutex<SlotInner<E>>,
+}
+
+/// A worker holds the connection: it is serving it, or the connection is
+/// queued for a turn (or a sweep or a shed is ending it). Only the holder
+/// reads, serves, parks or ends it, so no two workers serve it at once.
+const HELD: u64 = 1;
+/// An event came while the connection was held: its holder looks at the
+/// socket again before letting it go, so the event is not lost.
+const NOTIFIED: u64 = 2;
+
+impl<E> Slot<E> {
+    fn idle_word(generation: u32) -> u64 {
+        u64::from(generation) << 32
+    }
+
+    /// An event for the slot's connection of `generation`: takes the
+    /// connection if it is parked (`true`: the caller holds it now), else
+    /// tells its holder to look again (`false`); `false` for a stale event.
+    fn notify(&self, generation: u32) -> bool {
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & NOTIFIED != 0 {
+                return false;
+            }
+            let next = if now & HELD == 0 {
+                now | HELD
+            } else {
+                now | NOTIFIED
+            };
+            let swapped =
+                self.state
+                    .compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Acquire);
+            match swapped {
+                Ok(_) => return now & HELD == 0,
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Takes the parked connection of `generation` to end it (a sweep, a
+    /// shed); `false` if a worker holds it, or it is gone.
+    fn take_idle(&self, generation: u32) -> bool {
+        let idle = Self::idle_word(generation);
+        self.state
+            .compare_exchange(idle, idle | HELD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The holder is about to look at the socket: that look covers every
+    /// event so far.
+    fn look(&self) {
+        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel);
+    }
+
+    /// The holder parks the connection: whether it did, which it does not
+    /// if an event came since its last [`look`](Self::look) (then it still
+    /// holds the connection, and owes it another turn).
+    fn let_go(&self, generation: u32) -> bool {
+        let idle = Self::idle_word(generation);
+        self.state
+            .compare_exchange(idle | HELD, idle, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The slot's connection is gone: the next is parked under `generation`.
+    fn renew(&self, generation: u32) {
+        self.state
+            .store(Self::idle_word(generation), Ordering::Release);
+    }
 }
 
 struct SlotInner<E> {
@@ -374,6 +448,7 @@ impl<E> Table<E> {
         let chunk = self.chunks[index as usize / CHUNK].get_or_init(|| {
             (0..CHUNK)
                 .map(|_| Slot {
+                    state: AtomicU64::new(0),
                     inner: Mutex::new(SlotInner {
                         generation: 0,
                         entry: None,
@@ -419,17 +494,12 @@ struct Entry<C: Connection, Hd> {
     writing: bool,
 }
 
-/// What a parked connection waits for.
-#[derive(Clone, Copy)]
-enum Interest {
-    /// Bytes to read.
-    Read,
-    /// A turn behind the events already pending: a whole message is
-    /// buffered (readable or writable, whichever comes; writable comes at
-    /// once unless the peer stopped reading).
-    Again,
-    /// Room to write more of an unfinished reply.
-    Write,
+/// What a turn leaves.
+enum After {
+    /// The connection ended.
+    Done,
+    /// Park it until it needs another turn for this.
+    Park(Interest),
 }
 
 /// What the workers share.
@@ -445,8 +515,11 @@ struct Parked<C: Connection, F: HandlerFactory, H> {
     /// The shortest `request_timeout` of the handlers seen, in nanoseconds.
     shortest_deadline: AtomicU64,
     epoch: Instant,
-    /// Ready connections a busy worker handed over to idle ones.
+    /// Ready connections a busy worker handed over to idle ones: held
+    /// ([`HELD`]), each by whichever worker takes it from here.
     ready: Mutex<std::collections::VecDeque<u64>>,
+    /// How many `ready` holds, to look without the lock.
+    queued: AtomicUsize,
     /// Workers waiting for work.
     idle: AtomicUsize,
     /// Workers still running.
@@ -499,6 +572,7 @@ where
             shortest_deadline: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             ready: Mutex::default(),
+            queued: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             running: Mutex::new(0),
             ended: Condvar::new(),
@@ -567,6 +641,10 @@ where
                 }));
             }
             Err(err) => {
+                // Never registered, so no event comes for it; a new
+                // generation all the same, for the slot's next connection.
+                inner.generation = inner.generation.wrapping_add(1);
+                slot.renew(inner.generation);
                 drop(inner);
                 shared.table.release(index);
                 let bufs = &mut self.buffers;
@@ -595,7 +673,8 @@ where
             };
             if let Some(entry) = inner.entry.as_deref() {
                 let older = idlest.is_none_or(|(since, ..)| entry.since < since);
-                if entry.pending.is_empty() && older {
+                let held = slot.state.load(Ordering::Acquire) & HELD != 0;
+                if entry.pending.is_empty() && older && !held {
                     idlest = Some((entry.since, index, inner.generation));
                 }
             }
@@ -609,7 +688,7 @@ where
         let Some(mut inner) = try_lock(&slot.inner) else {
             return false;
         };
-        if inner.generation != generation || inner.entry.is_none() {
+        if inner.generation != generation || inner.entry.is_none() || !slot.take_idle(generation) {
             return false;
         }
         shared.counters.shed.fetch_add(1, Ordering::Relaxed);
@@ -694,7 +773,7 @@ where
         while !self.closing.load(Ordering::Acquire) {
             match self.next_key() {
                 Ok(Some(Parker::STOP)) => return,
-                Ok(Some(key)) => self.turn(key, &mut bufs),
+                Ok(Some(key)) => self.serve(key, &mut bufs),
                 Ok(None) => {}
                 Err(err) => {
                     // Not expected of a live poller; nothing to serve with.
@@ -706,22 +785,25 @@ where
         }
     }
 
-    /// The next ready connection: one the poller reported to a worker that
-    /// has not taken it yet, or else one the poller reports now (waiting
-    /// for it, as an idle worker); `None` when the wait ended for a sweep.
+    /// The next ready connection, held by this worker now: one another
+    /// worker queued, or else one the poller reports now (waiting for it,
+    /// as an idle worker); `None` when the wait ended for a sweep, or
+    /// reported only connections that workers hold already (each of those
+    /// is marked [`NOTIFIED`] for its holder).
     ///
-    /// A wait takes up to 16 events, keeps the first and queues the rest
-    /// for whichever worker is free next, so a turn that takes long (a
-    /// handler that blocks) never holds ready connections behind it while
-    /// another worker could serve them.
+    /// A wait takes up to 16 events, keeps the first connection it takes
+    /// and queues the rest for whichever worker is free next, so a turn
+    /// that takes long (a handler that blocks) never holds ready
+    /// connections behind it while another worker could serve them.
     fn next_key(&self) -> io::Result<Option<u64>> {
         // Idle before looking at the queue: a worker that queues after
         // this look sees it idle and wakes it.
         self.idle.fetch_add(1, Ordering::SeqCst);
-        let queued = lock(&self.ready).pop_front();
-        if queued.is_some() {
-            self.idle.fetch_sub(1, Ordering::SeqCst);
-            return Ok(queued);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            if let Some(queued) = self.pop() {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return Ok(Some(queued));
+            }
         }
         let mut keys = [0u64; 16];
         let waited = self.parker.wait(&mut keys, self.sweep_in());
@@ -730,33 +812,112 @@ where
         if keys.contains(&Parker::STOP) {
             return Ok(Some(Parker::STOP));
         }
-        let mut ready = keys.iter().copied().filter(|&k| k != Parker::WAKE);
-        let first = ready.next();
-        let mut queue = lock(&self.ready);
-        let before = queue.len();
-        queue.extend(ready);
-        let queued = queue.len() > before;
-        drop(queue);
-        if queued && self.idle.load(Ordering::SeqCst) > 0 {
-            let _ = self.parker.wake();
+        let mut taken = [0u64; 16];
+        let taken = self.take(keys, &mut taken);
+        let Some((&first, rest)) = taken.split_first() else {
+            return Ok(None);
+        };
+        if !rest.is_empty() {
+            self.enqueue(rest.iter().copied());
         }
-        Ok(first)
+        Ok(Some(first))
     }
 
-    /// One connection's turn: resumes its unfinished reply, or reads what
-    /// arrived and serves a message if one is whole; then parks the
-    /// connection again or ends it.
-    fn turn(&self, key: u64, bufs: &mut Buffers) {
+    /// Takes the connections of `keys` that are parked, into `taken`.
+    fn take<'k>(&self, keys: &[u64], taken: &'k mut [u64]) -> &'k [u64] {
+        let mut n = 0;
+        for &key in keys {
+            if key == Parker::WAKE || key == Parker::STOP {
+                continue;
+            }
+            let (index, generation) = split(key);
+            if self.table.slot(index).is_some_and(|s| s.notify(generation)) {
+                taken[n] = key;
+                n += 1;
+            }
+        }
+        &taken[..n]
+    }
+
+    fn pop(&self) -> Option<u64> {
+        let mut queue = lock(&self.ready);
+        let key = queue.pop_front();
+        self.queued.store(queue.len(), Ordering::SeqCst);
+        key
+    }
+
+    /// Queues held connections for the next free workers, and wakes one if
+    /// any waits.
+    fn enqueue(&self, keys: impl IntoIterator<Item = u64>) {
+        let mut queue = lock(&self.ready);
+        queue.extend(keys);
+        self.queued.store(queue.len(), Ordering::SeqCst);
+        drop(queue);
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            let _ = self.parker.wake();
+        }
+    }
+
+    /// Queues a held connection for another turn, behind the connections
+    /// the poller has ready now (one message per turn: a connection with
+    /// pipelined messages never keeps the others waiting, nor the poller
+    /// unread while the queue is never empty).
+    fn again(&self, key: u64) {
+        let mut keys = [0u64; 16];
+        let polled = self.parker.wait(&mut keys, Some(Duration::ZERO));
+        let keys = &keys[..polled.unwrap_or(0)];
+        let mut taken = [0u64; 16];
+        let taken = self.take(keys, &mut taken);
+        self.enqueue(taken.iter().copied().chain([key]));
+    }
+
+    /// A held connection's turn: resumes its unfinished reply, or reads
+    /// what arrived and serves a message if one is whole; then parks the
+    /// connection again, queues it for another turn, or ends it.
+    fn serve(&self, key: u64, bufs: &mut Buffers) {
         let (index, generation) = split(key);
         let Some(slot) = self.table.slot(index) else {
             return;
         };
         let mut inner = lock(&slot.inner);
-        if inner.generation != generation {
+        if inner.generation != generation || inner.entry.is_none() {
             return;
         }
-        let Some(entry) = inner.entry.as_deref_mut() else {
+        // Events from here on are for bytes this turn may not see.
+        slot.look();
+        let After::Park(interest) = self.turn(index, &mut inner, bufs) else {
             return;
+        };
+        let Some(entry) = inner.entry.as_deref() else {
+            return;
+        };
+        let socket = entry.session.connection();
+        let parked = self
+            .parker
+            .park(socket.socket(), key, interest, || slot.let_go(generation));
+        drop(socket);
+        match parked {
+            Ok(false) => {}
+            Ok(true) => {
+                drop(inner);
+                self.again(key);
+            }
+            Err(err) => {
+                let why = Some(Error::from_io(err));
+                self.retire(index, &mut inner, why, &mut bufs.read, &mut bufs.write);
+            }
+        }
+    }
+
+    /// The turn itself: what the connection needs next, unless it ended.
+    fn turn(
+        &self,
+        index: u32,
+        inner: &mut SlotInner<Entry<C, F::Handler>>,
+        bufs: &mut Buffers,
+    ) -> After {
+        let Some(entry) = inner.entry.as_deref_mut() else {
+            return After::Done;
         };
         let rbuf = &mut bufs.read[..];
         let mut filled = entry.pending.len().min(rbuf.len());
@@ -764,93 +925,92 @@ where
         let hooks = &self.served.hooks;
         if entry.writing {
             let turn = entry.session.resume(rbuf, filled, &mut bufs.write, hooks);
-            return self.settle(index, &mut inner, key, turn, false, bufs);
+            return self.settle(index, inner, turn, false, bufs);
         }
         let (eof, complete) = match receive(entry, rbuf, &mut filled) {
             Ok(read) => read,
             Err(err) => {
                 let why = Some(Error::from_io(err));
-                return self.retire(index, &mut inner, why, rbuf, &mut bufs.write);
+                self.retire(index, inner, why, rbuf, &mut bufs.write);
+                return After::Done;
             }
         };
+        // Unless a message is whole, `receive` read until `EAGAIN` (or
+        // the end of the stream, or a full buffer): parking is safe.
         if filled == 0 {
-            return if eof {
-                self.retire(index, &mut inner, None, rbuf, &mut bufs.write)
-            } else {
-                self.rearm(index, &mut inner, key, Interest::Read, bufs)
-            };
+            if eof {
+                self.retire(index, inner, None, rbuf, &mut bufs.write);
+                return After::Done;
+            }
+            return After::Park(Interest::Read);
         }
         if !(complete || eof || filled == rbuf.len()) {
             if entry.pending.is_empty() {
                 entry.since = Instant::now();
             }
             entry.pending = rbuf[..filled].to_vec();
-            return self.rearm(index, &mut inner, key, Interest::Read, bufs);
+            return After::Park(Interest::Read);
         }
         let turn = entry.session.serve(rbuf, filled, &mut bufs.write, hooks);
-        self.settle(index, &mut inner, key, turn, eof, bufs);
+        self.settle(index, inner, turn, eof, bufs)
     }
 
     /// After a message or a piece of a reply: keeps the unread bytes and
-    /// parks the connection for what it needs next, or ends it.
+    /// says what the connection waits for next, or ends it. Edge-triggered
+    /// ([`Parker::DRAIN`]), it first reads until `EAGAIN` unless a whole
+    /// message is buffered already, since bytes that arrived during the
+    /// turn raise no new event.
     fn settle(
         &self,
         index: u32,
         inner: &mut SlotInner<Entry<C, F::Handler>>,
-        key: u64,
         turn: Turn,
-        eof: bool,
+        mut eof: bool,
         bufs: &mut Buffers,
-    ) {
+    ) -> After {
         let Some(entry) = inner.entry.as_deref_mut() else {
-            return;
+            return After::Done;
         };
         let writing = matches!(turn, Turn::Resume(_));
         let unread = match turn {
             Turn::Park(unread) | Turn::Resume(unread) => unread,
-            Turn::Close => return self.remove(index, inner),
+            Turn::Close => {
+                self.remove(index, inner);
+                return After::Done;
+            }
         };
         entry.since = Instant::now();
         entry.writing = writing;
-        entry.pending = bufs.read[unread].to_vec();
-        let interest = if writing {
-            Interest::Write
-        } else if entry.pending.is_empty() {
-            if eof {
-                return self.retire(index, inner, None, &mut bufs.read, &mut bufs.write);
+        if writing {
+            entry.pending = bufs.read[unread].to_vec();
+            return After::Park(Interest::Write);
+        }
+        let mut filled = unread.len();
+        bufs.read.copy_within(unread, 0);
+        let whole = filled > 0 && entry.session.message_complete(&bufs.read[..filled]);
+        if Parker::DRAIN && !eof && !whole {
+            match receive(entry, &mut bufs.read, &mut filled) {
+                Ok((end, _)) => eof = end,
+                Err(err) => {
+                    let why = Some(Error::from_io(err));
+                    self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
+                    return After::Done;
+                }
             }
-            Interest::Read
-        } else if eof || entry.session.message_complete(&entry.pending) {
-            Interest::Again
+        }
+        entry.pending = bufs.read[..filled].to_vec();
+        if entry.pending.is_empty() {
+            if eof {
+                self.retire(index, inner, None, &mut bufs.read, &mut bufs.write);
+                return After::Done;
+            }
+            return After::Park(Interest::Read);
+        }
+        let full = filled == bufs.read.len();
+        if eof || full || whole || entry.session.message_complete(&entry.pending) {
+            After::Park(Interest::Again)
         } else {
-            Interest::Read
-        };
-        self.rearm(index, inner, key, interest, bufs);
-    }
-
-    /// Parks a connection again; ends it if the poller refuses.
-    fn rearm(
-        &self,
-        index: u32,
-        inner: &mut SlotInner<Entry<C, F::Handler>>,
-        key: u64,
-        interest: Interest,
-        bufs: &mut Buffers,
-    ) {
-        let Some(entry) = inner.entry.as_deref() else {
-            return;
-        };
-        let (readable, writable) = match interest {
-            Interest::Read => (true, false),
-            Interest::Again => (true, true),
-            Interest::Write => (false, true),
-        };
-        let socket = entry.session.connection();
-        let rearmed = self.parker.rearm(socket.socket(), key, readable, writable);
-        drop(socket);
-        if let Err(err) = rearmed {
-            let why = Some(Error::from_io(err));
-            self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
+            After::Park(Interest::Read)
         }
     }
 
@@ -862,6 +1022,11 @@ where
     ) -> Option<Box<Entry<C, F::Handler>>> {
         let entry = inner.entry.take()?;
         inner.generation = inner.generation.wrapping_add(1);
+        // Whoever held it (the caller) lets go; events for the old
+        // generation are stale from here on.
+        if let Some(slot) = self.table.slot(index) {
+            slot.renew(inner.generation);
+        }
         // Before the descriptor closes (it may be reused at once).
         let _ = self.parker.delete(entry.session.connection().socket());
         self.table.release(index);
@@ -938,17 +1103,20 @@ where
             };
             let age = now.saturating_duration_since(entry.since);
             // A reply the peer does not take counts as idleness.
-            let why = if entry.pending.is_empty() || entry.writing {
-                if idle.is_none_or(|t| age < t) {
-                    continue;
-                }
+            let idled = entry.pending.is_empty() || entry.writing;
+            let bound = if idled {
+                idle
+            } else {
+                entry.session.options().request_timeout
+            };
+            // Only a parked connection: a worker may take it meanwhile.
+            if bound.is_none_or(|t| age < t) || !slot.take_idle(inner.generation) {
+                continue;
+            }
+            let why = if idled {
                 self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
                 None
             } else {
-                let bound = entry.session.options().request_timeout;
-                if bound.is_none_or(|t| age < t) {
-                    continue;
-                }
                 self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
                 let late = io::Error::new(
                     io::ErrorKind::TimedOut,

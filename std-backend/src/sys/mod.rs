@@ -64,6 +64,20 @@ pub(crate) use unix::{
     Ended, Forked, Lifeline,
 };
 
+/// What a parked connection waits for after its turn
+/// ([`Parker::park`]).
+#[cfg(not(target_os = "wasi"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Bytes to read.
+    Read,
+    /// Another turn, behind the connections already ready: a whole message
+    /// is buffered already (one message per turn: fairness).
+    Again,
+    /// Room to write more of an unfinished reply.
+    Write,
+}
+
 /// Whether an accept failed only because the pending connection went away
 /// (or was never there): the server should simply wait again.
 pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {

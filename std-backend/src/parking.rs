@@ -98,9 +98,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// of Tomcat's NIO connector).
 ///
 /// The serving thread accepts, builds the connection's handler and parks
-/// the connection: registered one-shot in a poller (epoll on Linux) that
-/// every worker waits on. When bytes arrive, one worker reads what is
-/// there without waiting and, once the handler's
+/// the connection in a poller (epoll on Linux, registered edge-triggered
+/// once; elsewhere one-shot, re-armed after each turn) that every worker
+/// waits on. When bytes arrive, one worker takes the connection (an event
+/// for a connection a worker already serves only makes that worker look
+/// again, so no two serve it at once), reads what is there without
+/// waiting and, once the handler's
 /// [`message_complete`](MessageHandler::message_complete) says a message is
 /// whole, runs [`handle_message`](MessageHandler::handle_message) for it on
 /// its own buffers; then parks the connection again. No thread is handed a
@@ -109,7 +112,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// socket and a few words.
 ///
 /// - **Fairness.** One message per turn: a connection with more messages
-///   pipelined goes to the back of the poller's queue, so a connection
+///   pipelined goes to the back of the ready queue, so a connection
 ///   with a message waiting is served before a busy one gets another turn.
 /// - **Slow clients** cost a parked connection, not a thread: a partial
 ///   message is kept (at most the `rfile` buffer) until it completes or the
@@ -925,9 +928,9 @@ where
         let hooks = &self.served.hooks;
         if entry.writing {
             let turn = entry.session.resume(rbuf, filled, &mut bufs.write, hooks);
-            return self.settle(index, inner, turn, false, bufs);
+            return self.settle(index, inner, turn, false, false, bufs);
         }
-        let (eof, complete) = match receive(entry, rbuf, &mut filled) {
+        let received = match receive(entry, rbuf, &mut filled) {
             Ok(read) => read,
             Err(err) => {
                 let why = Some(Error::from_io(err));
@@ -935,8 +938,13 @@ where
                 return After::Done;
             }
         };
-        // Unless a message is whole, `receive` read until `EAGAIN` (or
-        // the end of the stream, or a full buffer): parking is safe.
+        let Received {
+            eof,
+            complete,
+            drained,
+        } = received;
+        // Unless a message is whole, `receive` read until the socket had
+        // nothing more (or the end of the stream, or a full buffer).
         if filled == 0 {
             if eof {
                 self.retire(index, inner, None, rbuf, &mut bufs.write);
@@ -952,20 +960,23 @@ where
             return After::Park(Interest::Read);
         }
         let turn = entry.session.serve(rbuf, filled, &mut bufs.write, hooks);
-        self.settle(index, inner, turn, eof, bufs)
+        self.settle(index, inner, turn, eof, drained, bufs)
     }
 
     /// After a message or a piece of a reply: keeps the unread bytes and
     /// says what the connection waits for next, or ends it. Edge-triggered
-    /// ([`Parker::DRAIN`]), it first reads until `EAGAIN` unless a whole
-    /// message is buffered already, since bytes that arrived during the
-    /// turn raise no new event.
+    /// ([`Parker::DRAIN`]), bytes already there raise no new event: unless
+    /// a whole message is buffered, or this turn's last read found the
+    /// socket `drained` (after the turn's [`Slot::look`], so what came
+    /// since has marked it [`NOTIFIED`]), it first reads until there is
+    /// nothing more.
     fn settle(
         &self,
         index: u32,
         inner: &mut SlotInner<Entry<C, F::Handler>>,
         turn: Turn,
         mut eof: bool,
+        drained: bool,
         bufs: &mut Buffers,
     ) -> After {
         let Some(entry) = inner.entry.as_deref_mut() else {
@@ -988,9 +999,9 @@ where
         let mut filled = unread.len();
         bufs.read.copy_within(unread, 0);
         let whole = filled > 0 && entry.session.message_complete(&bufs.read[..filled]);
-        if Parker::DRAIN && !eof && !whole {
+        if Parker::DRAIN && !eof && !whole && !drained {
             match receive(entry, &mut bufs.read, &mut filled) {
-                Ok((end, _)) => eof = end,
+                Ok(received) => eof = received.eof,
                 Err(err) => {
                     let why = Some(Error::from_io(err));
                     self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
@@ -1129,28 +1140,63 @@ where
     }
 }
 
+/// What [`receive`] found.
+#[derive(Clone, Copy)]
+struct Received {
+    /// The peer closed its end.
+    eof: bool,
+    /// The bytes make a whole message.
+    complete: bool,
+    /// The socket had nothing more when last read: `EAGAIN`, or fewer
+    /// bytes than there was room for. A stream socket's `recv` takes all
+    /// it has queued, up to the room given (TCP and Unix alike), so a short
+    /// read empties it, as `EAGAIN` would say one call later (tokio clears
+    /// a socket's readiness on a short read the same way). Bytes that come
+    /// after it raise an event. Not so only where the kernel stops a read
+    /// early on purpose, at TCP urgent data or at a Unix message carrying
+    /// descriptors: such a peer's next bytes (or its idle timeout) end the
+    /// wait it made for itself.
+    drained: bool,
+}
+
 /// Reads what the connection has received, without waiting, after the
 /// `filled` bytes already in `rbuf`, until a message is whole, the buffer
-/// is full, or nothing more is there: (end of stream, message complete).
+/// is full, or nothing more is there.
 fn receive<C: Parkable, Hd: MessageHandler<C>>(
     entry: &Entry<C, Hd>,
     rbuf: &mut [u8],
     filled: &mut usize,
-) -> io::Result<(bool, bool)> {
+) -> io::Result<Received> {
     let mut complete = *filled > 0 && entry.session.message_complete(&rbuf[..*filled]);
+    let mut drained = false;
     while !complete && *filled < rbuf.len() {
+        let room = rbuf.len() - *filled;
         let got = sys::recv_now(entry.session.connection().socket(), &mut rbuf[*filled..]);
         match got {
-            Ok(0) => return Ok((true, false)),
+            Ok(0) => {
+                return Ok(Received {
+                    eof: true,
+                    complete: false,
+                    drained: true,
+                })
+            }
             Ok(n) => {
                 *filled += n;
+                drained = n < room;
                 complete = entry.session.message_complete(&rbuf[..*filled]);
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                drained = true;
+                break;
+            }
             Err(err) => return Err(err),
         }
     }
-    Ok((false, complete))
+    Ok(Received {
+        eof: false,
+        complete,
+        drained,
+    })
 }
 
 /// A [`ParkingDispatch`] server over TCP: persistent connections served a

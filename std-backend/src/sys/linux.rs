@@ -164,9 +164,10 @@ impl Parker {
     pub(crate) const STOP: u64 = u64::MAX;
     /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake).
     pub(crate) const WAKE: u64 = u64::MAX - 1;
-    /// A turn reads until the socket says `EAGAIN` (or the message buffer
-    /// is full) before its connection is parked: edge-triggered, bytes that
-    /// are already there raise no event.
+    /// A turn reads until the socket has nothing more (`EAGAIN`, or a read
+    /// shorter than its room) before its connection is parked, unless the
+    /// message buffer is full: edge-triggered, bytes that are already there
+    /// raise no event.
     pub(crate) const DRAIN: bool = true;
 
     pub(crate) fn new() -> io::Result<Self> {
@@ -210,7 +211,7 @@ impl Parker {
         Ok(self.epoll.add(fd, EpollEvent::new(flags, key))?)
     }
 
-    /// Parks `fd` after its turn (read until `EAGAIN`, see
+    /// Parks `fd` after its turn (read until nothing more, see
     /// [`DRAIN`](Self::DRAIN)) until it needs another for `interest`. `idle`
     /// marks the connection idle, so that the next event starts a turn; it
     /// says `false` when an event came during this turn, which the caller

@@ -588,3 +588,34 @@ fn bursts_of_lines_cut_at_random_points_are_never_left_unserved() {
     }
     serving.stop().unwrap();
 }
+
+/// The end of the stream behind a last message: a client that sends a line
+/// and closes at once (its line and its FIN may come as one event) gets
+/// its echo and the server's close, not a connection held until an idle
+/// timeout (here none). The read that returns the line may stop short of
+/// the end, which only the next read reports.
+#[test]
+fn a_line_and_the_end_of_the_stream_together_are_both_seen() {
+    const CLIENTS: usize = 200;
+    let (server, address) = parking(
+        1,
+        Recorder::default(),
+        || EchoLines,
+        |d| d.idle_timeout(None),
+    );
+    let _serving = Serving::start(server, POLL);
+    let mut clients: Vec<_> = (0..CLIENTS).map(|_| connect(address)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .get_mut()
+            .write_all(format!("{i}\n").as_bytes())
+            .unwrap();
+        client
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_to_eof(client), format!("{i}\n"), "client {i}");
+    }
+}

@@ -25,7 +25,7 @@ use crate::concurrent::{wait_until, Drain, ThreadOptions};
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
-use crate::sys::{self, Interest, Parker};
+use crate::sys::{self, Interest, Parker, Ready};
 #[cfg(unix)]
 use crate::transport::UnixStreamTransport;
 use crate::transport::{SocketTransport, TcpTransport};
@@ -335,6 +335,10 @@ const HELD: u64 = 1;
 /// An event came while the connection was held: its holder looks at the
 /// socket again before letting it go, so the event is not lost.
 const NOTIFIED: u64 = 2;
+/// An event said the peer closed or the connection failed ([`Ready::closed`]):
+/// from then on a turn reads until the read says so, not trusting a short
+/// read to have emptied the socket. Kept until the connection ends.
+const CLOSED: u64 = 4;
 
 impl<E> Slot<E> {
     fn idle_word(generation: u32) -> u64 {
@@ -344,16 +348,17 @@ impl<E> Slot<E> {
     /// An event for the slot's connection of `generation`: takes the
     /// connection if it is parked (`true`: the caller holds it now), else
     /// tells its holder to look again (`false`); `false` for a stale event.
-    fn notify(&self, generation: u32) -> bool {
+    fn notify(&self, generation: u32, closed: bool) -> bool {
+        let closed = if closed { CLOSED } else { 0 };
         let mut now = self.state.load(Ordering::Acquire);
         loop {
-            if (now >> 32) as u32 != generation || now & NOTIFIED != 0 {
+            if (now >> 32) as u32 != generation || now & (NOTIFIED | closed) == NOTIFIED | closed {
                 return false;
             }
             let next = if now & HELD == 0 {
-                now | HELD
+                now | HELD | closed
             } else {
-                now | NOTIFIED
+                now | NOTIFIED | closed
             };
             let swapped =
                 self.state
@@ -368,26 +373,50 @@ impl<E> Slot<E> {
     /// Takes the parked connection of `generation` to end it (a sweep, a
     /// shed); `false` if a worker holds it, or it is gone.
     fn take_idle(&self, generation: u32) -> bool {
-        let idle = Self::idle_word(generation);
-        self.state
-            .compare_exchange(idle, idle | HELD, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & HELD != 0 {
+                return false;
+            }
+            let swapped = self.state.compare_exchange_weak(
+                now,
+                now | HELD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match swapped {
+                Ok(_) => return true,
+                Err(actual) => now = actual,
+            }
+        }
     }
 
     /// The holder is about to look at the socket: that look covers every
-    /// event so far.
-    fn look(&self) {
-        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel);
+    /// event so far. Whether one said the peer closed ([`CLOSED`]).
+    fn look(&self) -> bool {
+        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & CLOSED != 0
     }
 
     /// The holder parks the connection: whether it did, which it does not
     /// if an event came since its last [`look`](Self::look) (then it still
     /// holds the connection, and owes it another turn).
     fn let_go(&self, generation: u32) -> bool {
-        let idle = Self::idle_word(generation);
-        self.state
-            .compare_exchange(idle | HELD, idle, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & (HELD | NOTIFIED) != HELD {
+                return false;
+            }
+            let swapped = self.state.compare_exchange_weak(
+                now,
+                now & !HELD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match swapped {
+                Ok(_) => return true,
+                Err(actual) => now = actual,
+            }
+        }
     }
 
     /// The slot's connection is gone: the next is parked under `generation`.
@@ -808,15 +837,15 @@ where
                 return Ok(Some(queued));
             }
         }
-        let mut keys = [0u64; 16];
-        let waited = self.parker.wait(&mut keys, self.sweep_in());
+        let mut ready = [Ready::default(); 16];
+        let waited = self.parker.wait(&mut ready, self.sweep_in());
         self.idle.fetch_sub(1, Ordering::SeqCst);
-        let keys = &keys[..waited?];
-        if keys.contains(&Parker::STOP) {
+        let ready = &ready[..waited?];
+        if ready.iter().any(|r| r.key == Parker::STOP) {
             return Ok(Some(Parker::STOP));
         }
         let mut taken = [0u64; 16];
-        let taken = self.take(keys, &mut taken);
+        let taken = self.take(ready, &mut taken);
         let Some((&first, rest)) = taken.split_first() else {
             return Ok(None);
         };
@@ -826,15 +855,16 @@ where
         Ok(Some(first))
     }
 
-    /// Takes the connections of `keys` that are parked, into `taken`.
-    fn take<'k>(&self, keys: &[u64], taken: &'k mut [u64]) -> &'k [u64] {
+    /// Takes the connections of `ready` that are parked, into `taken`.
+    fn take<'k>(&self, ready: &[Ready], taken: &'k mut [u64]) -> &'k [u64] {
         let mut n = 0;
-        for &key in keys {
+        for &Ready { key, closed } in ready {
             if key == Parker::WAKE || key == Parker::STOP {
                 continue;
             }
             let (index, generation) = split(key);
-            if self.table.slot(index).is_some_and(|s| s.notify(generation)) {
+            let slot = self.table.slot(index);
+            if slot.is_some_and(|s| s.notify(generation, closed)) {
                 taken[n] = key;
                 n += 1;
             }
@@ -866,11 +896,11 @@ where
     /// pipelined messages never keeps the others waiting, nor the poller
     /// unread while the queue is never empty).
     fn again(&self, key: u64) {
-        let mut keys = [0u64; 16];
-        let polled = self.parker.wait(&mut keys, Some(Duration::ZERO));
-        let keys = &keys[..polled.unwrap_or(0)];
+        let mut ready = [Ready::default(); 16];
+        let polled = self.parker.wait(&mut ready, Some(Duration::ZERO));
+        let ready = &ready[..polled.unwrap_or(0)];
         let mut taken = [0u64; 16];
-        let taken = self.take(keys, &mut taken);
+        let taken = self.take(ready, &mut taken);
         self.enqueue(taken.iter().copied().chain([key]));
     }
 
@@ -887,8 +917,8 @@ where
             return;
         }
         // Events from here on are for bytes this turn may not see.
-        slot.look();
-        let After::Park(interest) = self.turn(index, &mut inner, bufs) else {
+        let closed = slot.look();
+        let After::Park(interest) = self.turn(index, &mut inner, closed, bufs) else {
             return;
         };
         let Some(entry) = inner.entry.as_deref() else {
@@ -913,10 +943,13 @@ where
     }
 
     /// The turn itself: what the connection needs next, unless it ended.
+    /// `closed`: the peer closed (or the connection failed), so no read is
+    /// taken to have emptied the socket until one says so.
     fn turn(
         &self,
         index: u32,
         inner: &mut SlotInner<Entry<C, F::Handler>>,
+        closed: bool,
         bufs: &mut Buffers,
     ) -> After {
         let Some(entry) = inner.entry.as_deref_mut() else {
@@ -930,7 +963,7 @@ where
             let turn = entry.session.resume(rbuf, filled, &mut bufs.write, hooks);
             return self.settle(index, inner, turn, false, false, bufs);
         }
-        let received = match receive(entry, rbuf, &mut filled) {
+        let received = match receive(entry, rbuf, &mut filled, !closed) {
             Ok(read) => read,
             Err(err) => {
                 let why = Some(Error::from_io(err));
@@ -1000,7 +1033,7 @@ where
         bufs.read.copy_within(unread, 0);
         let whole = filled > 0 && entry.session.message_complete(&bufs.read[..filled]);
         if Parker::DRAIN && !eof && !whole && !drained {
-            match receive(entry, &mut bufs.read, &mut filled) {
+            match receive(entry, &mut bufs.read, &mut filled, false) {
                 Ok(received) => eof = received.eof,
                 Err(err) => {
                     let why = Some(Error::from_io(err));
@@ -1152,20 +1185,24 @@ struct Received {
     /// it has queued, up to the room given (TCP and Unix alike), so a short
     /// read empties it, as `EAGAIN` would say one call later (tokio clears
     /// a socket's readiness on a short read the same way). Bytes that come
-    /// after it raise an event. Not so only where the kernel stops a read
-    /// early on purpose, at TCP urgent data or at a Unix message carrying
-    /// descriptors: such a peer's next bytes (or its idle timeout) end the
-    /// wait it made for itself.
+    /// after it raise an event. Not so for the end of the stream or an
+    /// error behind the bytes, which a short read leaves for the next one:
+    /// once an event said the peer closed ([`CLOSED`]), only `EAGAIN`
+    /// counts. Nor where the kernel stops a read early on purpose, at TCP
+    /// urgent data or at a Unix message carrying descriptors: such a peer's
+    /// next bytes (or its idle timeout) end the wait it made for itself.
     drained: bool,
 }
 
 /// Reads what the connection has received, without waiting, after the
 /// `filled` bytes already in `rbuf`, until a message is whole, the buffer
-/// is full, or nothing more is there.
+/// is full, or nothing more is there (a short read says so when
+/// `short_drains`, see [`Received::drained`]).
 fn receive<C: Parkable, Hd: MessageHandler<C>>(
     entry: &Entry<C, Hd>,
     rbuf: &mut [u8],
     filled: &mut usize,
+    short_drains: bool,
 ) -> io::Result<Received> {
     let mut complete = *filled > 0 && entry.session.message_complete(&rbuf[..*filled]);
     let mut drained = false;
@@ -1182,8 +1219,11 @@ fn receive<C: Parkable, Hd: MessageHandler<C>>(
             }
             Ok(n) => {
                 *filled += n;
-                drained = n < room;
+                drained = short_drains && n < room;
                 complete = entry.session.message_complete(&rbuf[..*filled]);
+                if drained {
+                    break;
+                }
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 drained = true;

@@ -18,7 +18,7 @@ use nix::unistd::{getppid, Pid};
 use socket2::Socket;
 
 use super::signal::{quiesce, register, Registration};
-use super::{Ended, Interest};
+use super::{Ended, Interest, Ready};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -250,8 +250,8 @@ impl Parker {
     }
 
     /// Waits at most `timeout` (`None`: for ever) for events, and stores
-    /// their keys in `keys`; how many. An interrupting signal returns 0.
-    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+    /// them in `ready`; how many. An interrupting signal returns 0.
+    pub(crate) fn wait(&self, ready: &mut [Ready], timeout: Option<Duration>) -> io::Result<usize> {
         let timeout = match timeout {
             None => EpollTimeout::NONE,
             Some(t) => {
@@ -260,14 +260,18 @@ impl Parker {
             }
         };
         let mut events = [EpollEvent::empty(); 32];
-        let max = keys.len().min(events.len());
+        let max = ready.len().min(events.len());
         let n = match self.epoll.wait(&mut events[..max], timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
             Err(err) => return Err(err.into()),
         };
-        for (key, event) in keys.iter_mut().zip(&events[..n]) {
-            *key = event.data();
+        let closed = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        for (ready, event) in ready.iter_mut().zip(&events[..n]) {
+            *ready = Ready {
+                key: event.data(),
+                closed: event.events().intersects(closed),
+            };
         }
         Ok(n)
     }

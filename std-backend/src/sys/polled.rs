@@ -10,7 +10,7 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
-use super::{as_uninit, Interest};
+use super::{as_uninit, Interest, Ready};
 
 /// Waits until one socket is readable, a timeout passes, or another thread
 /// calls [`notify`](Self::notify): the server loop's `select`, over the
@@ -174,11 +174,15 @@ impl Parker {
     }
 
     /// Waits at most `timeout` (`None`: for ever) for one event, as leader;
-    /// stores its key in `keys`; how many (0 or 1). With a zero `timeout`,
+    /// stores it in `ready`; how many (0 or 1). With a zero `timeout`,
     /// 0 at once while another thread leads.
-    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+    pub(crate) fn wait(&self, ready: &mut [Ready], timeout: Option<Duration>) -> io::Result<usize> {
+        let stop = Ready {
+            key: Self::STOP,
+            closed: false,
+        };
         if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
+            ready[0] = stop;
             return Ok(1);
         }
         // A look without waiting does not wait for the leader either.
@@ -194,12 +198,17 @@ impl Parker {
         events.clear();
         self.poller.wait(&mut events, timeout)?;
         if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
+            ready[0] = stop;
             return Ok(1);
         }
+        // One-shot: a re-arm reports what is already the case, the end of
+        // the stream too, so what closed need not be told apart.
         let mut n = 0;
-        for (key, event) in keys.iter_mut().zip(events.iter()) {
-            *key = event.key as u64;
+        for (ready, event) in ready.iter_mut().zip(events.iter()) {
+            *ready = Ready {
+                key: event.key as u64,
+                closed: false,
+            };
             n += 1;
         }
         Ok(n)

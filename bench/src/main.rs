@@ -64,12 +64,16 @@ const WORKLOADS: [&str; 12] = [
 ];
 
 const USAGE: &str = "\
-usage: socketserver-bench [--quick] [--strict] [--out DIR] [WORKLOAD...]
+usage: socketserver-bench [--quick] [--strict] [--versus-tokio] [--out DIR] [WORKLOAD...]
 
 WORKLOAD: conn rr prefork-conn prefork-rr udp bulk shutdown tap http tls tls-bulk scale
           (default: all)
   --quick   a few seconds per workload (a smoke test; figures not meaningful)
   --strict  fail when a workload or peer is skipped (no root, no wrk, ...)
+  --versus-tokio
+            scale: only PersistentTcpServer and tokio, at the 64, 512 and
+            2000 connections their targets name, in 9 rounds (about 3
+            minutes): more rounds of the one comparison on a noisy machine
   --out DIR where results.md and chart.png go (default: docs/bench for a
             full run of every workload, otherwise target/bench)";
 
@@ -98,6 +102,8 @@ pub struct Plan {
     pub nginx_seconds: u32,
     /// Rounds of the nginx comparison.
     pub nginx_rounds: usize,
+    /// `scale` measures only the persistent dispatch against tokio.
+    pub versus_tokio: bool,
     /// Whether `python3` runs, or why not.
     pub python: Result<(), String>,
 }
@@ -123,6 +129,7 @@ impl Plan {
                 nginx_seconds: 1,
                 nginx_rounds: 1,
                 python,
+                versus_tokio: false,
             }
         } else {
             Plan {
@@ -145,6 +152,7 @@ impl Plan {
                 nginx_seconds: 5,
                 nginx_rounds: 3,
                 python,
+                versus_tokio: false,
             }
         }
     }
@@ -153,6 +161,7 @@ impl Plan {
 struct Options {
     quick: bool,
     strict: bool,
+    versus_tokio: bool,
     out: Option<PathBuf>,
     workloads: Vec<&'static str>,
 }
@@ -161,6 +170,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         strict: false,
+        versus_tokio: false,
         out: None,
         workloads: Vec::new(),
     };
@@ -169,6 +179,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--strict" => options.strict = true,
+            "--versus-tokio" => options.versus_tokio = true,
             "--out" => options.out = Some(args.next().ok_or("--out needs a directory")?.into()),
             "-h" | "--help" => return Err(String::new()),
             name => match WORKLOADS.iter().find(|w| **w == name) {
@@ -253,7 +264,8 @@ fn load_by_hand(workload: &str, address: &str, seconds: &str) -> io::Result<()> 
 
 fn bench(options: &Options) -> io::Result<ExitCode> {
     let started = Instant::now();
-    let plan = Plan::new(options.quick);
+    let mut plan = Plan::new(options.quick);
+    plan.versus_tokio = options.versus_tokio;
     let full = !options.quick && options.workloads.len() == WORKLOADS.len();
     let out = match &options.out {
         Some(dir) => dir.clone(),

@@ -96,6 +96,12 @@ const FULL: [Scenario; 6] = [
     Scenario::idle(1000),
     Scenario::idle(5000),
 ];
+/// `--versus-tokio`: the scenarios of the persistent/tokio targets.
+const VERSUS: [Scenario; 3] = [Scenario::rr(64), Scenario::rr(512), Scenario::rr(2000)];
+/// The peers of `--versus-tokio`.
+const VERSUS_PEERS: [&str; 2] = [PERSISTENT, TOKIO];
+/// Rounds of `--versus-tokio`: with two peers, three times the full run's.
+const VERSUS_ROUNDS: usize = 9;
 /// The smoke run: every code path, few connections.
 const QUICK: [Scenario; 3] = [Scenario::rr(8), Scenario::rr(64), Scenario::idle(256)];
 
@@ -124,8 +130,8 @@ impl Setup {
             }
         } else {
             Setup {
-                scenarios: &FULL,
-                rounds: 3,
+                scenarios: if plan.versus_tokio { &VERSUS } else { &FULL },
+                rounds: if plan.versus_tokio { VERSUS_ROUNDS } else { 3 },
                 timing: Timing {
                     // A pool refuses what it cannot serve within two of
                     // its queue timeouts (5 s): the held-back ones first,
@@ -166,6 +172,7 @@ pub fn run(plan: &Plan) -> io::Result<Section> {
     let peers: Vec<Peer> = PEERS
         .iter()
         .filter(|p| servers::exists(p.kind))
+        .filter(|p| !plan.versus_tokio || VERSUS_PEERS.contains(&p.kind))
         .copied()
         .collect();
     let absent: Vec<&Peer> = PEERS.iter().filter(|p| !servers::exists(p.kind)).collect();

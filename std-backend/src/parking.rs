@@ -25,7 +25,7 @@ use crate::concurrent::{wait_until, Drain, ThreadOptions};
 use crate::dispatch::{BufferSizes, DispatchConfig};
 use crate::server::new_with_defaults;
 use crate::shutdown::{ShutdownHandle, CUT_GRACE};
-use crate::sys::{self, Parker};
+use crate::sys::{self, Interest, Parker, Ready};
 #[cfg(unix)]
 use crate::transport::UnixStreamTransport;
 use crate::transport::{SocketTransport, TcpTransport};
@@ -98,9 +98,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// of Tomcat's NIO connector).
 ///
 /// The serving thread accepts, builds the connection's handler and parks
-/// the connection: registered one-shot in a poller (epoll on Linux) that
-/// every worker waits on. When bytes arrive, one worker reads what is
-/// there without waiting and, once the handler's
+/// the connection in a poller (epoll on Linux, registered edge-triggered
+/// once; elsewhere one-shot, re-armed after each turn) that every worker
+/// waits on. When bytes arrive, one worker takes the connection (an event
+/// for a connection a worker already serves only makes that worker look
+/// again, so no two serve it at once), reads what is there without
+/// waiting and, once the handler's
 /// [`message_complete`](MessageHandler::message_complete) says a message is
 /// whole, runs [`handle_message`](MessageHandler::handle_message) for it on
 /// its own buffers; then parks the connection again. No thread is handed a
@@ -109,7 +112,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// socket and a few words.
 ///
 /// - **Fairness.** One message per turn: a connection with more messages
-///   pipelined goes to the back of the poller's queue, so a connection
+///   pipelined goes to the back of the ready queue, so a connection
 ///   with a message waiting is served before a busy one gets another turn.
 /// - **Slow clients** cost a parked connection, not a thread: a partial
 ///   message is kept (at most the `rfile` buffer) until it completes or the
@@ -304,9 +307,10 @@ trait Pool: Send {
 const CHUNK: usize = 64;
 
 /// Parked connections by slot: chunks allocated as the table grows and
-/// never moved, each slot behind its own lock (held by the worker serving
-/// it, so a sweep skips busy slots), with a generation that tells a
-/// stale event from one for the slot's current connection.
+/// never moved, each slot with a state word that says who holds its
+/// connection ([`Slot::notify`]) and its own lock (held by the worker
+/// serving it, so a sweep skips busy slots), with a generation that tells
+/// a stale event from one for the slot's current connection.
 struct Table<E> {
     chunks: Box<[OnceLock<Chunk<E>>]>,
     free: Mutex<Free>,
@@ -317,7 +321,109 @@ struct Table<E> {
 type Chunk<E> = Box<[Slot<E>]>;
 
 struct Slot<E> {
+    /// The generation of the slot's connection (the high half, as in its
+    /// key), and [`HELD`] and [`NOTIFIED`]; neither: the connection is
+    /// parked, and the next event's worker takes it.
+    state: AtomicU64,
     inner: Mutex<SlotInner<E>>,
+}
+
+/// A worker holds the connection: it is serving it, or the connection is
+/// queued for a turn (or a sweep or a shed is ending it). Only the holder
+/// reads, serves, parks or ends it, so no two workers serve it at once.
+const HELD: u64 = 1;
+/// An event came while the connection was held: its holder looks at the
+/// socket again before letting it go, so the event is not lost.
+const NOTIFIED: u64 = 2;
+/// An event said the peer closed or the connection failed ([`Ready::closed`]):
+/// from then on a turn reads until the read says so, not trusting a short
+/// read to have emptied the socket. Kept until the connection ends.
+const CLOSED: u64 = 4;
+
+impl<E> Slot<E> {
+    fn idle_word(generation: u32) -> u64 {
+        u64::from(generation) << 32
+    }
+
+    /// An event for the slot's connection of `generation`: takes the
+    /// connection if it is parked (`true`: the caller holds it now), else
+    /// tells its holder to look again (`false`); `false` for a stale event.
+    fn notify(&self, generation: u32, closed: bool) -> bool {
+        let closed = if closed { CLOSED } else { 0 };
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & (NOTIFIED | closed) == NOTIFIED | closed {
+                return false;
+            }
+            let next = if now & HELD == 0 {
+                now | HELD | closed
+            } else {
+                now | NOTIFIED | closed
+            };
+            let swapped =
+                self.state
+                    .compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Acquire);
+            match swapped {
+                Ok(_) => return now & HELD == 0,
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Takes the parked connection of `generation` to end it (a sweep, a
+    /// shed); `false` if a worker holds it, or it is gone.
+    fn take_idle(&self, generation: u32) -> bool {
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & HELD != 0 {
+                return false;
+            }
+            let swapped = self.state.compare_exchange_weak(
+                now,
+                now | HELD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match swapped {
+                Ok(_) => return true,
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// The holder is about to look at the socket: that look covers every
+    /// event so far. Whether one said the peer closed ([`CLOSED`]).
+    fn look(&self) -> bool {
+        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & CLOSED != 0
+    }
+
+    /// The holder parks the connection: whether it did, which it does not
+    /// if an event came since its last [`look`](Self::look) (then it still
+    /// holds the connection, and owes it another turn).
+    fn let_go(&self, generation: u32) -> bool {
+        let mut now = self.state.load(Ordering::Acquire);
+        loop {
+            if (now >> 32) as u32 != generation || now & (HELD | NOTIFIED) != HELD {
+                return false;
+            }
+            let swapped = self.state.compare_exchange_weak(
+                now,
+                now & !HELD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            match swapped {
+                Ok(_) => return true,
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// The slot's connection is gone: the next is parked under `generation`.
+    fn renew(&self, generation: u32) {
+        self.state
+            .store(Self::idle_word(generation), Ordering::Release);
+    }
 }
 
 struct SlotInner<E> {
@@ -374,6 +480,7 @@ impl<E> Table<E> {
         let chunk = self.chunks[index as usize / CHUNK].get_or_init(|| {
             (0..CHUNK)
                 .map(|_| Slot {
+                    state: AtomicU64::new(0),
                     inner: Mutex::new(SlotInner {
                         generation: 0,
                         entry: None,
@@ -419,17 +526,12 @@ struct Entry<C: Connection, Hd> {
     writing: bool,
 }
 
-/// What a parked connection waits for.
-#[derive(Clone, Copy)]
-enum Interest {
-    /// Bytes to read.
-    Read,
-    /// A turn behind the events already pending: a whole message is
-    /// buffered (readable or writable, whichever comes; writable comes at
-    /// once unless the peer stopped reading).
-    Again,
-    /// Room to write more of an unfinished reply.
-    Write,
+/// What a turn leaves.
+enum After {
+    /// The connection ended.
+    Done,
+    /// Park it until it needs another turn for this.
+    Park(Interest),
 }
 
 /// What the workers share.
@@ -445,8 +547,11 @@ struct Parked<C: Connection, F: HandlerFactory, H> {
     /// The shortest `request_timeout` of the handlers seen, in nanoseconds.
     shortest_deadline: AtomicU64,
     epoch: Instant,
-    /// Ready connections a busy worker handed over to idle ones.
+    /// Ready connections a busy worker handed over to idle ones: held
+    /// ([`HELD`]), each by whichever worker takes it from here.
     ready: Mutex<std::collections::VecDeque<u64>>,
+    /// How many `ready` holds, to look without the lock.
+    queued: AtomicUsize,
     /// Workers waiting for work.
     idle: AtomicUsize,
     /// Workers still running.
@@ -499,6 +604,7 @@ where
             shortest_deadline: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             ready: Mutex::default(),
+            queued: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             running: Mutex::new(0),
             ended: Condvar::new(),
@@ -567,6 +673,10 @@ where
                 }));
             }
             Err(err) => {
+                // Never registered, so no event comes for it; a new
+                // generation all the same, for the slot's next connection.
+                inner.generation = inner.generation.wrapping_add(1);
+                slot.renew(inner.generation);
                 drop(inner);
                 shared.table.release(index);
                 let bufs = &mut self.buffers;
@@ -595,7 +705,8 @@ where
             };
             if let Some(entry) = inner.entry.as_deref() {
                 let older = idlest.is_none_or(|(since, ..)| entry.since < since);
-                if entry.pending.is_empty() && older {
+                let held = slot.state.load(Ordering::Acquire) & HELD != 0;
+                if entry.pending.is_empty() && older && !held {
                     idlest = Some((entry.since, index, inner.generation));
                 }
             }
@@ -609,7 +720,7 @@ where
         let Some(mut inner) = try_lock(&slot.inner) else {
             return false;
         };
-        if inner.generation != generation || inner.entry.is_none() {
+        if inner.generation != generation || inner.entry.is_none() || !slot.take_idle(generation) {
             return false;
         }
         shared.counters.shed.fetch_add(1, Ordering::Relaxed);
@@ -694,7 +805,7 @@ where
         while !self.closing.load(Ordering::Acquire) {
             match self.next_key() {
                 Ok(Some(Parker::STOP)) => return,
-                Ok(Some(key)) => self.turn(key, &mut bufs),
+                Ok(Some(key)) => self.serve(key, &mut bufs),
                 Ok(None) => {}
                 Err(err) => {
                     // Not expected of a live poller; nothing to serve with.
@@ -706,57 +817,143 @@ where
         }
     }
 
-    /// The next ready connection: one the poller reported to a worker that
-    /// has not taken it yet, or else one the poller reports now (waiting
-    /// for it, as an idle worker); `None` when the wait ended for a sweep.
+    /// The next ready connection, held by this worker now: one another
+    /// worker queued, or else one the poller reports now (waiting for it,
+    /// as an idle worker); `None` when the wait ended for a sweep, or
+    /// reported only connections that workers hold already (each of those
+    /// is marked [`NOTIFIED`] for its holder).
     ///
-    /// A wait takes up to 16 events, keeps the first and queues the rest
-    /// for whichever worker is free next, so a turn that takes long (a
-    /// handler that blocks) never holds ready connections behind it while
-    /// another worker could serve them.
+    /// A wait takes up to 16 events, keeps the first connection it takes
+    /// and queues the rest for whichever worker is free next, so a turn
+    /// that takes long (a handler that blocks) never holds ready
+    /// connections behind it while another worker could serve them.
     fn next_key(&self) -> io::Result<Option<u64>> {
         // Idle before looking at the queue: a worker that queues after
         // this look sees it idle and wakes it.
         self.idle.fetch_add(1, Ordering::SeqCst);
-        let queued = lock(&self.ready).pop_front();
-        if queued.is_some() {
-            self.idle.fetch_sub(1, Ordering::SeqCst);
-            return Ok(queued);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            if let Some(queued) = self.pop() {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return Ok(Some(queued));
+            }
         }
-        let mut keys = [0u64; 16];
-        let waited = self.parker.wait(&mut keys, self.sweep_in());
+        let mut ready = [Ready::default(); 16];
+        let waited = self.parker.wait(&mut ready, self.sweep_in());
         self.idle.fetch_sub(1, Ordering::SeqCst);
-        let keys = &keys[..waited?];
-        if keys.contains(&Parker::STOP) {
+        let ready = &ready[..waited?];
+        if ready.iter().any(|r| r.key == Parker::STOP) {
             return Ok(Some(Parker::STOP));
         }
-        let mut ready = keys.iter().copied().filter(|&k| k != Parker::WAKE);
-        let first = ready.next();
-        let mut queue = lock(&self.ready);
-        let before = queue.len();
-        queue.extend(ready);
-        let queued = queue.len() > before;
-        drop(queue);
-        if queued && self.idle.load(Ordering::SeqCst) > 0 {
-            let _ = self.parker.wake();
+        let mut taken = [0u64; 16];
+        let taken = self.take(ready, &mut taken);
+        let Some((&first, rest)) = taken.split_first() else {
+            return Ok(None);
+        };
+        if !rest.is_empty() {
+            self.enqueue(rest.iter().copied());
         }
-        Ok(first)
+        Ok(Some(first))
     }
 
-    /// One connection's turn: resumes its unfinished reply, or reads what
-    /// arrived and serves a message if one is whole; then parks the
-    /// connection again or ends it.
-    fn turn(&self, key: u64, bufs: &mut Buffers) {
+    /// Takes the connections of `ready` that are parked, into `taken`.
+    fn take<'k>(&self, ready: &[Ready], taken: &'k mut [u64]) -> &'k [u64] {
+        let mut n = 0;
+        for &Ready { key, closed } in ready {
+            if key == Parker::WAKE || key == Parker::STOP {
+                continue;
+            }
+            let (index, generation) = split(key);
+            let slot = self.table.slot(index);
+            if slot.is_some_and(|s| s.notify(generation, closed)) {
+                taken[n] = key;
+                n += 1;
+            }
+        }
+        &taken[..n]
+    }
+
+    fn pop(&self) -> Option<u64> {
+        let mut queue = lock(&self.ready);
+        let key = queue.pop_front();
+        self.queued.store(queue.len(), Ordering::SeqCst);
+        key
+    }
+
+    /// Queues held connections for the next free workers, and wakes one if
+    /// any waits.
+    fn enqueue(&self, keys: impl IntoIterator<Item = u64>) {
+        let mut queue = lock(&self.ready);
+        queue.extend(keys);
+        self.queued.store(queue.len(), Ordering::SeqCst);
+        drop(queue);
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            let _ = self.parker.wake();
+        }
+    }
+
+    /// Queues a held connection for another turn, behind the connections
+    /// the poller has ready now (one message per turn: a connection with
+    /// pipelined messages never keeps the others waiting, nor the poller
+    /// unread while the queue is never empty).
+    fn again(&self, key: u64) {
+        let mut ready = [Ready::default(); 16];
+        let polled = self.parker.wait(&mut ready, Some(Duration::ZERO));
+        let ready = &ready[..polled.unwrap_or(0)];
+        let mut taken = [0u64; 16];
+        let taken = self.take(ready, &mut taken);
+        self.enqueue(taken.iter().copied().chain([key]));
+    }
+
+    /// A held connection's turn: resumes its unfinished reply, or reads
+    /// what arrived and serves a message if one is whole; then parks the
+    /// connection again, queues it for another turn, or ends it.
+    fn serve(&self, key: u64, bufs: &mut Buffers) {
         let (index, generation) = split(key);
         let Some(slot) = self.table.slot(index) else {
             return;
         };
         let mut inner = lock(&slot.inner);
-        if inner.generation != generation {
+        if inner.generation != generation || inner.entry.is_none() {
             return;
         }
-        let Some(entry) = inner.entry.as_deref_mut() else {
+        // Events from here on are for bytes this turn may not see.
+        let closed = slot.look();
+        let After::Park(interest) = self.turn(index, &mut inner, closed, bufs) else {
             return;
+        };
+        let Some(entry) = inner.entry.as_deref() else {
+            return;
+        };
+        let socket = entry.session.connection();
+        let parked = self
+            .parker
+            .park(socket.socket(), key, interest, || slot.let_go(generation));
+        drop(socket);
+        match parked {
+            Ok(false) => {}
+            Ok(true) => {
+                drop(inner);
+                self.again(key);
+            }
+            Err(err) => {
+                let why = Some(Error::from_io(err));
+                self.retire(index, &mut inner, why, &mut bufs.read, &mut bufs.write);
+            }
+        }
+    }
+
+    /// The turn itself: what the connection needs next, unless it ended.
+    /// `closed`: the peer closed (or the connection failed), so no read is
+    /// taken to have emptied the socket until one says so.
+    fn turn(
+        &self,
+        index: u32,
+        inner: &mut SlotInner<Entry<C, F::Handler>>,
+        closed: bool,
+        bufs: &mut Buffers,
+    ) -> After {
+        let Some(entry) = inner.entry.as_deref_mut() else {
+            return After::Done;
         };
         let rbuf = &mut bufs.read[..];
         let mut filled = entry.pending.len().min(rbuf.len());
@@ -764,93 +961,100 @@ where
         let hooks = &self.served.hooks;
         if entry.writing {
             let turn = entry.session.resume(rbuf, filled, &mut bufs.write, hooks);
-            return self.settle(index, &mut inner, key, turn, false, bufs);
+            return self.settle(index, inner, turn, false, false, bufs);
         }
-        let (eof, complete) = match receive(entry, rbuf, &mut filled) {
+        let received = match receive(entry, rbuf, &mut filled, !closed) {
             Ok(read) => read,
             Err(err) => {
                 let why = Some(Error::from_io(err));
-                return self.retire(index, &mut inner, why, rbuf, &mut bufs.write);
+                self.retire(index, inner, why, rbuf, &mut bufs.write);
+                return After::Done;
             }
         };
+        let Received {
+            eof,
+            complete,
+            drained,
+        } = received;
+        // Unless a message is whole, `receive` read until the socket had
+        // nothing more (or the end of the stream, or a full buffer).
         if filled == 0 {
-            return if eof {
-                self.retire(index, &mut inner, None, rbuf, &mut bufs.write)
-            } else {
-                self.rearm(index, &mut inner, key, Interest::Read, bufs)
-            };
+            if eof {
+                self.retire(index, inner, None, rbuf, &mut bufs.write);
+                return After::Done;
+            }
+            return After::Park(Interest::Read);
         }
         if !(complete || eof || filled == rbuf.len()) {
             if entry.pending.is_empty() {
                 entry.since = Instant::now();
             }
             entry.pending = rbuf[..filled].to_vec();
-            return self.rearm(index, &mut inner, key, Interest::Read, bufs);
+            return After::Park(Interest::Read);
         }
         let turn = entry.session.serve(rbuf, filled, &mut bufs.write, hooks);
-        self.settle(index, &mut inner, key, turn, eof, bufs);
+        self.settle(index, inner, turn, eof, drained, bufs)
     }
 
     /// After a message or a piece of a reply: keeps the unread bytes and
-    /// parks the connection for what it needs next, or ends it.
+    /// says what the connection waits for next, or ends it. Edge-triggered
+    /// ([`Parker::DRAIN`]), bytes already there raise no new event: unless
+    /// a whole message is buffered, or this turn's last read found the
+    /// socket `drained` (after the turn's [`Slot::look`], so what came
+    /// since has marked it [`NOTIFIED`]), it first reads until there is
+    /// nothing more.
     fn settle(
         &self,
         index: u32,
         inner: &mut SlotInner<Entry<C, F::Handler>>,
-        key: u64,
         turn: Turn,
-        eof: bool,
+        mut eof: bool,
+        drained: bool,
         bufs: &mut Buffers,
-    ) {
+    ) -> After {
         let Some(entry) = inner.entry.as_deref_mut() else {
-            return;
+            return After::Done;
         };
         let writing = matches!(turn, Turn::Resume(_));
         let unread = match turn {
             Turn::Park(unread) | Turn::Resume(unread) => unread,
-            Turn::Close => return self.remove(index, inner),
+            Turn::Close => {
+                self.remove(index, inner);
+                return After::Done;
+            }
         };
         entry.since = Instant::now();
         entry.writing = writing;
-        entry.pending = bufs.read[unread].to_vec();
-        let interest = if writing {
-            Interest::Write
-        } else if entry.pending.is_empty() {
-            if eof {
-                return self.retire(index, inner, None, &mut bufs.read, &mut bufs.write);
+        if writing {
+            entry.pending = bufs.read[unread].to_vec();
+            return After::Park(Interest::Write);
+        }
+        let mut filled = unread.len();
+        bufs.read.copy_within(unread, 0);
+        let whole = filled > 0 && entry.session.message_complete(&bufs.read[..filled]);
+        if Parker::DRAIN && !eof && !whole && !drained {
+            match receive(entry, &mut bufs.read, &mut filled, false) {
+                Ok(received) => eof = received.eof,
+                Err(err) => {
+                    let why = Some(Error::from_io(err));
+                    self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
+                    return After::Done;
+                }
             }
-            Interest::Read
-        } else if eof || entry.session.message_complete(&entry.pending) {
-            Interest::Again
+        }
+        entry.pending = bufs.read[..filled].to_vec();
+        if entry.pending.is_empty() {
+            if eof {
+                self.retire(index, inner, None, &mut bufs.read, &mut bufs.write);
+                return After::Done;
+            }
+            return After::Park(Interest::Read);
+        }
+        let full = filled == bufs.read.len();
+        if eof || full || whole || entry.session.message_complete(&entry.pending) {
+            After::Park(Interest::Again)
         } else {
-            Interest::Read
-        };
-        self.rearm(index, inner, key, interest, bufs);
-    }
-
-    /// Parks a connection again; ends it if the poller refuses.
-    fn rearm(
-        &self,
-        index: u32,
-        inner: &mut SlotInner<Entry<C, F::Handler>>,
-        key: u64,
-        interest: Interest,
-        bufs: &mut Buffers,
-    ) {
-        let Some(entry) = inner.entry.as_deref() else {
-            return;
-        };
-        let (readable, writable) = match interest {
-            Interest::Read => (true, false),
-            Interest::Again => (true, true),
-            Interest::Write => (false, true),
-        };
-        let socket = entry.session.connection();
-        let rearmed = self.parker.rearm(socket.socket(), key, readable, writable);
-        drop(socket);
-        if let Err(err) = rearmed {
-            let why = Some(Error::from_io(err));
-            self.retire(index, inner, why, &mut bufs.read, &mut bufs.write);
+            After::Park(Interest::Read)
         }
     }
 
@@ -862,6 +1066,11 @@ where
     ) -> Option<Box<Entry<C, F::Handler>>> {
         let entry = inner.entry.take()?;
         inner.generation = inner.generation.wrapping_add(1);
+        // Whoever held it (the caller) lets go; events for the old
+        // generation are stale from here on.
+        if let Some(slot) = self.table.slot(index) {
+            slot.renew(inner.generation);
+        }
         // Before the descriptor closes (it may be reused at once).
         let _ = self.parker.delete(entry.session.connection().socket());
         self.table.release(index);
@@ -938,17 +1147,20 @@ where
             };
             let age = now.saturating_duration_since(entry.since);
             // A reply the peer does not take counts as idleness.
-            let why = if entry.pending.is_empty() || entry.writing {
-                if idle.is_none_or(|t| age < t) {
-                    continue;
-                }
+            let idled = entry.pending.is_empty() || entry.writing;
+            let bound = if idled {
+                idle
+            } else {
+                entry.session.options().request_timeout
+            };
+            // Only a parked connection: a worker may take it meanwhile.
+            if bound.is_none_or(|t| age < t) || !slot.take_idle(inner.generation) {
+                continue;
+            }
+            let why = if idled {
                 self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
                 None
             } else {
-                let bound = entry.session.options().request_timeout;
-                if bound.is_none_or(|t| age < t) {
-                    continue;
-                }
                 self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
                 let late = io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -961,28 +1173,70 @@ where
     }
 }
 
+/// What [`receive`] found.
+#[derive(Clone, Copy)]
+struct Received {
+    /// The peer closed its end.
+    eof: bool,
+    /// The bytes make a whole message.
+    complete: bool,
+    /// The socket had nothing more when last read: `EAGAIN`, or fewer
+    /// bytes than there was room for. A stream socket's `recv` takes all
+    /// it has queued, up to the room given (TCP and Unix alike), so a short
+    /// read empties it, as `EAGAIN` would say one call later (tokio clears
+    /// a socket's readiness on a short read the same way). Bytes that come
+    /// after it raise an event. Not so for the end of the stream or an
+    /// error behind the bytes, which a short read leaves for the next one:
+    /// once an event said the peer closed ([`CLOSED`]), only `EAGAIN`
+    /// counts. Nor where the kernel stops a read early on purpose, at TCP
+    /// urgent data or at a Unix message carrying descriptors: such a peer's
+    /// next bytes (or its idle timeout) end the wait it made for itself.
+    drained: bool,
+}
+
 /// Reads what the connection has received, without waiting, after the
 /// `filled` bytes already in `rbuf`, until a message is whole, the buffer
-/// is full, or nothing more is there: (end of stream, message complete).
+/// is full, or nothing more is there (a short read says so when
+/// `short_drains`, see [`Received::drained`]).
 fn receive<C: Parkable, Hd: MessageHandler<C>>(
     entry: &Entry<C, Hd>,
     rbuf: &mut [u8],
     filled: &mut usize,
-) -> io::Result<(bool, bool)> {
+    short_drains: bool,
+) -> io::Result<Received> {
     let mut complete = *filled > 0 && entry.session.message_complete(&rbuf[..*filled]);
+    let mut drained = false;
     while !complete && *filled < rbuf.len() {
+        let room = rbuf.len() - *filled;
         let got = sys::recv_now(entry.session.connection().socket(), &mut rbuf[*filled..]);
         match got {
-            Ok(0) => return Ok((true, false)),
+            Ok(0) => {
+                return Ok(Received {
+                    eof: true,
+                    complete: false,
+                    drained: true,
+                })
+            }
             Ok(n) => {
                 *filled += n;
+                drained = short_drains && n < room;
                 complete = entry.session.message_complete(&rbuf[..*filled]);
+                if drained {
+                    break;
+                }
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                drained = true;
+                break;
+            }
             Err(err) => return Err(err),
         }
     }
-    Ok((false, complete))
+    Ok(Received {
+        eof: false,
+        complete,
+        drained,
+    })
 }
 
 /// A [`ParkingDispatch`] server over TCP: persistent connections served a

@@ -18,7 +18,7 @@ use nix::unistd::{getppid, Pid};
 use socket2::Socket;
 
 use super::signal::{quiesce, register, Registration};
-use super::Ended;
+use super::{Ended, Interest, Ready};
 use crate::shutdown::Shared;
 
 /// Flags for `send` on stream sockets: a peer that closed its end makes the
@@ -139,10 +139,19 @@ impl Waiter {
 }
 
 /// The poller a message dispatch's workers share: an epoll instance in
-/// which every parked connection is registered one-shot (so one event
-/// reaches one worker, and the connection stays silent until that worker
-/// re-arms it), and a level-triggered eventfd that, once written, wakes
-/// every worker for good (the dispatch is closing).
+/// which every parked connection is registered once, edge-triggered, for
+/// as long as it is open, and a level-triggered eventfd that, once
+/// written, wakes every worker for good (the dispatch is closing).
+///
+/// Edge-triggered, an event says that something changed since the last
+/// one (bytes arrived, room to write, the peer closed): nothing is re-armed
+/// after a turn, which saves an `epoll_ctl` (the instance's lock and a poll
+/// of the socket) per message. In exchange the dispatch owns two duties
+/// that one-shot registration did for it: an event may come for a
+/// connection a worker is serving (the dispatch's per-connection state
+/// turns it into "look again" for that worker), and a turn must read until
+/// the socket has nothing more ([`DRAIN`](Self::DRAIN)) before it parks the
+/// connection, since bytes already there raise no new event.
 #[derive(Debug)]
 pub(crate) struct Parker {
     epoll: Epoll,
@@ -155,6 +164,11 @@ impl Parker {
     pub(crate) const STOP: u64 = u64::MAX;
     /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake).
     pub(crate) const WAKE: u64 = u64::MAX - 1;
+    /// A turn reads until the socket has nothing more (`EAGAIN`, or a read
+    /// shorter than its room) before its connection is parked, unless the
+    /// message buffer is full: edge-triggered, bytes that are already there
+    /// raise no event.
+    pub(crate) const DRAIN: bool = true;
 
     pub(crate) fn new() -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -185,38 +199,49 @@ impl Parker {
         }
     }
 
-    fn flags(readable: bool, writable: bool) -> EpollFlags {
-        let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-        if readable {
-            flags |= EpollFlags::EPOLLIN;
-        }
-        if writable {
-            flags |= EpollFlags::EPOLLOUT;
-        }
-        flags
-    }
-
-    /// Parks `fd` under `key`: one event when it becomes readable.
+    /// Registers `fd` under `key` for good: an event whenever bytes arrive,
+    /// room to write comes back after a write found none, or the peer
+    /// closes. The registration reports at once what is already the case
+    /// (a new socket is writable), so the first turn comes without waiting.
     pub(crate) fn add(&self, fd: impl AsFd, key: u64) -> io::Result<()> {
-        Ok(self
-            .epoll
-            .add(fd, EpollEvent::new(Self::flags(true, false), key))?)
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        Ok(self.epoll.add(fd, EpollEvent::new(flags, key))?)
     }
 
-    /// Parks `fd` again after its turn, for one event when it is
-    /// `readable` or `writable`. Writable comes at once unless the peer
-    /// stopped reading: with readable too, that is a turn queued behind the
-    /// events already pending, for a connection that holds a whole message
-    /// already; alone, it waits for a slow reader to take more of a reply.
-    pub(crate) fn rearm(
+    /// Parks `fd` after its turn (read until nothing more, see
+    /// [`DRAIN`](Self::DRAIN)) until it needs another for `interest`. `idle`
+    /// marks the connection idle, so that the next event starts a turn; it
+    /// says `false` when an event came during this turn, which the caller
+    /// must then not lose. `Ok(true)`: the caller keeps the connection and
+    /// queues it for another turn now (behind the connections already
+    /// ready); `Ok(false)`: it is parked. Registered edge-triggered for
+    /// good, so no system call, except a look at whether the socket can
+    /// take more of an unfinished reply (`poll`, which also asks the kernel
+    /// for the event that comes when it can).
+    pub(crate) fn park(
         &self,
         fd: impl AsFd,
-        key: u64,
-        readable: bool,
-        writable: bool,
-    ) -> io::Result<()> {
-        let mut event = EpollEvent::new(Self::flags(readable, writable), key);
-        Ok(self.epoll.modify(fd, &mut event)?)
+        _key: u64,
+        interest: Interest,
+        idle: impl FnOnce() -> bool,
+    ) -> io::Result<bool> {
+        match interest {
+            Interest::Read => Ok(!idle()),
+            Interest::Again => Ok(true),
+            Interest::Write => {
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+                let ready = match poll(&mut fds, PollTimeout::ZERO) {
+                    Ok(n) => n > 0,
+                    Err(Errno::EINTR) => true,
+                    Err(err) => return Err(err.into()),
+                };
+                Ok(ready || !idle())
+            }
+        }
     }
 
     /// Stops watching `fd`; call before closing it.
@@ -225,8 +250,8 @@ impl Parker {
     }
 
     /// Waits at most `timeout` (`None`: for ever) for events, and stores
-    /// their keys in `keys`; how many. An interrupting signal returns 0.
-    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+    /// them in `ready`; how many. An interrupting signal returns 0.
+    pub(crate) fn wait(&self, ready: &mut [Ready], timeout: Option<Duration>) -> io::Result<usize> {
         let timeout = match timeout {
             None => EpollTimeout::NONE,
             Some(t) => {
@@ -235,14 +260,18 @@ impl Parker {
             }
         };
         let mut events = [EpollEvent::empty(); 32];
-        let max = keys.len().min(events.len());
+        let max = ready.len().min(events.len());
         let n = match self.epoll.wait(&mut events[..max], timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
             Err(err) => return Err(err.into()),
         };
-        for (key, event) in keys.iter_mut().zip(&events[..n]) {
-            *key = event.data();
+        let closed = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        for (ready, event) in ready.iter_mut().zip(&events[..n]) {
+            *ready = Ready {
+                key: event.data(),
+                closed: event.events().intersects(closed),
+            };
         }
         Ok(n)
     }

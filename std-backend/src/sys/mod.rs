@@ -64,6 +64,34 @@ pub(crate) use unix::{
     Ended, Forked, Lifeline,
 };
 
+/// What a parked connection waits for after its turn
+/// ([`Parker::park`]).
+#[cfg(not(target_os = "wasi"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Bytes to read.
+    Read,
+    /// Another turn, behind the connections already ready: a whole message
+    /// is buffered already (one message per turn: fairness).
+    Again,
+    /// Room to write more of an unfinished reply.
+    Write,
+}
+
+/// What [`Parker::wait`] reports of one event.
+#[cfg(not(target_os = "wasi"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The key the descriptor was registered under (or [`Parker::STOP`],
+    /// [`Parker::WAKE`]).
+    pub(crate) key: u64,
+    /// The peer closed its end or the connection failed (`EPOLLRDHUP`,
+    /// `EPOLLHUP`, `EPOLLERR`): the kernel has a last word (the end of the
+    /// stream, an error) that a read must still fetch, and no later event
+    /// will say so again.
+    pub(crate) closed: bool,
+}
+
 /// Whether an accept failed only because the pending connection went away
 /// (or was never there): the server should simply wait again.
 pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {

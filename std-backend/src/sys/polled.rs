@@ -10,7 +10,7 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 use socket2::{SockAddr, Socket};
 
-use super::as_uninit;
+use super::{as_uninit, Interest, Ready};
 
 /// Waits until one socket is readable, a timeout passes, or another thread
 /// calls [`notify`](Self::notify): the server loop's `select`, over the
@@ -78,7 +78,9 @@ impl Waiter {
 
 /// The poller a message dispatch's workers share, over the `polling`
 /// crate: every parked connection is registered one-shot, so one event
-/// reaches one worker. `polling` lets one thread wait at a time, so the
+/// reaches one worker, and re-armed after its turn (`polling` offers
+/// edge-triggered waiting only where the system has it; one-shot serves
+/// kqueue and IOCP alike). `polling` lets one thread wait at a time, so the
 /// workers take turns (a lock) as leader: the one that waits takes a single
 /// event and gives the lock up before serving it.
 #[derive(Debug)]
@@ -94,6 +96,11 @@ impl Parker {
     /// The key [`wait`](Self::wait) reports for a [`wake`](Self::wake)
     /// (never, here: a woken wait reports nothing).
     pub(crate) const WAKE: u64 = u64::MAX - 1;
+
+    /// Registered one-shot, a connection is silent from its event until
+    /// it is re-armed, which reports what is already the case: a turn need
+    /// not read until the socket has nothing more.
+    pub(crate) const DRAIN: bool = false;
 
     /// Ends the current or the next [`wait`](Self::wait) early.
     pub(crate) fn wake(&self) -> io::Result<()> {
@@ -130,18 +137,35 @@ impl Parker {
         }
     }
 
-    /// Parks `socket` again after its turn, for one event when it is
-    /// `readable` or `writable` (see the Linux twin).
-    pub(crate) fn rearm(
+    /// Parks `socket` after its turn until it needs another for
+    /// `interest`: `idle` marks the connection idle (see the Linux twin),
+    /// then the one-shot registration is re-armed, which reports at once
+    /// what is already the case. `Ok(true)`: an event came during the turn
+    /// (not expected while disarmed); the caller keeps the connection and
+    /// queues it for another turn.
+    pub(crate) fn park(
         &self,
         socket: &Socket,
         key: u64,
-        readable: bool,
-        writable: bool,
-    ) -> io::Result<()> {
+        interest: Interest,
+        idle: impl FnOnce() -> bool,
+    ) -> io::Result<bool> {
+        if !idle() {
+            return Ok(true);
+        }
+        // With readable too, writable (which comes at once unless the peer
+        // stopped reading) queues a connection that holds a whole message
+        // behind the events already pending; alone, it waits for a slow
+        // reader to take more of a reply.
+        let (readable, writable) = match interest {
+            Interest::Read => (true, false),
+            Interest::Again => (true, true),
+            Interest::Write => (false, true),
+        };
         let event = Self::event(key, readable, writable);
         self.poller
-            .modify_with_mode(socket, event, PollMode::Oneshot)
+            .modify_with_mode(socket, event, PollMode::Oneshot)?;
+        Ok(false)
     }
 
     /// Stops watching `socket`; call before closing it.
@@ -150,22 +174,41 @@ impl Parker {
     }
 
     /// Waits at most `timeout` (`None`: for ever) for one event, as leader;
-    /// stores its key in `keys`; how many (0 or 1).
-    pub(crate) fn wait(&self, keys: &mut [u64], timeout: Option<Duration>) -> io::Result<usize> {
+    /// stores it in `ready`; how many (0 or 1). With a zero `timeout`,
+    /// 0 at once while another thread leads.
+    pub(crate) fn wait(&self, ready: &mut [Ready], timeout: Option<Duration>) -> io::Result<usize> {
+        let stop = Ready {
+            key: Self::STOP,
+            closed: false,
+        };
         if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
+            ready[0] = stop;
             return Ok(1);
         }
-        let mut events = self.leader.lock().unwrap_or_else(PoisonError::into_inner);
+        // A look without waiting does not wait for the leader either.
+        let mut events = if timeout == Some(Duration::ZERO) {
+            match self.leader.try_lock() {
+                Ok(events) => events,
+                Err(std::sync::TryLockError::Poisoned(events)) => events.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
+            }
+        } else {
+            self.leader.lock().unwrap_or_else(PoisonError::into_inner)
+        };
         events.clear();
         self.poller.wait(&mut events, timeout)?;
         if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            keys[0] = Self::STOP;
+            ready[0] = stop;
             return Ok(1);
         }
+        // One-shot: a re-arm reports what is already the case, the end of
+        // the stream too, so what closed need not be told apart.
         let mut n = 0;
-        for (key, event) in keys.iter_mut().zip(events.iter()) {
-            *key = event.key as u64;
+        for (ready, event) in ready.iter_mut().zip(events.iter()) {
+            *ready = Ready {
+                key: event.key as u64,
+                closed: false,
+            };
             n += 1;
         }
         Ok(n)

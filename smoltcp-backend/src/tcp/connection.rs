@@ -475,7 +475,7 @@ impl Connection for SmoltcpConnection<'_, '_> {
     }
 
     /// Python's `close_request`, its outcome ignored (as Python ignores
-    /// it). A client connection lingers as [`SmoltcpConnection::close`]
+    /// it). A client connection lingers as `SmoltcpConnection::close`
     /// does. An accepted one lingers only until the peer has acknowledged
     /// everything, our FIN included, and then leaves the rest to the
     /// listener's backlog: its scans discard what the peer still sends and

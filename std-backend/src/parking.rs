@@ -345,50 +345,41 @@ impl<E> Slot<E> {
         u64::from(generation) << 32
     }
 
+    /// Moves the state word of the connection of `generation` on by `next`
+    /// (`None`: leave it), in one compare-and-swap loop: `Ok` with the word
+    /// before if it did; `Err` if `next` declined or the generation is
+    /// stale.
+    fn update(&self, generation: u32, next: impl Fn(u64) -> Option<u64>) -> Result<u64, u64> {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                ((now >> 32) as u32 == generation)
+                    .then_some(now)
+                    .and_then(&next)
+            })
+    }
+
     /// An event for the slot's connection of `generation`: takes the
     /// connection if it is parked (`true`: the caller holds it now), else
     /// tells its holder to look again (`false`); `false` for a stale event.
     fn notify(&self, generation: u32, closed: bool) -> bool {
         let closed = if closed { CLOSED } else { 0 };
-        let mut now = self.state.load(Ordering::Acquire);
-        loop {
-            if (now >> 32) as u32 != generation || now & (NOTIFIED | closed) == NOTIFIED | closed {
-                return false;
-            }
-            let next = if now & HELD == 0 {
-                now | HELD | closed
+        let before = self.update(generation, |now| {
+            if now & (NOTIFIED | closed) == NOTIFIED | closed {
+                None // its holder looks again already
+            } else if now & HELD == 0 {
+                Some(now | HELD | closed)
             } else {
-                now | NOTIFIED | closed
-            };
-            let swapped =
-                self.state
-                    .compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Acquire);
-            match swapped {
-                Ok(_) => return now & HELD == 0,
-                Err(actual) => now = actual,
+                Some(now | NOTIFIED | closed)
             }
-        }
+        });
+        before.is_ok_and(|now| now & HELD == 0)
     }
 
     /// Takes the parked connection of `generation` to end it (a sweep, a
     /// shed); `false` if a worker holds it, or it is gone.
     fn take_idle(&self, generation: u32) -> bool {
-        let mut now = self.state.load(Ordering::Acquire);
-        loop {
-            if (now >> 32) as u32 != generation || now & HELD != 0 {
-                return false;
-            }
-            let swapped = self.state.compare_exchange_weak(
-                now,
-                now | HELD,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            match swapped {
-                Ok(_) => return true,
-                Err(actual) => now = actual,
-            }
-        }
+        self.update(generation, |now| (now & HELD == 0).then_some(now | HELD))
+            .is_ok()
     }
 
     /// The holder is about to look at the socket: that look covers every
@@ -401,22 +392,10 @@ impl<E> Slot<E> {
     /// if an event came since its last [`look`](Self::look) (then it still
     /// holds the connection, and owes it another turn).
     fn let_go(&self, generation: u32) -> bool {
-        let mut now = self.state.load(Ordering::Acquire);
-        loop {
-            if (now >> 32) as u32 != generation || now & (HELD | NOTIFIED) != HELD {
-                return false;
-            }
-            let swapped = self.state.compare_exchange_weak(
-                now,
-                now & !HELD,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            match swapped {
-                Ok(_) => return true,
-                Err(actual) => now = actual,
-            }
-        }
+        self.update(generation, |now| {
+            (now & (HELD | NOTIFIED) == HELD).then_some(now & !HELD)
+        })
+        .is_ok()
     }
 
     /// The slot's connection is gone: the next is parked under `generation`.
